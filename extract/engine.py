@@ -1,0 +1,141 @@
+"""Read-only engines for the source database.
+
+Least privilege is enforced on our side too, not only by the database role: SQLite files are
+opened with `mode=ro` (a missing file is an error, never a new empty database), and PostgreSQL
+sessions start with `default_transaction_read_only=on`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from extract.errors import ExtractError, TerminalExtractError, TransientExtractError
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Return `url` with the driver this project ships: psycopg 3 for PostgreSQL."""
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError:
+        # The message would quote the URL, password included.
+        raise TerminalExtractError("the database URL is not a valid SQLAlchemy URL") from None
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in {
+        "psycopg2",
+        "psycopg",
+    } | {parsed.get_backend_name()}:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def sqlite_path(url: URL) -> Path | None:
+    """The file behind a SQLite URL, or None for an in-memory database."""
+    database = url.database
+    if not database or database == ":memory:":
+        return None
+    return Path(database)
+
+
+def describe(url: str | URL) -> str:
+    """A printable name for the source that never includes credentials."""
+    parsed = normalize_url(url)
+    return parsed.render_as_string(hide_password=True)
+
+
+def create_source_engine(url: str | URL, **engine_kwargs: Any) -> Engine:
+    """An engine that can only read the source at `url`.
+
+    SQLite: the file must exist; it is opened read-only, and every transaction is an explicit
+    `BEGIN` so that the several SELECTs of one export see one snapshot (pysqlite would otherwise
+    run each SELECT outside any transaction).
+    PostgreSQL: every session is read-only; callers ask for REPEATABLE READ where they need one
+    snapshot across statements (`snapshot`).
+    """
+    parsed = normalize_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(parsed, **engine_kwargs)
+    if backend == "postgresql":
+        return _postgres_engine(parsed, **engine_kwargs)
+    raise TerminalExtractError(f"unsupported database kind {backend!r}: use sqlite or postgresql")
+
+
+def _sqlite_engine(url: URL, **engine_kwargs: Any) -> Engine:
+    path = sqlite_path(url)
+    if path is None:
+        raise TerminalExtractError("an in-memory SQLite database has no data to export")
+    if not path.is_file():
+        raise TerminalExtractError(
+            f"SQLite database {path} does not exist (run `learner-export demo-db` to create the demo)"
+        )
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+
+    def connect() -> sqlite3.Connection:
+        # isolation_level=None: no implicit transactions; the "begin" hook below issues BEGIN.
+        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+
+    engine = sa.create_engine("sqlite://", creator=connect, **engine_kwargs)
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+def _postgres_engine(url: URL, **engine_kwargs: Any) -> Engine:
+    connect_args = dict(engine_kwargs.pop("connect_args", {}))
+    options = connect_args.get("options", "")
+    connect_args["options"] = f"{options} -c default_transaction_read_only=on".strip()
+    connect_args.setdefault("connect_timeout", 10)
+    connect_args.setdefault("application_name", "learner-export")
+    return sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True, **engine_kwargs)
+
+
+@contextmanager
+def snapshot(engine: Engine) -> Iterator[Connection]:
+    """One read-only transaction in which every SELECT sees the same committed state.
+
+    Source errors are translated: connection failures become `TransientExtractError` (worth a
+    retry), everything else `TerminalExtractError`. The database's own message is left out on
+    purpose, since PostgreSQL quotes offending values; the SQLSTATE code is kept.
+    """
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                conn = conn.execution_options(
+                    isolation_level="REPEATABLE READ", postgresql_readonly=True
+                )
+            with conn.begin():
+                yield conn
+    except sa.exc.DBAPIError as exc:
+        raise _translate(exc, engine) from None
+
+
+# SQLSTATE classes after which the same read may well succeed: connection exceptions, transaction
+# rollbacks (serialization failure, deadlock), insufficient resources, operator intervention.
+_TRANSIENT_SQLSTATE_PREFIXES = ("08", "40", "53", "57P")
+_TRANSIENT_SQLITE_ERRORS = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_PROTOCOL")
+
+
+def _translate(exc: sa.exc.DBAPIError, engine: Engine) -> ExtractError:
+    where = f"{engine.dialect.name} source"
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    sqlite_name = getattr(exc.orig, "sqlite_errorname", None)
+    code = sqlstate or sqlite_name or type(exc.orig).__name__
+    if sqlstate:
+        transient = sqlstate.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
+    elif sqlite_name:
+        transient = sqlite_name.startswith(_TRANSIENT_SQLITE_ERRORS)
+    else:
+        # No code at all: the driver failed before the server answered (refused, reset, timeout).
+        transient = isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+    if transient or exc.connection_invalidated:
+        return TransientExtractError(f"reading the {where} failed ({code}); it may be retried")
+    return TerminalExtractError(f"reading the {where} failed ({code})")

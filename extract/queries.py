@@ -1,0 +1,162 @@
+"""SELECT statements for the source tables, built apart from running them.
+
+Every function returns a `Select` for a set of learners, so one statement serves one learner or a
+chunk of thousands. They are dialect-aware only where the two backends would otherwise disagree:
+
+* text ids are ordered by code point (`COLLATE "C"` on PostgreSQL, SQLite's default BINARY), so
+  ties break the same way on both and the documents are byte-identical;
+* JSON columns come back as the stored text (`json::text` on PostgreSQL), never parsed here;
+* timestamps and UUIDs bypass SQLAlchemy's result processing, which raises on the odd formats a
+  SQLite file may hold; the transform stage reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from extract.tables import achievements, learner_profiles, lessons, users
+
+POSTGRESQL = "postgresql"
+
+
+def _raw(column: sa.Column[object]) -> ColumnElement[object]:
+    """The column's value as the driver returns it, with no type conversion."""
+    return sa.type_coerce(column, sa.types.NullType()).label(column.name)
+
+
+def _as_text(column: sa.Column[object], dialect: str) -> ColumnElement[object]:
+    """JSON and UUID columns as stored text: cast on PostgreSQL, untouched on SQLite."""
+    if dialect == POSTGRESQL:
+        return sa.cast(column, sa.Text).label(column.name)
+    return _raw(column)
+
+
+def _code_point_order(column: sa.Column[str], dialect: str) -> ColumnElement[str]:
+    """Order text by code point, whatever the database's default collation is."""
+    return column.collate("C") if dialect == POSTGRESQL else column
+
+
+def users_query(dialect: str, user_ids: Collection[int]) -> sa.Select[tuple[object, ...]]:
+    """The `users` rows with these ids, every column except `password` (it is never read)."""
+    return sa.select(
+        users.c.id,
+        users.c.username,
+        users.c.email,
+        users.c.name,
+        _raw(users.c.role),
+        users.c.parent_id,
+        _raw(users.c.created_at),
+    ).where(users.c.id.in_(list(user_ids)))
+
+
+def learner_ids_query() -> sa.Select[tuple[int]]:
+    """Every LEARNER's id, ascending."""
+    return sa.select(users.c.id).where(users.c.role == "LEARNER").order_by(users.c.id)
+
+
+def profiles_query(dialect: str, user_ids: Collection[int]) -> sa.Select[tuple[object, ...]]:
+    """Profiles of these users; per user, the first created comes first (the one kept)."""
+    p = learner_profiles.c
+    return (
+        sa.select(
+            p.id,
+            p.user_id,
+            p.grade_level,
+            *(_as_text(c, dialect) for c in (p.graph, p.subjects, p.subject_performance)),
+            *(_as_text(c, dialect) for c in (p.recommended_subjects, p.struggling_areas)),
+            _raw(p.created_at),
+        )
+        .where(p.user_id.in_(list(user_ids)))
+        .order_by(p.user_id, p.created_at.asc().nulls_last(), _code_point_order(p.id, dialect))
+    )
+
+
+def _lesson_columns(dialect: str) -> list[ColumnElement[object]]:
+    c = lessons.c
+    return [
+        c.id,
+        c.learner_id,
+        c.module_id,
+        _raw(c.status),
+        c.subject,
+        c.category,
+        c.difficulty,
+        c.score,
+        _as_text(c.spec, dialect),
+        _as_text(c.image_paths, dialect),
+        _as_text(c.template_id, dialect),
+        _raw(c.created_at),
+        _raw(c.completed_at),
+    ]
+
+
+def _lesson_order(dialect: str) -> tuple[ColumnElement[object], ...]:
+    return (
+        lessons.c.created_at.desc().nulls_last(),
+        _code_point_order(lessons.c.id, dialect),
+    )
+
+
+def lessons_query(
+    dialect: str, learner_ids: Collection[int], *, limit_per_learner: int | None = None
+) -> sa.Select[tuple[object, ...]]:
+    """Lessons of these learners, grouped by learner, each group in contract order.
+
+    With `limit_per_learner`, only that many of each learner's most recent lessons are read: a
+    window function numbers each learner's lessons in contract order, so one statement caps every
+    learner of a chunk.
+    """
+    ids = list(learner_ids)
+    if limit_per_learner is None:
+        return (
+            sa.select(*_lesson_columns(dialect))
+            .where(lessons.c.learner_id.in_(ids))
+            .order_by(lessons.c.learner_id, *_lesson_order(dialect))
+        )
+    position = sa.func.row_number().over(
+        partition_by=lessons.c.learner_id, order_by=_lesson_order(dialect)
+    )
+    numbered = (
+        sa.select(*_lesson_columns(dialect), position.label("position"))
+        .where(lessons.c.learner_id.in_(ids))
+        .subquery("numbered")
+    )
+    kept = [col for col in numbered.c if col.name != "position"]
+    return (
+        sa.select(*kept)
+        .where(numbered.c.position <= limit_per_learner)
+        .order_by(numbered.c.learner_id, numbered.c.position)
+    )
+
+
+def lesson_counts_query(learner_ids: Collection[int]) -> sa.Select[tuple[int, int]]:
+    """How many lessons each of these learners has in the source (learners with none are absent)."""
+    return (
+        sa.select(lessons.c.learner_id, sa.func.count().label("lessons"))
+        .where(lessons.c.learner_id.in_(list(learner_ids)))
+        .group_by(lessons.c.learner_id)
+    )
+
+
+def achievements_query(dialect: str, learner_ids: Collection[int]) -> sa.Select[tuple[object, ...]]:
+    """Achievements of these learners (matched on the text form of their id), each group in
+    contract order: `awarded_at` descending, NULL last, then `id`."""
+    a = achievements.c
+    return (
+        sa.select(
+            _as_text(a.id, dialect),
+            a.learner_id,
+            a.type,
+            _as_text(a.payload, dialect),
+            _raw(a.awarded_at),
+        )
+        .where(a.learner_id.in_([str(i) for i in learner_ids]))
+        .order_by(
+            a.learner_id,
+            a.awarded_at.desc().nulls_last(),
+            _code_point_order(sa.cast(a.id, sa.Text), dialect) if dialect == POSTGRESQL else a.id,
+        )
+    )

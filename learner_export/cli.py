@@ -1,0 +1,159 @@
+"""The `learner-export` command.
+
+Each subcommand imports what it needs when it runs, so `export` starts fast: it never imports
+Prefect (only the flow commands do). Expected failures print one line on stderr and exit 1;
+nothing a user can cause prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from learner_export.settings import Settings, get_settings
+
+PROG = "learner-export"
+
+
+class UserError(Exception):
+    """A failure the user can act on: printed as one line, exit code 1."""
+
+
+def _positive_int(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or text.startswith("0"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+def _add_database_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="source database (default: $DATABASE_URL, else the embedded demo database)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Export learners' data from the learning platform's database.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo-db",
+        help="create the demo database (embedded SQLite by default)",
+        description="Create the contract's tables and fill them with deterministic demo data: "
+        "the same --learners and --seed give the same rows and ids on SQLite and PostgreSQL.",
+    )
+    demo.add_argument("--learners", type=_positive_int, default=12, help="learners (default 12)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    demo.add_argument(
+        "--replace", action="store_true", help="drop and rebuild the tables if they already exist"
+    )
+    _add_database_option(demo)
+    demo.set_defaults(run=_run_demo_db)
+
+    export = commands.add_parser(
+        "export",
+        help="export one learner's document to a file",
+        description="Write learner-data-{id}-{YYYY-MM-DD}.json for one learner and print its path.",
+    )
+    export.add_argument("learner_id", type=_positive_int, metavar="LEARNER_ID")
+    export.add_argument(
+        "--out", type=Path, default=Path(), help="directory to write to (default: current)"
+    )
+    export.add_argument(
+        "--exported-by",
+        type=_positive_int,
+        metavar="ID",
+        help="user id recorded as exportedBy (default: $LEARNER_EXPORT_EXPORTED_BY, else null)",
+    )
+    _add_database_option(export)
+    export.set_defaults(run=_run_export)
+    return parser
+
+
+def _source_url(args: argparse.Namespace, settings: Settings) -> str:
+    return str(args.database_url or settings.source_url)
+
+
+def _run_demo_db(args: argparse.Namespace, settings: Settings) -> None:
+    from extract.engine import describe
+    from learner_export.demo import DemoDatabaseExists, build_demo_database
+
+    url = _source_url(args, settings)
+    try:
+        rows = build_demo_database(url, learners=args.learners, seed=args.seed, replace=args.replace)
+    except DemoDatabaseExists as exc:
+        raise UserError(str(exc)) from None
+    print(
+        f"demo database ready at {describe(url)}: {len(rows.users)} users, "
+        f"{len(rows.learner_ids)} learners (ids {rows.learner_ids[0]}..{rows.learner_ids[-1]}), "
+        f"{len(rows.lessons)} lessons, {len(rows.achievements)} achievements"
+    )
+
+
+def _run_export(args: argparse.Namespace, settings: Settings) -> None:
+    from extract.engine import create_source_engine, snapshot
+    from extract.reader import read_learner
+    from load.files import write_atomic
+    from load.names import document_filename
+    from transform.document import LESSON_CAP, build_document, problem_lines
+    from transform.encoding import encode_document
+
+    export_date = datetime.now(UTC)
+    exported_by = args.exported_by or settings.exported_by
+    engine = create_source_engine(_source_url(args, settings))
+    try:
+        with snapshot(engine) as conn:
+            rows = read_learner(conn, args.learner_id, lesson_limit=LESSON_CAP)
+    finally:
+        engine.dispose()
+    built = build_document(rows, export_date=export_date, exported_by=exported_by)
+    written = write_atomic(
+        args.out, document_filename(args.learner_id, export_date), encode_document(built.document)
+    )
+    for line in problem_lines([built]):
+        print(f"{PROG}: warning: {line}", file=sys.stderr)
+    if built.truncated:
+        print(
+            f"{PROG}: note: learner {built.learner_id} has {built.lessons_total} lessons; "
+            f"the document holds the {built.lessons_exported} most recent",
+            file=sys.stderr,
+        )
+    print(written.path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace, Settings], None] = args.run
+    try:
+        run(args, get_settings())
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if not _is_expected(exc):
+            raise
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _is_expected(exc: Exception) -> bool:
+    """Errors whose message is written for the user (and holds no personal data)."""
+    from pydantic import ValidationError
+
+    from extract.errors import ExtractError
+    from load.errors import LoadError
+
+    return isinstance(exc, UserError | ExtractError | LoadError | ValidationError)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The one typed settings object. Nothing else in the project reads the environment.
+
+Built on first use by `get_settings()` (cached), never at import time, so tests and commands can
+point it elsewhere (`get_settings.cache_clear()` after changing the environment).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "learner-export"
+
+
+class Settings(BaseSettings):
+    """Configuration from the environment (prefix `LEARNER_EXPORT_`; DATABASE_URL and JWT_SECRET
+    are also read under their plain names, as the platform's own server names them)."""
+
+    model_config = SettingsConfigDict(env_prefix="LEARNER_EXPORT_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Where the embedded demo database and the audit log live by default.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "LEARNER_EXPORT_DATABASE_URL"),
+        description="SQLAlchemy URL of the source; default: the embedded SQLite demo database.",
+    )
+    exported_by: int | None = Field(
+        default=None,
+        gt=0,
+        description="User id recorded as exportedBy when a command is not given --exported-by.",
+    )
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("JWT_SECRET", "LEARNER_EXPORT_JWT_SECRET"),
+        description="HS256 secret of the platform's tokens (the HTTP endpoint).",
+    )
+    encryption_key: SecretStr | None = Field(
+        default=None, description="Key for encrypting documents at rest (--encrypt)."
+    )
+    pseudonym_key: SecretStr | None = Field(
+        default=None, description="Key of the learner pseudonyms in the analyst tables."
+    )
+
+    @property
+    def demo_database_path(self) -> Path:
+        return self.data_dir / "demo.sqlite3"
+
+    @property
+    def source_url(self) -> str:
+        """DATABASE_URL, or the embedded demo database when none is set."""
+        return self.database_url or f"sqlite:///{self.demo_database_path}"
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return Settings()

@@ -1,0 +1,182 @@
+"""The one document builder: a learner's rows in, the contract §2 document out.
+
+Every way of exporting (the CLI, the archival flows, the HTTP endpoint) calls `build_document`, and
+`transform.encoding` turns its result into bytes, so the same rows always give the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from extract.records import LearnerRows, Row
+from transform.values import (
+    MALFORMED_JSON,
+    UNREADABLE_TIMESTAMP,
+    Problem,
+    is_json_null,
+    iso_timestamp,
+    stored_json,
+)
+
+LESSON_CAP = 1_000
+"""The seed page's limit on lessons in one document; the most recent are kept."""
+
+Document = dict[str, Any]
+
+# Values for NULL JSON columns of a profile (contract §2). Fresh objects for every document.
+_PROFILE_DEFAULTS: dict[str, Callable[[], Any]] = {
+    "graph": lambda: {"nodes": [], "edges": []},
+    "subjects": lambda: ["Math", "Reading", "Science"],
+    "subject_performance": dict,
+    "recommended_subjects": list,
+    "struggling_areas": list,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltDocument:
+    """A document and what the export must report about it.
+
+    `lessons_exported` <= LESSON_CAP; `truncated` is True exactly when the source holds more
+    lessons than the document (`lessons_total > lessons_exported`). `problems` lists the stored
+    values that were exported as null, in document order.
+    """
+
+    document: Document
+    learner_id: int
+    lessons_exported: int
+    lessons_total: int
+    problems: tuple[Problem, ...]
+
+    @property
+    def truncated(self) -> bool:
+        return self.lessons_total > self.lessons_exported
+
+
+def build_document(
+    rows: LearnerRows, *, export_date: datetime, exported_by: int | None
+) -> BuiltDocument:
+    """The contract §2 document for `rows`.
+
+    Keys are in contract order; `password` is never read, so never present; timestamps are UTC
+    `toISOString()` text; at most LESSON_CAP lessons, the first ones of `rows.lessons` (which come
+    in contract order). Never raises on stored data: unreadable values become null and are listed
+    in `problems`.
+    """
+    values = _Values(checked=rows.json_checked)
+    kept = rows.lessons[:LESSON_CAP]
+    document: Document = {
+        "learner": _learner(rows.user, values),
+        "profile": None if rows.profile is None else _profile(rows.profile, values),
+        "lessons": [_lesson(row, values) for row in kept],
+        "achievements": [_achievement(row, values) for row in rows.achievements],
+        "exportDate": iso_timestamp(export_date),
+        "exportedBy": exported_by,
+    }
+    return BuiltDocument(
+        document=document,
+        learner_id=rows.learner_id,
+        lessons_exported=len(kept),
+        lessons_total=max(rows.lesson_total, len(kept)),
+        problems=tuple(values.problems),
+    )
+
+
+def _learner(row: Row, values: _Values) -> Document:
+    where = ("users", str(row["id"]))
+    return {
+        "id": row["id"],
+        "username": row["username"],
+        "email": row["email"],
+        "name": row["name"],
+        "role": row["role"],
+        "parentId": row["parent_id"],
+        "createdAt": values.timestamp(row["created_at"], *where, "created_at"),
+    }
+
+
+def _profile(row: Row, values: _Values) -> Document:
+    where = ("learner_profiles", str(row["id"]))
+
+    def json_or_default(column: str) -> Any:
+        stored = row[column]
+        if is_json_null(stored):
+            return _PROFILE_DEFAULTS[column]()
+        return values.json(stored, *where, column)
+
+    return {
+        "id": str(row["id"]),
+        "userId": str(row["user_id"]),
+        "gradeLevel": row["grade_level"],
+        "graph": json_or_default("graph"),
+        "subjects": json_or_default("subjects"),
+        "subjectPerformance": json_or_default("subject_performance"),
+        "recommendedSubjects": json_or_default("recommended_subjects"),
+        "strugglingAreas": json_or_default("struggling_areas"),
+        "createdAt": values.timestamp(row["created_at"], *where, "created_at"),
+    }
+
+
+def _lesson(row: Row, values: _Values) -> Document:
+    where = ("lessons", str(row["id"]))
+    image_paths = row["image_paths"]
+    return {
+        "id": row["id"],
+        "learnerId": row["learner_id"],
+        "moduleId": row["module_id"],
+        "status": row["status"],
+        "subject": row["subject"],
+        "category": row["category"],
+        "difficulty": row["difficulty"],
+        "score": row["score"],
+        "spec": values.json(row["spec"], *where, "spec"),
+        "imagePaths": []
+        if is_json_null(image_paths)
+        else values.json(image_paths, *where, "image_paths"),
+        "templateId": row["template_id"],
+        "createdAt": values.timestamp(row["created_at"], *where, "created_at"),
+        "completedAt": values.timestamp(row["completed_at"], *where, "completed_at"),
+    }
+
+
+def _achievement(row: Row, values: _Values) -> Document:
+    where = ("achievements", str(row["id"]))
+    return {
+        "id": str(row["id"]),
+        "learnerId": str(row["learner_id"]),
+        "type": row["type"],
+        "payload": values.json(row["payload"], *where, "payload"),
+        "earnedAt": values.timestamp(row["awarded_at"], *where, "awarded_at"),
+    }
+
+
+class _Values:
+    """Reads stored values for one document and collects the problems met on the way."""
+
+    __slots__ = ("checked", "problems")
+
+    def __init__(self, *, checked: bool) -> None:
+        self.checked = checked
+        self.problems: list[Problem] = []
+
+    def json(self, stored: Any, table: str, row_id: str, column: str) -> Any:
+        try:
+            return stored_json(stored, checked=self.checked)
+        except ValueError:
+            self.problems.append(Problem(table, column, row_id, MALFORMED_JSON))
+            return None
+
+    def timestamp(self, stored: Any, table: str, row_id: str, column: str) -> str | None:
+        try:
+            return iso_timestamp(stored)
+        except (ValueError, OverflowError, OSError):
+            self.problems.append(Problem(table, column, row_id, UNREADABLE_TIMESTAMP))
+            return None
+
+
+def problem_lines(built: Sequence[BuiltDocument]) -> list[str]:
+    """One printable line per problem, prefixed with the learner id."""
+    return [f"learner {doc.learner_id}: {problem}" for doc in built for problem in doc.problems]

@@ -1,0 +1,96 @@
+"""Turning stored column values into document values: timestamps and JSON text.
+
+Both tolerate what real databases hold (see contract §1) and never raise on bad data: a value that
+cannot be read becomes `null` and a `Problem` naming the row and column (never the value) is
+recorded for the caller to report.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A stored value the export could not use. Names where, never what (the value may be personal)."""
+
+    table: str
+    column: str
+    row_id: str
+    kind: str
+
+    def __str__(self) -> str:
+        return f"{self.table}.{self.column} of row {self.row_id}: {self.kind}, exported as null"
+
+
+MALFORMED_JSON = "malformed JSON"
+UNREADABLE_TIMESTAMP = "unreadable timestamp"
+
+# Epoch numbers above this are taken as milliseconds (1e11 seconds is the year 5138).
+_EPOCH_MS_THRESHOLD = 1e11
+
+
+def iso_timestamp(value: Any) -> str | None:
+    """`value` as JavaScript's `toISOString()` would print it: UTC, millisecond precision, `Z`.
+
+    Naive datetimes and naive text mean UTC (contract §1); aware ones are converted. Digits below
+    the millisecond are truncated, not rounded. SQLite may hand back ISO text (space or `T`,
+    optional zone) or epoch numbers (seconds, or milliseconds when very large). None stays None.
+    Raises ValueError when the value is none of these.
+    """
+    if value is None:
+        return None
+    moment = _to_datetime(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
+        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}."
+        f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+def _to_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        return datetime.fromisoformat(value.strip())
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        seconds = value / 1000 if abs(value) >= _EPOCH_MS_THRESHOLD else value
+        return datetime.fromtimestamp(seconds, UTC)
+    raise ValueError(f"not a timestamp: {type(value).__name__}")
+
+
+def stored_json(value: Any, *, checked: bool) -> Any:
+    """The stored JSON of a column, unchanged, ready for the encoder.
+
+    Text is passed through byte for byte (`orjson.Fragment`), so the document holds exactly what
+    the application stored. When `checked` is False (SQLite, where JSON is plain TEXT) the text is
+    parsed once to prove it valid. Numbers are what SQLite makes of numeric JSON text. Returns
+    None for SQL NULL; raises ValueError for anything that is not valid JSON.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bytes | bytearray | memoryview):
+        value = bytes(value).decode("utf-8")  # UnicodeDecodeError is a ValueError
+    if isinstance(value, str):
+        if not checked:
+            orjson.loads(value)  # JSONDecodeError is a ValueError
+        return orjson.Fragment(value)
+    if isinstance(value, bool):
+        raise ValueError("not JSON text: bool")
+    if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    raise ValueError(f"not JSON text: {type(value).__name__}")
+
+
+def is_json_null(stored: Any) -> bool:
+    """True for SQL NULL and for stored JSON text `null`: the application cannot tell them apart."""
+    if isinstance(stored, bytes | bytearray | memoryview):
+        return bytes(stored).strip() == b"null"
+    return stored is None or (isinstance(stored, str) and stored.strip() == "null")
