@@ -8,6 +8,7 @@ nothing a user can cause prints a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -16,6 +17,10 @@ from pathlib import Path
 from learner_export.settings import Settings, get_settings
 
 PROG = "learner-export"
+
+COMMAND_MODULES: tuple[str, ...] = ()
+"""Modules adding subcommands: each has `register(subparsers)`, which must import nothing heavy
+(the run function imports what it needs), so `--help` and `export` stay fast."""
 
 
 class UserError(Exception):
@@ -74,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_database_option(export)
     export.set_defaults(run=_run_export)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(commands)
     return parser
 
 

@@ -1,0 +1,109 @@
+"""Suite-wide fixtures: isolated settings, demo databases on SQLite and on a real PostgreSQL.
+
+PostgreSQL tests skip, saying why, where no server binaries exist; with
+LEARNER_EXPORT_REQUIRE_POSTGRES=1 (set by .ci/run) that skip becomes a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from learner_export.demo import DemoRows, build_demo_database
+from learner_export.settings import get_settings
+from tests.pg import PostgresCluster, PostgresUnavailable
+
+REQUIRE_POSTGRES = os.environ.get("LEARNER_EXPORT_REQUIRE_POSTGRES") == "1"
+DEMO_LEARNERS = 12
+DEMO_SEED = 7
+
+_SETTINGS_VARIABLES = ("DATABASE_URL", "JWT_SECRET", "XDG_DATA_HOME")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite tests/golden/ from the current code (review the diff before committing)",
+    )
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """Every test sees a fresh settings object whose data dir is its own, and no stray env."""
+    data_dir = tmp_path_factory.mktemp("data")
+    for name in list(os.environ):
+        if name.startswith("LEARNER_EXPORT_") and name != "LEARNER_EXPORT_REQUIRE_POSTGRES":
+            monkeypatch.delenv(name)
+    for name in _SETTINGS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LEARNER_EXPORT_DATA_DIR", str(data_dir))
+    get_settings.cache_clear()
+    yield data_dir
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """The suite's PostgreSQL server, started once, removed at the end."""
+    try:
+        cluster = PostgresCluster()
+        cluster.start()
+    except PostgresUnavailable as exc:
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"PostgreSQL is required here (LEARNER_EXPORT_REQUIRE_POSTGRES=1): {exc}")
+        pytest.skip(f"PostgreSQL tests skipped: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@dataclass(frozen=True)
+class DemoSource:
+    """A demo database: `url` reads it with least privilege, `owner_url` may write."""
+
+    kind: str
+    url: str
+    owner_url: str
+    rows: DemoRows
+
+
+def make_sqlite_demo(
+    path: Path, *, learners: int = DEMO_LEARNERS, seed: int = DEMO_SEED
+) -> DemoSource:
+    url = f"sqlite:///{path}"
+    rows = build_demo_database(url, learners=learners, seed=seed, replace=True)
+    return DemoSource("sqlite", url, url, rows)
+
+
+def make_postgres_demo(
+    cluster: PostgresCluster, name: str, *, learners: int = DEMO_LEARNERS, seed: int = DEMO_SEED
+) -> DemoSource:
+    owner_url = cluster.create_database(name)
+    rows = build_demo_database(owner_url, learners=learners, seed=seed, replace=False)
+    return DemoSource("postgresql", cluster.grant_reader(name), owner_url, rows)
+
+
+@pytest.fixture(scope="session")
+def sqlite_demo(tmp_path_factory: pytest.TempPathFactory) -> DemoSource:
+    return make_sqlite_demo(tmp_path_factory.mktemp("sqlite-demo") / "demo.sqlite3")
+
+
+@pytest.fixture(scope="session")
+def postgres_demo(pg_cluster: PostgresCluster) -> DemoSource:
+    return make_postgres_demo(pg_cluster, "demo")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def demo_source(request: pytest.FixtureRequest) -> DemoSource:
+    """The default demo database, once on SQLite and once on PostgreSQL (read-only role)."""
+    fixture = "sqlite_demo" if request.param == "sqlite" else "postgres_demo"
+    source: DemoSource = request.getfixturevalue(fixture)
+    return source
