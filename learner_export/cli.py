@@ -95,7 +95,9 @@ def _run_demo_db(args: argparse.Namespace, settings: Settings) -> None:
 
     url = _source_url(args, settings)
     try:
-        rows = build_demo_database(url, learners=args.learners, seed=args.seed, replace=args.replace)
+        rows = build_demo_database(
+            url, learners=args.learners, seed=args.seed, replace=args.replace
+        )
     except DemoDatabaseExists as exc:
         raise UserError(str(exc)) from None
     print(
@@ -133,7 +135,7 @@ def _run_export(args: argparse.Namespace, settings: Settings) -> None:
             f"the document holds the {built.lessons_exported} most recent",
             file=sys.stderr,
         )
-    print(written.path)
+    print(written.path.resolve())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

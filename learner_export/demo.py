@@ -55,10 +55,11 @@ _SUBJECTS = {
     "Art": ("Creative", ["Color Theory", "Perspective", "Printmaking"]),
 }
 _DIFFICULTIES = ["beginner", "intermediate", "advanced"]
-_WORDS = (
-    "learn number pattern shape measure story reason compare explain observe predict record "
-    "careful example together notice because therefore whole part equal group sort build"
-).split()
+_WORDS = [
+    "learn", "number", "pattern", "shape", "measure", "story", "reason", "compare", "explain",
+    "observe", "predict", "record", "careful", "example", "together", "notice", "because",
+    "therefore", "whole", "part", "equal", "group", "sort", "build",
+]  # fmt: skip
 _ACHIEVEMENTS = [
     ("FIRST_LESSON", "First Steps", "Finished your first lesson", "🎉"),
     ("FIRST_PERFECT", "Perfect Score!", "Got 100% on your first quiz", "🌟"),
@@ -134,7 +135,7 @@ class _Generator:
         nodes = [{"id": t, "label": t, "mastery": round(self.rng.random(), 2)} for t in
                  self.rng.sample(_SUBJECTS[subjects[0]][1], k=2)]  # fmt: skip
         graph = {"nodes": nodes, "edges": [{"source": nodes[0]["id"], "target": nodes[1]["id"]}]}
-        json_values = {
+        json_values: dict[str, str | None] = {
             "graph": _json(graph),
             "subjects": _json(subjects),
             "subject_performance": _json(performance),

@@ -12,7 +12,6 @@ not depend on the database's collation.
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import pwd
 import shutil
@@ -35,9 +34,9 @@ def find_bin_dir() -> Path:
     found = shutil.which("pg_ctl")
     if found:
         return Path(found).resolve().parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), reverse=True)
     if candidates:
-        return Path(candidates[0]).parent
+        return candidates[0].parent
     raise PostgresUnavailable("no PostgreSQL server binaries (pg_ctl, initdb) on this machine")
 
 

@@ -1,0 +1,76 @@
+"""extract.engine: read-only engines, URL handling and error translation."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from extract.engine import create_source_engine, describe, normalize_url, snapshot
+from extract.errors import TerminalExtractError, TransientExtractError
+from extract.reader import all_learner_ids
+from tests.pg import PostgresCluster
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("postgresql://u:p@h/db", "postgresql+psycopg"),
+        ("postgresql+psycopg2://u:p@h/db", "postgresql+psycopg"),
+        ("postgresql+psycopg://u:p@h/db", "postgresql+psycopg"),
+        ("sqlite:///x.db", "sqlite"),
+    ],
+)
+def test_postgresql_urls_use_psycopg_3(url: str, driver: str) -> None:
+    assert normalize_url(url).drivername == driver
+
+
+def test_descriptions_and_errors_never_show_the_password() -> None:
+    assert "s3cret" not in describe("postgresql://user:s3cret@db.example/platform")
+    with pytest.raises(TerminalExtractError) as caught:
+        normalize_url("not a url with s3cret")
+    assert "s3cret" not in str(caught.value)
+
+
+def test_a_missing_sqlite_file_is_an_error_not_a_new_database(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.sqlite3"
+    with pytest.raises(TerminalExtractError, match="does not exist"):
+        create_source_engine(f"sqlite:///{missing}")
+    assert not missing.exists()
+
+
+def test_unsupported_databases_are_refused() -> None:
+    with pytest.raises(TerminalExtractError, match="unsupported database kind 'mysql'"):
+        create_source_engine("mysql://u@h/db")
+
+
+def test_an_unreachable_server_is_transient() -> None:
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    engine = create_source_engine(f"postgresql://nobody:pw@127.0.0.1:{port}/none")
+    with (
+        pytest.raises(TransientExtractError, match="may be retried") as caught,
+        snapshot(engine) as conn,
+    ):
+        all_learner_ids(conn)
+    assert "pw" not in str(caught.value)
+
+
+def test_an_empty_sqlite_file_is_terminal(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.sqlite3"
+    empty.touch()
+    engine = create_source_engine(f"sqlite:///{empty}")
+    expected = r"sqlite source failed \(SQLITE_ERROR\)"
+    with pytest.raises(TerminalExtractError, match=expected), snapshot(engine) as conn:
+        all_learner_ids(conn)
+
+
+@pytest.mark.postgres
+def test_a_database_without_the_tables_is_terminal(pg_cluster: PostgresCluster) -> None:
+    url = pg_cluster.create_database("no_tables")
+    engine = create_source_engine(url)
+    with pytest.raises(TerminalExtractError, match=r"\(42P01\)"), snapshot(engine) as conn:
+        all_learner_ids(conn)
+    engine.dispose()

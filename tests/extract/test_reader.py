@@ -1,0 +1,116 @@
+"""extract.reader on real databases: SQLite and PostgreSQL (through a read-only role)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from extract.engine import create_source_engine, snapshot
+from extract.errors import LearnerNotFound
+from extract.reader import all_learner_ids, read_learner, read_learners
+from learner_export.demo import BIG_LEARNER_LESSONS
+from tests.conftest import DemoSource
+
+
+@pytest.fixture
+def engine(demo_source: DemoSource) -> Iterator[sa.Engine]:
+    engine = create_source_engine(demo_source.url)
+    yield engine
+    engine.dispose()
+
+
+def _sort_key(row: dict[str, Any]) -> tuple[bool, float, str]:
+    created: datetime | None = row["created_at"]
+    # created_at descending with NULL last, then id ascending by code point
+    return (created is None, -(created.timestamp() if created else 0.0), row["id"])
+
+
+def test_every_learner_is_listed(engine: sa.Engine, demo_source: DemoSource) -> None:
+    with snapshot(engine) as conn:
+        assert all_learner_ids(conn) == demo_source.rows.learner_ids
+
+
+def test_lessons_come_in_contract_order_for_every_learner(
+    engine: sa.Engine, demo_source: DemoSource
+) -> None:
+    with snapshot(engine) as conn:
+        found = read_learners(conn, demo_source.rows.learner_ids, lesson_limit=None)
+    for learner_id in demo_source.rows.learner_ids:
+        expected = sorted(
+            (r for r in demo_source.rows.lessons if r["learner_id"] == learner_id), key=_sort_key
+        )
+        assert [r["id"] for r in found[learner_id].lessons] == [r["id"] for r in expected]
+        assert found[learner_id].lesson_total == len(expected)
+
+
+def test_demo_has_ties_and_a_null_created_at_so_the_order_test_means_something(
+    demo_source: DemoSource,
+) -> None:
+    stamps = [r["created_at"] for r in demo_source.rows.lessons if r["learner_id"] == 3]
+    assert len(stamps) != len(set(stamps))  # equal timestamps
+    assert any(r["created_at"] is None for r in demo_source.rows.lessons)
+
+
+def test_cap_keeps_the_most_recent_and_counts_every_lesson(
+    engine: sa.Engine, demo_source: DemoSource
+) -> None:
+    big = demo_source.rows.learner_ids[1]
+    with snapshot(engine) as conn:
+        capped = read_learner(conn, big, lesson_limit=1000)
+        full = read_learner(conn, big, lesson_limit=None)
+    assert capped.lesson_total == full.lesson_total == BIG_LEARNER_LESSONS
+    assert [r["id"] for r in capped.lessons] == [r["id"] for r in full.lessons[:1000]]
+
+
+def test_achievements_are_most_recent_first(engine: sa.Engine, demo_source: DemoSource) -> None:
+    with snapshot(engine) as conn:
+        found = read_learners(conn, demo_source.rows.learner_ids, lesson_limit=0)
+    for learner_id, rows in found.items():
+        expected = sorted(
+            (a for a in demo_source.rows.achievements if a["learner_id"] == str(learner_id)),
+            key=lambda a: (-a["awarded_at"].timestamp(), a["id"]),
+        )
+        assert [str(a["id"]) for a in rows.achievements] == [a["id"] for a in expected]
+
+
+@pytest.mark.parametrize("user_id", [1, 2, 999_999])
+def test_non_learners_and_unknown_ids_are_not_found(engine: sa.Engine, user_id: int) -> None:
+    with snapshot(engine) as conn, pytest.raises(LearnerNotFound, match=f"learner {user_id} "):
+        read_learner(conn, user_id, lesson_limit=1000)
+
+
+def test_a_chunk_mixing_learners_and_others_returns_only_learners(engine: sa.Engine) -> None:
+    with snapshot(engine) as conn:
+        assert sorted(read_learners(conn, [1, 2, 3, 999_999], lesson_limit=10)) == [3]
+
+
+def test_profile_json_arrives_as_stored_text(engine: sa.Engine, demo_source: DemoSource) -> None:
+    with snapshot(engine) as conn:
+        rows = read_learner(conn, 3, lesson_limit=1)
+    stored = next(p for p in demo_source.rows.learner_profiles if p["user_id"] == 3)
+    assert rows.profile is not None
+    assert rows.profile["subjects"] == stored["subjects"]
+    assert "password" not in rows.user
+    assert rows.json_checked is (demo_source.kind == "postgresql")
+
+
+def test_the_exporter_cannot_write(engine: sa.Engine) -> None:
+    """Least privilege on our side: SQLite opened read-only, PostgreSQL read-only sessions."""
+    with pytest.raises(sa.exc.DBAPIError), engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM lessons"))
+
+
+def test_extra_tables_and_columns_are_ignored(engine: sa.Engine) -> None:
+    """The demo adds a table and a users column the contract does not name; reads still work."""
+    with engine.connect() as conn:
+        names = set(sa.inspect(conn).get_table_names())
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("users")}
+    assert "quiz_answers" in names and "theme" in columns
+    with snapshot(engine) as conn:
+        assert set(read_learner(conn, 3, lesson_limit=1).user) == {
+            "id", "username", "email", "name", "role", "parent_id", "created_at"
+        }  # fmt: skip

@@ -1,0 +1,91 @@
+"""Row factories for tests that need hand-made source rows rather than the demo database."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from extract.records import LearnerRows
+
+EXPORT_DATE = datetime(2024, 1, 15, 12, 0, 0, 123_999)
+"""The frozen clock of document tests: exportDate becomes 2024-01-15T12:00:00.123Z."""
+
+
+def user_row(**overrides: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": 3,
+        "username": "alice-123456",
+        "email": "alice@example.com",
+        "name": "Alice",
+        "role": "LEARNER",
+        "parent_id": 1,
+        "created_at": datetime(2024, 1, 1, 0, 0, 0),
+    }
+    return row | overrides
+
+
+def profile_row(**overrides: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": "550e8400-e29b-41d4-a716-446655440000",
+        "user_id": 3,
+        "grade_level": 5,
+        "graph": '{"nodes":[],"edges":[]}',
+        "subjects": '["Math","Reading","Science"]',
+        "subject_performance": '{"Math":{"averageScore":85,"lessonsCompleted":12}}',
+        "recommended_subjects": '["History"]',
+        "struggling_areas": '["Fractions"]',
+        "created_at": datetime(2024, 1, 1, 0, 0, 0),
+    }
+    return row | overrides
+
+
+def lesson_row(**overrides: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": "550e8400-e29b-41d4-a716-446655440000",
+        "learner_id": 3,
+        "module_id": "custom-1705320600000",
+        "status": "DONE",
+        "subject": "Math",
+        "category": "STEM",
+        "difficulty": "beginner",
+        "score": 85,
+        "spec": '{"topic":"Addition","questions":[]}',
+        "image_paths": "[]",
+        "template_id": None,
+        "created_at": datetime(2024, 1, 15, 10, 30, 0),
+        "completed_at": None,
+    }
+    return row | overrides
+
+
+def achievement_row(**overrides: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": "ach_123456",
+        "learner_id": "3",
+        "type": "FIRST_PERFECT",
+        "payload": '{"type":"FIRST_PERFECT","icon":"🌟"}',
+        "awarded_at": datetime(2024, 1, 15, 10, 30, 0),
+    }
+    return row | overrides
+
+
+def learner_rows(
+    *,
+    user: dict[str, Any] | None = None,
+    profile: dict[str, Any] | bool | None = True,
+    lessons: list[dict[str, Any]] | None = None,
+    lesson_total: int | None = None,
+    achievements: list[dict[str, Any]] | None = None,
+    json_checked: bool = False,
+) -> LearnerRows:
+    """A learner's rows; `profile=True` (default) means the factory profile, None means none."""
+    lesson_list = [lesson_row()] if lessons is None else lessons
+    return LearnerRows(
+        learner_id=(user or user_row())["id"],
+        user=user or user_row(),
+        profile=profile_row() if profile is True else (profile or None),
+        lessons=lesson_list,
+        lesson_total=len(lesson_list) if lesson_total is None else lesson_total,
+        achievements=[achievement_row()] if achievements is None else achievements,
+        json_checked=json_checked,
+    )

@@ -1,0 +1,85 @@
+"""learner_export.demo: deterministic, realistic, and awkward where the contract says data is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from learner_export.demo import (
+    BIG_LEARNER_LESSONS,
+    MALFORMED_SPEC,
+    DemoDatabaseExists,
+    build_demo_database,
+    demo_rows,
+)
+from tests.conftest import DemoSource
+
+
+def test_same_seed_same_rows_other_seed_other_rows() -> None:
+    assert demo_rows(6, 3) == demo_rows(6, 3)
+    assert demo_rows(6, 3).lessons != demo_rows(6, 4).lessons
+
+
+def test_the_awkward_cases_are_present() -> None:
+    rows = demo_rows()
+    learners = rows.learner_ids
+    lessons_of = {i: [r for r in rows.lessons if r["learner_id"] == i] for i in learners}
+    profiles = {p["user_id"]: p for p in rows.learner_profiles}
+    assert learners[0] == 3 and rows.users[0]["role"] == "PARENT"
+    assert len(lessons_of[learners[1]]) == BIG_LEARNER_LESSONS > 1000
+    assert learners[2] not in profiles  # a learner without a profile
+    assert profiles[learners[3]]["graph"] is None  # NULL JSON columns
+    assert any(r["score"] is None and r["status"] == "DONE" for r in rows.lessons)
+    assert any(r["spec"] is None for r in rows.lessons)
+    assert any(r["image_paths"] is None for r in rows.lessons)
+    assert any(not u["name"].isascii() for u in rows.users)
+    assert any(a["payload"] and not a["payload"].isascii() for a in rows.achievements)  # emoji
+    assert rows.malformed == [("lessons", "spec", rows.malformed[0][2])]
+    for learner_id in learners:
+        assert sum(r["status"] == "ACTIVE" for r in lessons_of[learner_id]) <= 1
+
+
+def test_specs_look_like_generated_lessons() -> None:
+    specs = [orjson.loads(r["spec"]) for r in demo_rows().lessons
+             if r["spec"] and r["spec"] != MALFORMED_SPEC]  # fmt: skip
+    new_shape = [s for s in specs if "sections" in s]
+    assert new_shape and all(5 <= len(s["questions"]) <= 10 for s in new_shape)
+    assert all(
+        {"options", "correctIndex", "explanation"} <= set(q)
+        for s in new_shape
+        for q in s["questions"]
+    )
+    sizes = sorted(len(orjson.dumps(s)) for s in new_shape)
+    assert 3_000 <= sizes[len(sizes) // 2] <= 8_000  # a typical spec is 3-8 KB
+
+
+def test_an_existing_database_is_not_overwritten_without_replace(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.sqlite3'}"
+    build_demo_database(url, learners=2, seed=1, replace=False)
+    with pytest.raises(DemoDatabaseExists, match="--replace"):
+        build_demo_database(url, learners=2, seed=1, replace=False)
+    build_demo_database(url, learners=3, seed=1, replace=True)
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        assert (
+            conn.execute(sa.text("SELECT count(*) FROM users WHERE role='LEARNER'")).scalar() == 3
+        )
+    engine.dispose()
+
+
+def test_both_databases_hold_the_same_rows(demo_source: DemoSource) -> None:
+    engine = sa.create_engine(demo_source.owner_url)
+    with engine.connect() as conn:
+        specs = dict(conn.execute(sa.text("SELECT id, CAST(spec AS TEXT) FROM lessons")).all())
+        users = conn.execute(sa.text("SELECT id, name, parent_id FROM users ORDER BY id")).all()
+    engine.dispose()
+    expected = {r["id"]: r["spec"] for r in demo_source.rows.lessons}
+    if demo_source.kind == "postgresql":  # json cannot hold the malformed text: NULL there
+        expected[demo_source.rows.malformed[0][2]] = None
+    assert specs == expected
+    assert [tuple(u) for u in users] == [
+        (u["id"], u["name"], u["parent_id"]) for u in demo_source.rows.users
+    ]
