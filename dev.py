@@ -60,7 +60,7 @@ def setup() -> None:
 def demo() -> None:
     """The main job on the embedded demo database: build it, export one learner, print the path."""
     cli = BIN / "learner-export"
-    _run(cli, "demo-db")
+    _run(cli, "demo-db", "--replace")  # the embedded demo database is ours to rebuild
     _run(cli, "export", "3", "--out", "exports")
 
 
