@@ -278,8 +278,8 @@ class _Builder:
                 "achievement_id": str(achievement["id"]),
                 "type": _text(achievement["type"]),
                 "earned_at": self._timestamp(achievement, "achievements", "awarded_at"),
-                "title": _text(payload.get("title")),
-                "icon": _text(payload.get("icon")),
+                "title": _payload_text(payload, "title"),
+                "icon": _payload_text(payload, "icon"),
             }
         )
 
@@ -335,9 +335,15 @@ def _text_bytes(stored: Any) -> int | None:
 
 
 def _text(value: Any) -> str | None:
-    """Text columns as text; a number SQLite stored in one is written as its digits."""
+    """A text column's value as text, whatever the driver made of it (a number SQLite stored in
+    a TEXT column is written as its digits, a UUID in its canonical form)."""
     if value is None or isinstance(value, str):
         return value
-    if type(value) in (int, float):
-        return str(value)
-    return None
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def _payload_text(payload: dict[str, Any], key: str) -> str | None:
+    value = payload.get(key)
+    return value if isinstance(value, str) else None

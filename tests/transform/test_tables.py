@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -126,9 +127,10 @@ def test_tables_have_exactly_the_declared_schemas(demo_source: DemoSource) -> No
     assert LESSONS_SCHEMA.field("score").nullable
 
 
-def test_every_column_is_filled_somewhere_in_the_demo(sqlite_demo: DemoSource) -> None:
-    # A misspelt key in the builder would leave its column silently null: none is, here.
-    tables = analyst_tables(demo_learners(sqlite_demo), pseudonym_key=KEY)
+def test_every_column_is_filled_somewhere_in_the_demo(demo_source: DemoSource) -> None:
+    # A misspelt key in the builder, or a driver type it cannot read, would leave its column
+    # silently null: none is, here.
+    tables = analyst_tables(demo_learners(demo_source), pseudonym_key=KEY)
     for name, table in tables.items():
         for column in table.column_names:
             assert table.column(column).null_count < table.num_rows, f"{name}.{column}"
@@ -384,11 +386,20 @@ def test_achievement_title_and_icon_come_from_the_payload() -> None:
             "awarded_at": "2024-03-01 09:00:00.123456",
         },
         achievement("a-2", type="X", payload="[]"),
+        achievement("a-3", type="Y", payload='{"title": 5, "icon": {"emoji": "x"}}'),
     )
     rows = analyst_tables([learner(achievements=achievements)], pseudonym_key=KEY)
     got = rows["achievements"].to_pylist()
     assert [(r["achievement_id"], r["type"], r["title"], r["icon"]) for r in got] == [
         ("a-1", "STREAK_7", "On Fire", "🔥"),
         ("a-2", "X", None, None),
+        ("a-3", "Y", None, None),
     ]
     assert _iso_ms(got[0]["earned_at"]) == "2024-03-01T09:00:00.123Z"
+
+
+def test_text_columns_are_text_whatever_the_driver_returned() -> None:
+    template = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    rows = learner(lesson(template_id=template, subject=7, category=b"Creative"))
+    (row,) = analyst_tables([rows], pseudonym_key=KEY)["lessons"].to_pylist()
+    assert (row["template_id"], row["subject"], row["category"]) == (str(template), "7", "Creative")
