@@ -21,6 +21,7 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
+from extract.records import LearnerRows
 from load.errors import TerminalLoadError
 from load.files import FILE_MODE
 from load.parquet import (
@@ -175,6 +176,34 @@ def _sort_keys(table: str) -> list[tuple[str, str]]:
         "achievements": ["achievement_id"],
     }
     return [(key, "ascending") for key in keys[table]]
+
+
+def test_empty_and_all_null_parts_read_with_the_others(
+    tmp_path: Path, sqlite_demo: DemoSource
+) -> None:
+    columns = "template_id module_id status subject category difficulty image_paths spec score"
+    lesson = dict.fromkeys([*columns.split(), "created_at", "completed_at"])
+    nulls = LearnerRows(
+        learner_id=99,
+        user={"id": 99, "created_at": None},
+        profile=None,
+        lessons=[lesson | {"id": "l-1", "learner_id": 99}],
+        lesson_total=1,
+        achievements=[],
+        json_checked=False,
+    )
+    chunks = [[], [nulls], next(demo_chunks(sqlite_demo, CHUNK_LEARNERS))]
+    fs = LocalFileSystem()
+    for index, rows in enumerate(chunks):
+        for name, table in analyst_tables(rows, pseudonym_key=KEY).items():
+            write_parquet_part(fs, str(tmp_path / name), part_name(index), table)
+    for name, schema in TABLE_SCHEMAS.items():
+        dataset = ds.dataset(tmp_path / name, format="parquet")
+        assert dataset.schema.equals(schema, check_metadata=True)
+        assert dataset.to_table().schema.equals(schema)
+        assert len(pd.read_parquet(tmp_path / name)) == dataset.count_rows()
+        query = f"SELECT count(*) FROM read_parquet('{tmp_path / name}/*.parquet')"
+        assert duckdb.sql(query).fetchall() == [(dataset.count_rows(),)]
 
 
 def test_pandas_keeps_types_with_the_arrow_backend(snapshots: tuple[Path, DemoSource]) -> None:
