@@ -135,7 +135,7 @@ class BuiltTables:
 
     `tables` has exactly the keys of TABLE_SCHEMAS, each table of exactly that schema. `problems`
     lists the stored values that were read as null (malformed JSON, unreadable timestamps or
-    integers), in row order; they name tables, columns and row ids, never values.
+    integers), in the order met; they name tables, columns and row ids, never values.
     """
 
     tables: dict[str, pa.Table]
