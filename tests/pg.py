@@ -26,7 +26,8 @@ READER_PASSWORD = "reader-test-password"  # a throwaway role of a throwaway clus
 
 
 class PostgresUnavailable(RuntimeError):
-    """No PostgreSQL server binaries here, or the cluster would not start (the reason says which)."""
+    """No PostgreSQL server binaries here, or the cluster would not start (the reason says
+    which)."""
 
 
 def find_bin_dir() -> Path:

@@ -1,0 +1,57 @@
+"""Helpers of the analyst-table tests: the demo read the way the flows read it, and what the
+demo rows say independently of the code under test."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from extract.engine import create_source_engine, snapshot
+from extract.reader import all_learner_ids, read_learners
+from extract.records import LearnerRows
+from learner_export.demo import DemoRows
+from tests.conftest import DemoSource
+
+KEY = b"tests-only pseudonym key 32bytes"
+OTHER_KEY = b"another tests-only pseudonym key"
+
+
+def demo_chunks(source: DemoSource, size: int) -> Iterator[list[LearnerRows]]:
+    """Every learner of the demo, `size` at a time, each chunk read with every lesson."""
+    engine = create_source_engine(source.url)
+    try:
+        with snapshot(engine) as conn:
+            ids = all_learner_ids(conn)
+            for start in range(0, len(ids), size):
+                found = read_learners(conn, ids[start : start + size], lesson_limit=None)
+                yield [found[learner_id] for learner_id in sorted(found)]
+    finally:
+        engine.dispose()
+
+
+def demo_learners(source: DemoSource) -> list[LearnerRows]:
+    return [learner for chunk in demo_chunks(source, 1_000) for learner in chunk]
+
+
+def personal_values(rows: DemoRows) -> list[str]:
+    """Every name, email, username and password hash of the demo users."""
+    columns = ("name", "email", "username", "password")
+    return [user[c] for user in rows.users for c in columns if user[c]]
+
+
+def question_counts(rows: DemoRows) -> dict[str, int]:
+    """Per lesson id, how many entries its spec's `questions` list has (0 when it has none or
+    the spec is NULL or not valid JSON), read with the standard library's json."""
+    return {lesson["id"]: len(_questions(lesson["spec"])) for lesson in rows.lessons}
+
+
+def _questions(spec_text: str | None) -> list[Any]:
+    if spec_text is None:
+        return []
+    try:
+        spec = json.loads(spec_text)
+    except json.JSONDecodeError:
+        return []
+    questions = spec.get("questions") if isinstance(spec, dict) else None
+    return questions if isinstance(questions, list) else []
