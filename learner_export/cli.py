@@ -95,7 +95,9 @@ def _run_demo_db(args: argparse.Namespace, settings: Settings) -> None:
 
     url = _source_url(args, settings)
     try:
-        rows = build_demo_database(url, learners=args.learners, seed=args.seed, replace=args.replace)
+        rows = build_demo_database(
+            url, learners=args.learners, seed=args.seed, replace=args.replace
+        )
     except DemoDatabaseExists as exc:
         raise UserError(str(exc)) from None
     print(
