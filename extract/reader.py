@@ -60,7 +60,11 @@ def read_learners(
     if lesson_limit is None:
         totals = {learner_id: len(rows) for learner_id, rows in lessons.items()}
     else:
-        totals = dict(conn.execute(queries.lesson_counts_query(ids)).tuples().all())
+        # Rows unpack as (learner_id, count); Result.tuples() is deprecated in SQLAlchemy 2.1.
+        totals = {
+            learner_id: count
+            for learner_id, count in conn.execute(queries.lesson_counts_query(ids))
+        }
     achievements = _grouped(
         conn.execute(queries.achievements_query(dialect, ids)), key="learner_id"
     )

@@ -129,8 +129,9 @@ def plan_sources(paths: Sequence[Path]) -> tuple[list[Source], list[Outcome]]:
                 if problem is None and fmt is None:
                     problem = "is not named like a document file (.json, .json.gz, .json.zst)"
                 if problem is not None or fmt is None:
+                    subject = f"learner {entry.learner_id}"
                     refused.append(
-                        _refused(f"learner {entry.learner_id}", str(entry.path), str(problem))
+                        _refused(subject, str(entry.path), str(problem), entry.learner_id)
                     )
                 else:
                     sources.append(Source(entry.path, fmt, entry))
