@@ -207,11 +207,12 @@ def restore_source(
             document = orjson.loads(plain)
         except orjson.JSONDecodeError:
             return _refused(subject, where, "is not valid JSON (UTF-8)", learner_id)
+        if entry is None and (claimed := _claimed_learner(document)) is not None:
+            subject, learner_id = f"learner {claimed}", claimed
         rows = restore_rows(document)
-        subject, learner_id = f"learner {rows.learner_id}", rows.learner_id
         if entry is not None and entry.learner_id != rows.learner_id:
             return _refused(
-                f"learner {entry.learner_id}",
+                subject,
                 where,
                 f"the manifest lists learner {entry.learner_id} but the document holds "
                 f"learner {rows.learner_id}",
@@ -281,6 +282,13 @@ def _notes(
             "their content but are rewritten compactly, so a new export may differ in spacing"
         )
     return tuple(notes)
+
+
+def _claimed_learner(document: object) -> int | None:
+    """The learner id a document claims, read before it is validated (to name it in messages)."""
+    learner = document.get("learner") if isinstance(document, dict) else None
+    learner_id = learner.get("id") if isinstance(learner, dict) else None
+    return learner_id if isinstance(learner_id, int) and not isinstance(learner_id, bool) else None
 
 
 def _refused(subject: str, where: str, reason: str, learner_id: int | None = None) -> Outcome:

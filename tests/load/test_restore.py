@@ -197,9 +197,9 @@ def test_a_document_failing_the_schema_is_refused_and_the_others_restored(
     }
     outcomes = by_learner(restore(target_url, write_documents(tmp_path, documents)))
 
-    refused = outcomes[None]  # unparsed learner: named by its file
+    refused = outcomes[3]
     assert refused.status is Status.REFUSED
-    assert refused.subject.startswith("file ") and "learner-data-3-" in refused.subject
+    assert refused.subject == "learner 3" and "learner-data-3-" in refused.where
     assert "/learner" in str(refused.reason) and "password" in str(refused.reason)
     assert "hunter2" not in refused.line()
     assert set(learner_row_counts(target_url, 3).values()) == {0}
