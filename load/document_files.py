@@ -22,7 +22,6 @@ import io
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import zstandard
 from cryptography.fernet import Fernet, InvalidToken
@@ -71,10 +70,9 @@ def decode_document_bytes(
     if fmt.encrypted:
         data = _decrypt(data, key, name)
     if fmt.compression == ".gz":
-        return _capped(gzip.GzipFile(fileobj=io.BytesIO(data)), name, "gzip")
+        return _gunzip(data, name)
     if fmt.compression == ".zst":
-        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
-        return _capped(reader, name, "Zstandard")
+        return _unzstd(data, name)
     return data
 
 
@@ -97,6 +95,54 @@ def read_file(path: Path) -> bytes:
         raise DocumentFileError(f"{path}: cannot be read ({exc.strerror or 'error'})") from None
 
 
+_ZSTD_STEP = 4096
+"""Compressed bytes fed per step: small, so the size cap is checked before a step's output can
+grow past it by much (Zstandard can expand a few KB into hundreds of MB)."""
+
+
+def _unzstd(data: bytes, name: str) -> bytes:
+    """Every frame of `data`, decompressed; a frame cut short is an error (a stream reader would
+    return the part it got, silently)."""
+    decompressor = zstandard.ZstdDecompressor()
+    output = _Output(name)
+    remaining = data
+    try:
+        while remaining:
+            frame = decompressor.decompressobj()
+            start = 0
+            while start < len(remaining) and not frame.eof:
+                output.add(frame.decompress(remaining[start : start + _ZSTD_STEP]))
+                start += _ZSTD_STEP
+            if not frame.eof:
+                raise DocumentFileError(f"{name}: is not valid Zstandard data (truncated)")
+            remaining = frame.unused_data + remaining[start:]
+    except zstandard.ZstdError:
+        raise DocumentFileError(f"{name}: is not valid Zstandard data (damaged)") from None
+    return output.join()
+
+
+class _Output:
+    """Decompressed pieces, refused past MAX_DOCUMENT_BYTES."""
+
+    __slots__ = ("name", "pieces", "total")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.pieces: list[bytes] = []
+        self.total = 0
+
+    def add(self, piece: bytes) -> None:
+        self.total += len(piece)
+        if self.total > MAX_DOCUMENT_BYTES:
+            raise DocumentFileError(
+                f"{self.name}: decompresses to more than {MAX_DOCUMENT_BYTES} bytes; refused"
+            )
+        self.pieces.append(piece)
+
+    def join(self) -> bytes:
+        return b"".join(self.pieces)
+
+
 def _decrypt(data: bytes, key: bytes | None, name: str) -> bytes:
     if key is None:
         raise DocumentFileError(
@@ -116,24 +162,12 @@ def _decrypt(data: bytes, key: bytes | None, name: str) -> bytes:
         ) from None
 
 
-class _Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
-    def close(self) -> None: ...
-
-
-def _capped(stream: _Readable, name: str, kind: str) -> bytes:
-    chunks = []
-    total = 0
+def _gunzip(data: bytes, name: str) -> bytes:
+    output = _Output(name)
     try:
-        while chunk := stream.read(1024 * 1024):
-            total += len(chunk)
-            if total > MAX_DOCUMENT_BYTES:
-                raise DocumentFileError(
-                    f"{name}: decompresses to more than {MAX_DOCUMENT_BYTES} bytes; refused"
-                )
-            chunks.append(chunk)
-    except (OSError, EOFError, zlib.error, zstandard.ZstdError):
-        raise DocumentFileError(
-            f"{name}: is not valid {kind} data (damaged or truncated)"
-        ) from None
-    return b"".join(chunks)
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            while piece := stream.read(1024 * 1024):
+                output.add(piece)
+    except (OSError, EOFError, zlib.error):
+        raise DocumentFileError(f"{name}: is not valid gzip data (damaged or truncated)") from None
+    return output.join()
