@@ -73,22 +73,18 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
     from extract.engine import describe
     from learner_export.cli import UserError
     from load.restore import restore_paths
-    from load.restore_target import MissingParent, OnConflict, open_target, prepare_target
+    from load.restore_target import MissingParent, OnConflict
 
-    engine = open_target(args.database_url)
-    try:
-        if prepare_target(engine):
-            print(f"created the contract's tables in {describe(args.database_url)}")
-        report = restore_paths(
-            engine,
-            args.sources,
-            key=encryption_key(settings),
-            on_conflict=OnConflict(args.on_conflict),
-            missing_parent=MissingParent(args.missing_parent),
-            on_outcome=_print_outcome,
-        )
-    finally:
-        engine.dispose()
+    report = restore_paths(
+        args.database_url,
+        args.sources,
+        key=encryption_key(settings),
+        on_conflict=OnConflict(args.on_conflict),
+        missing_parent=MissingParent(args.missing_parent),
+        on_outcome=_print_outcome,
+    )
+    if report.created_tables:
+        print(f"created the contract's tables in {describe(args.database_url)}")
     _print_summary(report)
     if report.refused:
         raise UserError(f"{report.refused} refused; nothing was written for them (see above)")

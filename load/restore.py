@@ -28,7 +28,14 @@ from load.document_files import (
     read_file,
 )
 from load.errors import LoadError
-from load.restore_target import MissingParent, OnConflict, WriteResult, write_learner
+from load.restore_target import (
+    MissingParent,
+    OnConflict,
+    WriteResult,
+    open_target,
+    prepare_target,
+    write_learner,
+)
 from load.snapshots import ManifestEntry, check_entry, read_manifest, verify_entry
 from transform.document import LESSON_CAP
 from transform.restore_rows import DocumentRefused, RestoreRows, is_canonical, restore_rows
@@ -83,9 +90,11 @@ class Outcome:
 
 @dataclass(slots=True)
 class RestoreReport:
-    """Every outcome of a restore run, in the order the documents were taken."""
+    """Every outcome of a restore run, in the order the documents were taken; `created_tables`
+    when the run gave an empty target the contract's tables."""
 
     outcomes: list[Outcome] = field(default_factory=list)
+    created_tables: bool = False
 
     def count(self, status: Status) -> int:
         return sum(1 for outcome in self.outcomes if outcome.status is status)
@@ -154,7 +163,7 @@ def plan_sources(paths: Sequence[Path]) -> tuple[list[Source], list[Outcome]]:
 
 
 def restore_paths(
-    engine: Engine,
+    target_url: str,
     paths: Sequence[Path],
     *,
     key: bytes | None,
@@ -162,17 +171,29 @@ def restore_paths(
     missing_parent: MissingParent,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> RestoreReport:
-    """Plan (`plan_sources`: every snapshot verified first), then restore each document in its own
-    transaction; `on_outcome` sees each outcome as it happens (refusals of the plan first)."""
+    """Restore every document named by `paths` into the database at `target_url`.
+
+    Order matters: first `plan_sources` (every snapshot verified), and only then is the target
+    opened, given its tables if it has none, and written, one learner per transaction. When the plan
+    leaves nothing to restore, the target is not touched at all. `on_outcome` sees each outcome as
+    it happens (the plan's refusals first).
+    """
     sources, refused = plan_sources(paths)
     report = RestoreReport()
     for outcome in refused:
         _record(report, outcome, on_outcome)
-    for source in sources:
-        outcome = restore_source(
-            engine, source, key=key, on_conflict=on_conflict, missing_parent=missing_parent
-        )
-        _record(report, outcome, on_outcome)
+    if not sources:
+        return report
+    engine = open_target(target_url)
+    try:
+        report.created_tables = prepare_target(engine)
+        for source in sources:
+            outcome = restore_source(
+                engine, source, key=key, on_conflict=on_conflict, missing_parent=missing_parent
+            )
+            _record(report, outcome, on_outcome)
+    finally:
+        engine.dispose()
     return report
 
 

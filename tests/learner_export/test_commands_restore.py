@@ -170,3 +170,20 @@ def test_a_path_that_is_neither_a_document_nor_a_snapshot_is_refused(
     assert code == 1
     assert "notes.txt: is neither a snapshot directory nor a document file" in err
     assert "absent.json: does not exist" in err
+
+
+def test_nothing_touches_the_target_when_every_file_fails_its_checksum(
+    sqlite_exports: dict[int, bytes],
+    new_target: NewTarget,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    snapshot = make_snapshot(tmp_path / "snap", {3: sqlite_exports[3]})
+    damaged = snapshot / "learner-data-3-2024-01-15.json"
+    damaged.write_bytes(damaged.read_bytes().replace(b'"id":3', b'"id":4', 1))
+    target = new_target("sqlite")
+
+    assert main(["restore", str(snapshot), "--database-url", target]) == 1
+
+    assert "sha256 checksum mismatch" in capsys.readouterr().err
+    assert not Path(target.removeprefix("sqlite:///")).exists()

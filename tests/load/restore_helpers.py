@@ -105,6 +105,8 @@ def learner_row_counts(url: str, learner_id: int) -> dict[str, int]:
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("users"):
+                return dict.fromkeys(("users", "learner_profiles", "lessons", "achievements"), 0)
 
             def count(table: sa.Table, condition: Any) -> int:
                 return int(conn.execute(sa.select(sa.func.count()).where(condition)).scalar_one())
@@ -122,9 +124,12 @@ def learner_row_counts(url: str, learner_id: int) -> dict[str, int]:
 
 
 def user_ids(url: str) -> list[int]:
+    """Every user id in the target, ascending ([] when it has no tables yet)."""
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("users"):
+                return []
             return list(conn.execute(sa.select(users.c.id).order_by(users.c.id)).scalars())
     finally:
         engine.dispose()

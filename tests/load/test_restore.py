@@ -13,7 +13,7 @@ from cryptography.fernet import Fernet
 from extract.tables import users
 from learner_export.demo import BIG_LEARNER_LESSONS
 from load.restore import Outcome, RestoreReport, Status, restore_paths
-from load.restore_target import MissingParent, OnConflict, open_target, prepare_target
+from load.restore_target import MissingParent, OnConflict
 from tests.load.conftest import NewTarget
 from tests.load.restore_helpers import (
     edited,
@@ -41,14 +41,9 @@ def restore(
     on_conflict: OnConflict = OnConflict.FAIL,
     missing_parent: MissingParent = MissingParent.CREATE,
 ) -> RestoreReport:
-    engine = open_target(url)
-    try:
-        prepare_target(engine)
-        return restore_paths(
-            engine, paths, key=key, on_conflict=on_conflict, missing_parent=missing_parent
-        )
-    finally:
-        engine.dispose()
+    return restore_paths(
+        url, paths, key=key, on_conflict=on_conflict, missing_parent=missing_parent
+    )
 
 
 def by_learner(report: RestoreReport) -> dict[int | None, Outcome]:
