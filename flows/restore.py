@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
 from learner_export.settings import get_settings
+from load.document_files import fernet_key
 from load.restore import Outcome, RestoreReport, Source, Status, plan_sources, restore_source
 from load.restore_target import MissingParent, OnConflict, open_target, prepare_target
 
@@ -68,8 +69,7 @@ def restore_learners(
     others) when any was refused.
     """
     logger = get_run_logger()
-    settings = get_settings()
-    key = settings.encryption_key.get_secret_value().encode() if settings.encryption_key else None
+    key = fernet_key(get_settings().encryption_key)
     sources, refused = verify_snapshot(snapshot)
     report = RestoreReport(outcomes=list(refused))
     engine = open_target(database_url.get_secret_value())

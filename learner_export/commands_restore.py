@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from learner_export.cli import PROG, UserError
 from learner_export.settings import Settings
 
 if TYPE_CHECKING:
     from load.restore import Outcome, RestoreReport
 
-PROG = "learner-export"
 ON_CONFLICT = ("skip", "replace", "fail")
 MISSING_PARENT = ("create", "fail")
 
@@ -71,14 +71,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _run(args: argparse.Namespace, settings: Settings) -> None:
     from extract.engine import describe
-    from learner_export.cli import UserError
+    from load.document_files import fernet_key
     from load.restore import restore_paths
     from load.restore_target import MissingParent, OnConflict
 
     report = restore_paths(
         args.database_url,
         args.sources,
-        key=encryption_key(settings),
+        key=fernet_key(settings.encryption_key),
         on_conflict=OnConflict(args.on_conflict),
         missing_parent=MissingParent(args.missing_parent),
         on_outcome=_print_outcome,
@@ -88,12 +88,6 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
     _print_summary(report)
     if report.refused:
         raise UserError(f"{report.refused} refused; nothing was written for them (see above)")
-
-
-def encryption_key(settings: Settings) -> bytes | None:
-    """The Fernet key of encrypted documents, if one is configured."""
-    key = settings.encryption_key
-    return key.get_secret_value().encode() if key is not None else None
 
 
 def _print_outcome(outcome: Outcome) -> None:

@@ -22,11 +22,15 @@ import io
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zstandard
 from cryptography.fernet import Fernet, InvalidToken
 
 from load.errors import TerminalLoadError
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
 
 ENCRYPTED_SUFFIX = ".enc"
 COMPRESSIONS = ("", ".gz", ".zst")
@@ -50,6 +54,11 @@ class DocumentFormat:
     def suffix(self) -> str:
         """The file name's ending after `.json` (e.g. ".gz.enc")."""
         return self.compression + (ENCRYPTED_SUFFIX if self.encrypted else "")
+
+
+def fernet_key(configured: SecretStr | None) -> bytes | None:
+    """The key of encrypted documents as Fernet takes it (`Settings.encryption_key`), or None."""
+    return configured.get_secret_value().encode() if configured is not None else None
 
 
 def document_format(name: str) -> DocumentFormat | None:
