@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import os
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -120,6 +121,8 @@ def write_learner(
     the database rejects a row.
     """
     with _translated(engine, f"writing learner {rows.learner_id}"), engine.begin() as conn:
+        if conn.dialect.name == "postgresql" and (problem := _uuid_problem(rows)):
+            raise LearnerRefused(f"learner {rows.learner_id}: {problem}")
         clash = _clashes(conn, rows)
         if clash.others:
             raise LearnerRefused(f"learner {rows.learner_id}: {clash.others[0]}")
@@ -146,6 +149,30 @@ def write_learner(
         insert_rows(conn, achievements, rows.achievements)
         reset_id_sequence(conn)
     return WriteResult(written=True, replaced=replaced, placeholder_parent=placeholder)
+
+
+def _uuid_problem(rows: RestoreRows) -> str | None:
+    """Why PostgreSQL's `uuid` columns would not hold these ids as they are, if they would not.
+
+    `uuid` accepts only UUIDs and prints them lowercase with dashes: anything else would be
+    rejected, or come back spelled differently in the next export.
+    """
+    values = [(f"/lessons/{i}/templateId", r["template_id"]) for i, r in enumerate(rows.lessons)]
+    values += [(f"/achievements/{i}/id", r["id"]) for i, r in enumerate(rows.achievements)]
+    for pointer, value in values:
+        if value is not None and not _canonical_uuid(value):
+            return (
+                f"{pointer} is not a lowercase UUID, which the PostgreSQL target's uuid column "
+                "would reject or rewrite"
+            )
+    return None
+
+
+def _canonical_uuid(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)

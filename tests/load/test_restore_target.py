@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from load.errors import LoadError
 from load.restore_target import (
+    LearnerRefused,
     MissingParent,
     OnConflict,
     TargetError,
@@ -41,15 +42,37 @@ def test_an_in_memory_or_unknown_target_is_refused() -> None:
 
 
 @pytest.mark.postgres
-def test_a_row_the_database_rejects_rolls_back_the_whole_learner(
-    sqlite_exports: dict[int, bytes], new_target: NewTarget
+@pytest.mark.parametrize("template_id", ["template-7", "6F9619FF-8B86-D011-B42D-00C04FC964FF"])
+def test_an_id_a_postgresql_uuid_column_would_not_keep_is_refused(
+    sqlite_exports: dict[int, bytes], new_target: NewTarget, template_id: str
 ) -> None:
-    # A template id that is not a UUID: SQLite's text column takes it, PostgreSQL's uuid does not.
+    # SQLite's text column takes any template id; PostgreSQL's uuid rejects or lowercases it.
     document = orjson.loads(sqlite_exports[3])
-    document["lessons"][-1]["templateId"] = "template-7"
+    document["lessons"][-1]["templateId"] = template_id
     rows = restore_rows(document)
     url = new_target("postgresql")
     engine = open_target(url)
+    try:
+        prepare_target(engine)
+        with pytest.raises(LearnerRefused) as info:
+            write_learner(
+                engine, rows, on_conflict=OnConflict.FAIL, missing_parent=MissingParent.CREATE
+            )
+    finally:
+        engine.dispose()
+
+    last = len(document["lessons"]) - 1
+    assert str(info.value).startswith(f"learner 3: /lessons/{last}/templateId is not a lowercase")
+    assert user_ids(url) == []
+
+
+def test_a_row_the_database_rejects_rolls_back_the_whole_learner(
+    sqlite_exports: dict[int, bytes], target_url: str
+) -> None:
+    # The second of two lessons breaks a NOT NULL constraint the document cannot express.
+    rows = restore_rows(orjson.loads(sqlite_exports[3]))
+    rows.lessons[1]["status"] = None
+    engine = open_target(target_url)
     try:
         prepare_target(engine)
         with pytest.raises(LoadError) as info:
@@ -59,9 +82,11 @@ def test_a_row_the_database_rejects_rolls_back_the_whole_learner(
     finally:
         engine.dispose()
 
-    assert str(info.value) == "writing learner 3 in the postgresql target failed (22P02)"
-    assert user_ids(url) == []  # neither the learner nor its placeholder parent
-    assert set(learner_row_counts(url, 3).values()) == {0}
+    code = "23502" if target_url.startswith("postgresql") else "SQLITE_CONSTRAINT_NOTNULL"
+    kind = "postgresql" if target_url.startswith("postgresql") else "sqlite"
+    assert str(info.value) == f"writing learner 3 in the {kind} target failed ({code})"
+    assert user_ids(target_url) == []  # neither the learner nor its placeholder parent
+    assert set(learner_row_counts(target_url, 3).values()) == {0}
 
 
 def test_the_postgresql_id_sequence_moves_past_restored_ids(
