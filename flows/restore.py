@@ -72,16 +72,18 @@ def restore_learners(
     key = fernet_key(get_settings().encryption_key)
     sources, refused = verify_snapshot(snapshot)
     report = RestoreReport(outcomes=list(refused))
-    engine = open_target(database_url.get_secret_value())
-    try:
-        if prepare_target_tables(engine):
-            logger.info("created the contract's tables in the target")
-        for source in sources:
-            report.outcomes.append(
-                restore_document(engine, source, key, on_conflict, missing_parent)
-            )
-    finally:
-        engine.dispose()
+    if sources:  # as in `load.restore.restore_paths`: the target is touched only after the check
+        engine = open_target(database_url.get_secret_value())
+        try:
+            report.created_tables = prepare_target_tables(engine)
+            for source in sources:
+                report.outcomes.append(
+                    restore_document(engine, source, key, on_conflict, missing_parent)
+                )
+        finally:
+            engine.dispose()
+    if report.created_tables:
+        logger.info("created the contract's tables in the target")
     for outcome in report.outcomes:
         log = logger.warning if outcome.status is Status.REFUSED else logger.info
         log(outcome.line())
