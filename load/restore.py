@@ -133,15 +133,11 @@ def plan_sources(paths: Sequence[Path]) -> tuple[list[Source], list[Outcome]]:
                 refused.append(_refused(f"snapshot {path}", str(path), str(exc)))
                 continue
             for entry in entries:
-                problem = verify_entry(entry)
                 fmt = document_format(entry.path.name)
-                if problem is None and fmt is None:
-                    problem = "is not named like a document file (.json, .json.gz, .json.zst)"
-                if problem is not None or fmt is None:
+                assert fmt is not None  # read_manifest keeps document entries only
+                if problem := verify_entry(entry):
                     subject = f"learner {entry.learner_id}"
-                    refused.append(
-                        _refused(subject, str(entry.path), str(problem), entry.learner_id)
-                    )
+                    refused.append(_refused(subject, str(entry.path), problem, entry.learner_id))
                 else:
                     sources.append(Source(entry.path, fmt, entry))
             continue

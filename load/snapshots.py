@@ -9,6 +9,8 @@ The interface the archival flows write to (the reading side is all this module a
                               ...any other keys...}
 
 `bytes` and `sha256` describe the file exactly as stored (after compression and encryption).
+Entries whose `path` is not named like a document (`.json`, `.json.gz`, `.json.zst`, each
+optionally `.enc`) are other outputs of the run, and are ignored.
 A manifest that cannot be trusted as a whole (unreadable, not this shape, a path leaving the
 snapshot, a learner listed twice) is a `SnapshotError`; a file that does not match its entry is
 reported per entry by `check_entry`, so the other learners can still be restored.
@@ -24,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from load.document_files import read_file
+from load.document_files import document_format, read_file
 from load.errors import TerminalLoadError
 
 MANIFEST_NAME = "manifest.json"
@@ -60,7 +62,11 @@ def read_manifest(snapshot: Path) -> list[ManifestEntry]:
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, list):
         raise SnapshotError(f"{manifest_path}: has no 'files' list")
-    entries = [_entry(snapshot, manifest_path, index, item) for index, item in enumerate(files)]
+    entries = [
+        _entry(snapshot, manifest_path, index, item)
+        for index, item in enumerate(files)
+        if not _other_file(item)
+    ]
     seen: set[int] = set()
     for entry in entries:
         if entry.learner_id in seen:
@@ -89,8 +95,17 @@ def _entry(snapshot: Path, manifest_path: Path, index: int, item: Any) -> Manife
     )
 
 
+def _other_file(item: Any) -> bool:
+    """An entry for a file that is not a learner document (a Parquet table, a log): not ours."""
+    if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+        return False
+    return document_format(PurePosixPath(item["path"]).name) is None
+
+
 def _integer(item: dict[str, Any], key: str, where: str, *, minimum: int) -> int:
     value = item.get(key)
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)  # an id written as text is still that id
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise SnapshotError(f"{where}: {key!r} must be an integer of at least {minimum}")
     return value

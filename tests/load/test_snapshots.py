@@ -37,10 +37,16 @@ def good_entry(**changes: Any) -> dict[str, Any]:
     return entry
 
 
-def test_entries_are_read_in_manifest_order(tmp_path: Path) -> None:
+def test_document_entries_are_read_in_manifest_order_and_other_files_ignored(
+    tmp_path: Path,
+) -> None:
     snapshot = snapshot_with(
         tmp_path,
-        [good_entry(lessons_total=1050, truncated=True), good_entry(path="b.json", learner_id=4)],
+        [
+            good_entry(lessons_total=1050, truncated=True),
+            {"path": "tables/lessons.parquet", "bytes": 10, "sha256": "0" * 64},
+            good_entry(path="b.json", learner_id="4"),
+        ],
     )
 
     first, second = read_manifest(snapshot)
@@ -61,9 +67,10 @@ def test_entries_are_read_in_manifest_order(tmp_path: Path) -> None:
     [
         ("nope", "has no 'files' list"),
         (["x"], r"files\[0\] is not an object"),
-        ([good_entry(path="/etc/passwd")], "relative path inside the snapshot"),
+        ([good_entry(path="/etc/learner-data-3.json")], "relative path inside the snapshot"),
         ([good_entry(path="../other/x.json")], "relative path inside the snapshot"),
-        ([good_entry(learner_id="3")], "'learner_id' must be an integer"),
+        ([good_entry(learner_id="three")], "'learner_id' must be an integer"),
+        ([good_entry(learner_id=0)], "'learner_id' must be an integer of at least 1"),
         ([good_entry(bytes=-1)], "'bytes' must be an integer of at least 0"),
         ([good_entry(sha256="abc")], "'sha256' must be 64 hex digits"),
         ([good_entry(), good_entry(path="again.json")], "lists learner 3 twice"),
