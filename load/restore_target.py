@@ -96,7 +96,7 @@ def prepare_target(engine: Engine) -> bool:
 
     A target holding some but not all of them is refused: it is not a platform database we know.
     """
-    with _translated(engine, "preparing"), engine.begin() as conn:
+    with _translated(engine, "preparing the tables"), engine.begin() as conn:
         present = set(sa.inspect(conn).get_table_names())
         have = [t.name for t in CONTRACT_TABLES if t.name in present]
         if len(have) == len(CONTRACT_TABLES):
@@ -284,8 +284,14 @@ _TRANSIENT_SQLSTATE_PREFIXES = ("08", "40", "53", "57P")
 
 def _translate(exc: sa.exc.DBAPIError, engine: Engine, doing: str) -> LoadError:
     sqlstate = getattr(exc.orig, "sqlstate", None)
-    code = sqlstate or getattr(exc.orig, "sqlite_errorname", None) or type(exc.orig).__name__
-    where = f"{doing} in the {engine.dialect.name} target failed ({code})"
+    sqlite_name = getattr(exc.orig, "sqlite_errorname", None)
+    code = sqlstate or sqlite_name or type(exc.orig).__name__
+    target = f"the {engine.dialect.name} target"
+    no_answer = sqlstate is None and sqlite_name is None
+    if no_answer and isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        # No SQLSTATE: the driver failed before the server answered (refused, reset, timeout).
+        return TransientLoadError(f"{doing}: cannot reach {target} ({code}); it may be retried")
+    where = f"{doing} in {target} failed ({code})"
     if (sqlstate and sqlstate.startswith(_TRANSIENT_SQLSTATE_PREFIXES)) or (
         exc.connection_invalidated
     ):

@@ -8,7 +8,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from load.errors import LoadError
+from load.errors import LoadError, TransientLoadError
 from load.restore_target import (
     LearnerRefused,
     MissingParent,
@@ -108,3 +108,14 @@ def test_the_postgresql_id_sequence_moves_past_restored_ids(
     finally:
         engine.dispose()
     assert new_id == 19
+
+
+def test_an_unreachable_target_is_a_transient_error_without_credentials() -> None:
+    engine = open_target("postgresql://restorer:very-secret@127.0.0.1:1/nowhere")
+    try:
+        with pytest.raises(TransientLoadError) as info:
+            prepare_target(engine)
+    finally:
+        engine.dispose()
+    assert "cannot reach the postgresql target" in str(info.value)
+    assert "very-secret" not in str(info.value)
