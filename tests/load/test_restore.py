@@ -14,6 +14,7 @@ from extract.tables import users
 from learner_export.demo import BIG_LEARNER_LESSONS
 from load.restore import Outcome, RestoreReport, Status, restore_paths
 from load.restore_target import MissingParent, OnConflict
+from tests.conftest import make_sqlite_demo
 from tests.load.conftest import NewTarget
 from tests.load.restore_helpers import (
     edited,
@@ -368,3 +369,28 @@ def test_an_encrypted_file_without_a_key_is_refused(
 
     assert outcome.status is Status.REFUSED
     assert "LEARNER_EXPORT_ENCRYPTION_KEY" in str(outcome.reason)
+
+
+def test_restoring_into_an_existing_platform_database_replaces_in_place(
+    sqlite_exports: dict[int, bytes], tmp_path: Path
+) -> None:
+    # The platform database has more tables and columns than the contract; they are kept.
+    existing = make_sqlite_demo(tmp_path / "platform.sqlite3")
+    paths = write_documents(tmp_path / "exports", sqlite_exports)
+
+    skipped = restore(existing.url, paths, on_conflict=OnConflict.SKIP)
+    replaced = restore(existing.url, paths, on_conflict=OnConflict.REPLACE)
+
+    assert skipped.summary() == f"0 restored, {len(paths)} skipped, 0 refused"
+    assert replaced.summary() == f"{len(paths)} restored, 0 skipped, 0 refused"
+    assert not any(o.placeholder_parent for o in replaced.outcomes)  # the parents are there
+    assert export_all(existing.url) == sqlite_exports
+    engine = sa.create_engine(existing.url)
+    with engine.connect() as conn:
+        themes = conn.execute(sa.text("SELECT DISTINCT theme FROM users")).scalars().all()
+        no_password = conn.execute(
+            sa.select(sa.func.count()).where(users.c.password.is_(None))
+        ).scalar_one()
+    engine.dispose()
+    assert themes == ["sunny"]
+    assert no_password == 0
