@@ -78,7 +78,9 @@ class Outcome:
 
     def line(self) -> str:
         """One printable line: what happened, to whom, from where, and why."""
-        text = f"{self.status.value} {self.subject} from {self.where}"
+        text = f"{self.status.value} {self.subject}"
+        if not self.subject.endswith(self.where):  # "file X" / "snapshot X" name it already
+            text += f" from {self.where}"
         if self.status is Status.RESTORED:
             text += f" ({self.lessons} lessons, {self.achievements} achievements)"
             if self.replaced:
@@ -130,7 +132,8 @@ def plan_sources(paths: Sequence[Path]) -> tuple[list[Source], list[Outcome]]:
             try:
                 entries = read_manifest(path)
             except LoadError as exc:
-                refused.append(_refused(f"snapshot {path}", str(path), str(exc)))
+                reason = str(exc).removeprefix(f"{path}: ")
+                refused.append(_refused(f"snapshot {path}", str(path), reason))
                 continue
             for entry in entries:
                 fmt = document_format(entry.path.name)
