@@ -394,3 +394,31 @@ def test_restoring_into_an_existing_platform_database_replaces_in_place(
     engine.dispose()
     assert themes == ["sunny"]
     assert no_password == 0
+
+
+def test_a_pretty_printed_document_keeps_its_values_and_says_the_spelling_changes(
+    sqlite_exports: dict[int, bytes], new_target: NewTarget, tmp_path: Path
+) -> None:
+    pretty = orjson.dumps(orjson.loads(sqlite_exports[3]), option=orjson.OPT_INDENT_2)
+    target = new_target("sqlite")
+
+    outcome = restore(target, write_documents(tmp_path, {3: pretty})).outcomes[0]
+
+    assert outcome.status is Status.RESTORED
+    assert any("not in the exporter's compact form" in note for note in outcome.notes)
+    assert export_all(target)[3] == sqlite_exports[3]  # same values, compact again
+
+
+def test_unreadable_values_exported_as_null_come_back_as_null_and_are_reported(
+    sqlite_exports: dict[int, bytes], new_target: NewTarget, tmp_path: Path
+) -> None:
+    document = edited(sqlite_exports[3], [(("profile", "graph"), None)])
+    target = new_target("sqlite")
+
+    outcome = restore(target, write_documents(tmp_path, {3: document})).outcomes[0]
+
+    assert outcome.status is Status.RESTORED
+    assert [n for n in outcome.notes if "/profile/graph was null" in n]
+    graph = orjson.loads(export_all(target)[3])["profile"]["graph"]
+    assert graph == {"nodes": [], "edges": []}  # NULL exports as the contract's default
+    assert not [n for n in outcome.notes if "compact form" in n]
