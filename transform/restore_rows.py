@@ -7,14 +7,15 @@ How each value goes back (see contract §2 for the way out):
 
 * JSON values are written as compact JSON text (`orjson.dumps`), the form the platform stores
   (`JSON.stringify`) and the exporter passes through verbatim, so a second export of the restored
-  rows gives the same bytes. `RestoreRows.canonical_json` says whether that holds for this
-  document (see `is_canonical`).
+  rows gives the same bytes. `is_canonical` tells whether that holds for a given file.
 * Timestamps `2024-01-15T10:30:00.123Z` become naive UTC datetimes (the columns have no time zone
   and mean UTC); exports dropped the digits below the millisecond, so they stay dropped.
 * `profile.userId` and `achievements[].learnerId` are text in the document; `users.id` and
   `learner_profiles.user_id` are integers, `achievements.learner_id` is text.
 * Profile JSON columns that were NULL in the source were exported as their defaults, and are
-  written back as those defaults; a second export cannot tell the difference.
+  written back as those defaults; a second export cannot tell the difference. A `null` where an
+  export writes defaults (the value was unreadable in the source) is written as NULL and listed
+  in `RestoreRows.nulled_defaults`, since the next export will show the default there.
 """
 
 from __future__ import annotations
