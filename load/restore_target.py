@@ -17,7 +17,8 @@ of any of its profile, lessons or achievements, is already in the target:
             user, or the user id is not a LEARNER, the learner is refused.
 
 A username or email held by another user is refused under every policy (it cannot be restored
-without changing one of them).
+without changing one of them), and so, on PostgreSQL, is a template or achievement id that its
+`uuid` columns would reject or respell.
 """
 
 from __future__ import annotations
