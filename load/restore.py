@@ -1,0 +1,321 @@
+"""Restoring export documents into a database: the steps the `restore` command and the
+`restore_learners` flow share.
+
+1. `plan_sources` turns the arguments into documents to restore: a file is one document; a
+   directory is a snapshot, whose manifest is read and whose every file is checked against its
+   size and sha256 *before anything is written*. Files that fail are refused there.
+2. `restore_source` restores one document in one transaction: read (decrypt, decompress), check
+   the bytes against the manifest again (they are what gets written), parse, validate against the
+   JSON Schema, turn into rows (`transform.restore_rows`), write (`load.restore_target`).
+   It never raises for a problem of that one document: the `Outcome` says restored, skipped or
+   refused, and why, naming the learner id and file, never personal content.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from sqlalchemy.engine import Engine
+
+from load.document_files import (
+    DocumentFormat,
+    decode_document_bytes,
+    document_format,
+    read_file,
+)
+from load.errors import LoadError
+from load.restore_target import (
+    MissingParent,
+    OnConflict,
+    WriteResult,
+    open_target,
+    prepare_target,
+    write_learner,
+)
+from load.snapshots import ManifestEntry, check_entry, read_manifest, verify_entry
+from transform.document import LESSON_CAP
+from transform.restore_rows import DocumentRefused, RestoreRows, is_canonical, restore_rows
+
+
+class Status(enum.StrEnum):
+    RESTORED = "restored"
+    SKIPPED = "skipped"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One document file to restore; `entry` is its manifest entry when it came from a snapshot."""
+
+    path: Path
+    fmt: DocumentFormat
+    entry: ManifestEntry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one document (or of a whole snapshot whose manifest was refused).
+
+    `subject` names it for people: "learner 3" when the id is known, else the file or snapshot.
+    `reason` says why it was skipped or refused; `notes` what the user must know about a restored
+    learner (truncation, placeholder parent, normalised JSON). Nothing in them is personal data.
+    """
+
+    status: Status
+    subject: str
+    where: str
+    learner_id: int | None = None
+    reason: str | None = None
+    notes: tuple[str, ...] = ()
+    lessons: int = 0
+    achievements: int = 0
+    replaced: bool = False
+    placeholder_parent: int | None = None
+
+    def line(self) -> str:
+        """One printable line: what happened, to whom, from where, and why."""
+        text = f"{self.status.value} {self.subject}"
+        if not self.subject.endswith(self.where):  # "file X" / "snapshot X" name it already
+            text += f" from {self.where}"
+        if self.status is Status.RESTORED:
+            text += f" ({self.lessons} lessons, {self.achievements} achievements)"
+            if self.replaced:
+                text += ", replacing the learner already in the target"
+        if self.reason:
+            text += f": {self.reason}"
+        return text
+
+
+@dataclass(slots=True)
+class RestoreReport:
+    """Every outcome of a restore run, in the order the documents were taken; `created_tables`
+    when the run gave an empty target the contract's tables."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    created_tables: bool = False
+
+    def count(self, status: Status) -> int:
+        return sum(1 for outcome in self.outcomes if outcome.status is status)
+
+    @property
+    def refused(self) -> int:
+        return self.count(Status.REFUSED)
+
+    @property
+    def new_learners_without_password(self) -> int:
+        """Learners created by this run: they have no password (exports never hold one)."""
+        return sum(1 for o in self.outcomes if o.status is Status.RESTORED and not o.replaced)
+
+    def summary(self) -> str:
+        return (
+            f"{self.count(Status.RESTORED)} restored, {self.count(Status.SKIPPED)} skipped, "
+            f"{self.refused} refused"
+        )
+
+
+def plan_sources(paths: Sequence[Path]) -> tuple[list[Source], list[Outcome]]:
+    """The documents named by `paths` and the refusals found before any write.
+
+    A directory is a snapshot: its manifest is read and every listed file verified now (size and
+    sha256), so a damaged snapshot is known before the target is touched. A file is a document
+    whose name must say its format. A missing path, an unreadable manifest or a file that does not
+    match its entry is refused here; everything else is returned, in argument/manifest order.
+    """
+    sources: list[Source] = []
+    refused: list[Outcome] = []
+    for path in paths:
+        if path.is_dir():
+            try:
+                entries = read_manifest(path)
+            except LoadError as exc:
+                reason = str(exc).removeprefix(f"{path}: ")
+                refused.append(_refused(f"snapshot {path}", str(path), reason))
+                continue
+            for entry in entries:
+                fmt = document_format(entry.path.name)
+                assert fmt is not None  # read_manifest keeps document entries only
+                if problem := verify_entry(entry):
+                    subject = f"learner {entry.learner_id}"
+                    refused.append(_refused(subject, str(entry.path), problem, entry.learner_id))
+                else:
+                    sources.append(Source(entry.path, fmt, entry))
+            continue
+        fmt = document_format(path.name)
+        if not path.is_file():
+            refused.append(_refused(f"file {path}", str(path), "does not exist"))
+        elif fmt is None:
+            refused.append(
+                _refused(
+                    f"file {path}",
+                    str(path),
+                    "is neither a snapshot directory nor a document file "
+                    "(.json, .json.gz, .json.zst, optionally .enc)",
+                )
+            )
+        else:
+            sources.append(Source(path, fmt))
+    return sources, refused
+
+
+def restore_paths(
+    target_url: str,
+    paths: Sequence[Path],
+    *,
+    key: bytes | None,
+    on_conflict: OnConflict,
+    missing_parent: MissingParent,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> RestoreReport:
+    """Restore every document named by `paths` into the database at `target_url`.
+
+    Order matters: first `plan_sources` (every snapshot verified), and only then is the target
+    opened, given its tables if it has none, and written, one learner per transaction. When the plan
+    leaves nothing to restore, the target is not touched at all. `on_outcome` sees each outcome as
+    it happens (the plan's refusals first).
+    """
+    sources, refused = plan_sources(paths)
+    report = RestoreReport()
+    for outcome in refused:
+        _record(report, outcome, on_outcome)
+    if not sources:
+        return report
+    engine = open_target(target_url)
+    try:
+        report.created_tables = prepare_target(engine)
+        for source in sources:
+            outcome = restore_source(
+                engine, source, key=key, on_conflict=on_conflict, missing_parent=missing_parent
+            )
+            _record(report, outcome, on_outcome)
+    finally:
+        engine.dispose()
+    return report
+
+
+def _record(
+    report: RestoreReport, outcome: Outcome, on_outcome: Callable[[Outcome], None] | None
+) -> None:
+    report.outcomes.append(outcome)
+    if on_outcome is not None:
+        on_outcome(outcome)
+
+
+def restore_source(
+    engine: Engine,
+    source: Source,
+    *,
+    key: bytes | None,
+    on_conflict: OnConflict,
+    missing_parent: MissingParent,
+) -> Outcome:
+    """Restore one document into `engine`'s database, all or nothing; never raises for a problem
+    of this document (see `Outcome`)."""
+    entry = source.entry
+    where = str(source.path)
+    subject = f"learner {entry.learner_id}" if entry else f"file {source.path}"
+    learner_id = entry.learner_id if entry else None
+    try:
+        data = read_file(source.path)
+        if entry is not None and (problem := check_entry(entry, data)):
+            return _refused(subject, where, problem, learner_id)
+        plain = decode_document_bytes(data, source.fmt, key=key, name=where)
+        try:
+            document = orjson.loads(plain)
+        except orjson.JSONDecodeError:
+            return _refused(subject, where, "is not valid JSON (UTF-8)", learner_id)
+        if entry is None and (claimed := _claimed_learner(document)) is not None:
+            subject, learner_id = f"learner {claimed}", claimed
+        rows = restore_rows(document)
+        if entry is not None and entry.learner_id != rows.learner_id:
+            return _refused(
+                subject,
+                where,
+                f"the manifest lists learner {entry.learner_id} but the document holds "
+                f"learner {rows.learner_id}",
+                entry.learner_id,
+            )
+        written = write_learner(
+            engine, rows, on_conflict=on_conflict, missing_parent=missing_parent
+        )
+    except DocumentRefused as exc:
+        return _refused(subject, where, f"not restorable: {exc}", learner_id)
+    except LoadError as exc:
+        return _refused(subject, where, _without_prefix(str(exc), learner_id), learner_id)
+    if not written.written:
+        return Outcome(
+            Status.SKIPPED,
+            subject,
+            where,
+            learner_id,
+            reason="already in the target (--on-conflict skip)",
+        )
+    return Outcome(
+        Status.RESTORED,
+        subject,
+        where,
+        learner_id,
+        notes=_notes(rows, entry, canonical=is_canonical(plain, document), parent=written),
+        lessons=len(rows.lessons),
+        achievements=len(rows.achievements),
+        replaced=written.replaced,
+        placeholder_parent=written.placeholder_parent,
+    )
+
+
+def _notes(
+    rows: RestoreRows, entry: ManifestEntry | None, *, canonical: bool, parent: WriteResult
+) -> tuple[str, ...]:
+    learner = f"learner {rows.learner_id}"
+    notes = []
+    lesson_count = len(rows.lessons)
+    total = entry.lessons_total if entry else None
+    if (entry and entry.truncated) or (total is not None and total > lesson_count):
+        of_total = f" of its {total}" if total else ""
+        notes.append(
+            f"{learner} was truncated at export: the document holds the {lesson_count} most "
+            f"recent{of_total} lessons, and only those are restored"
+        )
+    elif total is None and lesson_count >= LESSON_CAP:
+        notes.append(
+            f"{learner} was truncated at export if it had more than {LESSON_CAP} lessons: its "
+            f"document holds the cap of {LESSON_CAP}, the most recent, and only those are "
+            "restored"
+        )
+    placeholder = parent.placeholder_parent
+    if placeholder is not None:
+        notes.append(
+            f"{learner}: its parent {placeholder} was not in the target; created a placeholder "
+            "PARENT account holding only that id (no name, email or password)"
+        )
+    for pointer in rows.nulled_defaults:
+        notes.append(
+            f"{learner}: {pointer} was null in the document (unreadable in the source); "
+            "restored as NULL, which a new export shows as its default value"
+        )
+    if not canonical:
+        notes.append(
+            f"{learner}: the file is not in the exporter's compact form; stored JSON values keep "
+            "their content but are rewritten compactly, so a new export may differ in spacing"
+        )
+    return tuple(notes)
+
+
+def _claimed_learner(document: object) -> int | None:
+    """The learner id a document claims, read before it is validated (to name it in messages)."""
+    learner = document.get("learner") if isinstance(document, dict) else None
+    learner_id = learner.get("id") if isinstance(learner, dict) else None
+    return learner_id if isinstance(learner_id, int) and not isinstance(learner_id, bool) else None
+
+
+def _refused(subject: str, where: str, reason: str, learner_id: int | None = None) -> Outcome:
+    return Outcome(Status.REFUSED, subject, where, learner_id, reason=reason)
+
+
+def _without_prefix(message: str, learner_id: int | None) -> str:
+    """Errors from `load.restore_target` start with "learner N: "; the outcome line says it."""
+    prefix = f"learner {learner_id}: "
+    return message.removeprefix(prefix)

@@ -1,0 +1,147 @@
+"""Factories for the restore tests: export every demo learner, write documents and snapshots the
+way the export and archival flows do, and count what a target database holds for a learner."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+import zstandard
+from cryptography.fernet import Fernet
+
+from extract.engine import create_source_engine, snapshot
+from extract.reader import all_learner_ids, read_learners
+from extract.tables import achievements, learner_profiles, lessons, users
+from load.names import document_filename
+from transform.document import LESSON_CAP, build_document
+from transform.encoding import encode_document
+
+EXPORT_DATE = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
+EXPORTED_BY = 1
+
+
+def export_all(url: str) -> dict[int, bytes]:
+    """Every learner's document at `url`, encoded, with a fixed exportDate and exportedBy."""
+    engine = create_source_engine(url)
+    try:
+        with snapshot(engine) as conn:
+            ids = all_learner_ids(conn)
+            rows = read_learners(conn, ids, lesson_limit=LESSON_CAP)
+    finally:
+        engine.dispose()
+    return {
+        learner_id: encode_document(
+            build_document(
+                rows[learner_id], export_date=EXPORT_DATE, exported_by=EXPORTED_BY
+            ).document
+        )
+        for learner_id in ids
+    }
+
+
+def encode_file(data: bytes, suffix: str, key: bytes | None = None) -> bytes:
+    """`data` as a file with that suffix holds it: compressed, then encrypted."""
+    if ".gz" in suffix:
+        data = gzip.compress(data, mtime=0)
+    elif ".zst" in suffix:
+        data = zstandard.ZstdCompressor().compress(data)
+    if suffix.endswith(".enc"):
+        assert key is not None
+        data = Fernet(key).encrypt(data)
+    return data
+
+
+def write_documents(
+    directory: Path,
+    documents: Mapping[int, bytes],
+    *,
+    suffix: str = "",
+    key: bytes | None = None,
+) -> list[Path]:
+    """One file per document, named as contract §4 says; the paths in learner id order."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for learner_id in sorted(documents):
+        path = directory / document_filename(learner_id, EXPORT_DATE, suffix=suffix)
+        path.write_bytes(encode_file(documents[learner_id], suffix, key))
+        paths.append(path)
+    return paths
+
+
+def make_snapshot(
+    directory: Path,
+    documents: Mapping[int, bytes],
+    *,
+    suffix: str = "",
+    key: bytes | None = None,
+    extra: Mapping[int, Mapping[str, Any]] | None = None,
+) -> Path:
+    """A snapshot directory as the archival flow writes it: the files and `manifest.json`."""
+    paths = write_documents(directory, documents, suffix=suffix, key=key)
+    files = []
+    for learner_id, path in zip(sorted(documents), paths, strict=True):
+        data = path.read_bytes()
+        entry: dict[str, Any] = {
+            "path": path.name,
+            "learner_id": learner_id,
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        entry.update((extra or {}).get(learner_id, {}))
+        files.append(entry)
+    manifest = {"created_at": "2024-01-15T12:00:00.000Z", "files": files}
+    (directory / "manifest.json").write_bytes(orjson.dumps(manifest))
+    return directory
+
+
+def learner_row_counts(url: str, learner_id: int) -> dict[str, int]:
+    """How many rows of each table the target holds for this learner (user, profile, ...)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("users"):
+                return dict.fromkeys(("users", "learner_profiles", "lessons", "achievements"), 0)
+
+            def count(table: sa.Table, condition: Any) -> int:
+                return int(conn.execute(sa.select(sa.func.count()).where(condition)).scalar_one())
+
+            return {
+                "users": count(users, users.c.id == learner_id),
+                "learner_profiles": count(
+                    learner_profiles, learner_profiles.c.user_id == learner_id
+                ),
+                "lessons": count(lessons, lessons.c.learner_id == learner_id),
+                "achievements": count(achievements, achievements.c.learner_id == str(learner_id)),
+            }
+    finally:
+        engine.dispose()
+
+
+def user_ids(url: str) -> list[int]:
+    """Every user id in the target, ascending ([] when it has no tables yet)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("users"):
+                return []
+            return list(conn.execute(sa.select(users.c.id).order_by(users.c.id)).scalars())
+    finally:
+        engine.dispose()
+
+
+def edited(document: bytes, change: Iterable[tuple[tuple[str | int, ...], Any]]) -> bytes:
+    """`document` with the values at these key paths replaced (a path ending in a new key adds
+    it)."""
+    decoded = orjson.loads(document)
+    for path, value in change:
+        target = decoded
+        for part in path[:-1]:
+            target = target[part]
+        target[path[-1]] = value
+    return orjson.dumps(decoded)
