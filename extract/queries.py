@@ -52,6 +52,13 @@ def users_query(dialect: str, user_ids: Collection[int]) -> sa.Select[tuple[obje
     ).where(users.c.id.in_(list(user_ids)))
 
 
+def accounts_query(user_ids: Collection[int]) -> sa.Select[tuple[object, ...]]:
+    """Id, role and parent of the users with these ids: all that authorization needs."""
+    return sa.select(users.c.id, _raw(users.c.role), users.c.parent_id).where(
+        users.c.id.in_(list(user_ids))
+    )
+
+
 def learner_ids_query() -> sa.Select[tuple[int]]:
     """Every LEARNER's id, ascending."""
     return sa.select(users.c.id).where(users.c.role == "LEARNER").order_by(users.c.id)

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from extract import queries
 from extract.errors import LearnerNotFound
-from extract.records import LearnerRows, Row
+from extract.records import Account, LearnerRows, Row
 
 LESSON_BATCH_ROWS = 2_000
 """Lesson rows fetched per round trip: specs run to hundreds of KB, so the driver streams them
@@ -76,6 +76,21 @@ def read_learners(
             json_checked=json_checked,
         )
         for learner_id, user in users.items()
+    }
+
+
+def read_accounts(conn: Connection, user_ids: Collection[int]) -> dict[int, Account]:
+    """The accounts of the users with these ids, keyed by id; ids with no user are absent.
+
+    One statement for any number of ids, so a request can look up who asks and whom they ask
+    for in a single round trip.
+    """
+    wanted = sorted(set(user_ids))
+    if not wanted:
+        return {}
+    return {
+        row.id: Account(id=row.id, role=str(row.role), parent_id=row.parent_id)
+        for row in conn.execute(queries.accounts_query(wanted))
     }
 
 
