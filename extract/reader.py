@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterator
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.engine import Connection
 
@@ -41,7 +41,7 @@ def read_learners(
     dialect = conn.dialect.name
     ids = sorted(set(learner_ids))
     users = {
-        row.id: row._mapping
+        row.id: _mapping(row)
         for row in conn.execute(queries.users_query(dialect, ids))
         if row.role == "LEARNER"
     }
@@ -50,7 +50,7 @@ def read_learners(
     ids = sorted(users)
     profiles: dict[int, Row] = {}
     for row in conn.execute(queries.profiles_query(dialect, ids)):
-        profiles.setdefault(row.user_id, row._mapping)  # first in order is the one kept
+        profiles.setdefault(row.user_id, _mapping(row))  # first in order is the one kept
     lessons = _grouped(
         conn.execution_options(yield_per=LESSON_BATCH_ROWS).execute(
             queries.lessons_query(dialect, ids, limit_per_learner=lesson_limit)
@@ -102,6 +102,11 @@ def all_learner_ids(conn: Connection) -> list[int]:
 def _grouped(rows: Iterator[Any], *, key: str) -> dict[Any, list[Row]]:
     groups: defaultdict[Any, list[Row]] = defaultdict(list)
     for row in rows:
-        mapping = row._mapping
+        mapping = _mapping(row)
         groups[mapping[key]].append(mapping)
     return groups
+
+
+def _mapping(row: Any) -> Row:
+    """A result row as a read-only mapping keyed by column name."""
+    return cast(Row, row._mapping)

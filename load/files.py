@@ -44,7 +44,7 @@ def write_atomic(directory: Path, name: str, data: bytes) -> WrittenFile:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(temporary, target)
+            temporary.replace(target)
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
