@@ -60,7 +60,11 @@ def read_learners(
     if lesson_limit is None:
         totals = {learner_id: len(rows) for learner_id, rows in lessons.items()}
     else:
-        totals = dict(conn.execute(queries.lesson_counts_query(ids)).tuples().all())
+        # Rows unpack as tuples (SQLAlchemy 2.1 deprecates Result.tuples()).
+        totals = {
+            learner_id: count
+            for learner_id, count in conn.execute(queries.lesson_counts_query(ids))
+        }
     achievements = _grouped(
         conn.execute(queries.achievements_query(dialect, ids)), key="learner_id"
     )
