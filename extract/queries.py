@@ -118,15 +118,17 @@ def lessons_query(
 
     With `limit_per_learner`, only that many of each learner's most recent lessons are read: a
     window function numbers each learner's lessons in contract order, so one statement caps every
-    learner of a chunk.
+    learner of a chunk. For a single learner (the HTTP export, the one-off CLI export) a plain
+    ORDER BY ... LIMIT gives the same rows in the same order without numbering every lesson.
     """
     ids = list(learner_ids)
-    if limit_per_learner is None:
-        return (
+    if limit_per_learner is None or len(set(ids)) == 1:
+        ordered = (
             sa.select(*_lesson_columns(dialect))
             .where(lessons.c.learner_id.in_(ids))
             .order_by(lessons.c.learner_id, *_lesson_order(dialect))
         )
+        return ordered if limit_per_learner is None else ordered.limit(limit_per_learner)
     position = sa.func.row_number().over(
         partition_by=lessons.c.learner_id, order_by=_lesson_order(dialect)
     )
