@@ -46,7 +46,7 @@ from extract.records import Account
 from learner_export.ratelimit import RateLimiter
 from learner_export.settings import Settings, get_settings
 from learner_export.tokens import MAX_USER_ID, InvalidToken, verify_token
-from load.audit import AuditRecord, append_audit
+from load.audit import AuditRecord, append_audit, ensure_audit_log
 from load.errors import LoadError
 from load.names import document_filename
 from transform.document import LESSON_CAP, BuiltDocument, build_document
@@ -155,6 +155,7 @@ class Exporter:
     def __init__(self, settings: Settings, secret: str) -> None:
         self.settings = settings
         self.secret = secret
+        ensure_audit_log(settings.audit_log_path)  # no export that cannot be recorded
         self.engine = create_source_engine(settings.source_url)
         self.limiter = RateLimiter(settings.exports_per_minute)
 

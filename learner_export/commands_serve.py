@@ -73,19 +73,23 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
         )
     else:
         secret = settings.jwt_secret.get_secret_value()
-    _check_source(settings)
+    _check_places(settings)
     if args.demo:
         _print_demo_help(args, secret)
     _run_uvicorn(args, settings, secret)
 
 
-def _check_source(settings: Settings) -> None:
+def _check_places(settings: Settings) -> None:
+    """The source can be opened and the audit log appended to, or a one-line error."""
     from extract.engine import create_source_engine
     from extract.errors import ExtractError
+    from load.audit import ensure_audit_log
+    from load.errors import LoadError
 
     try:
         create_source_engine(settings.source_url).dispose()
-    except ExtractError as exc:
+        ensure_audit_log(settings.audit_log_path)
+    except (ExtractError, LoadError) as exc:
         raise UserError(str(exc)) from None
 
 

@@ -91,6 +91,17 @@ def append_audit(path: Path, record: AuditRecord) -> None:
         raise TerminalLoadError(f"appending to {path} wrote {written} of {len(line)} bytes")
 
 
+def ensure_audit_log(path: Path) -> None:
+    """Create the log at `path` (mode 0600, and its directory) if it is missing, and prove it can
+    be appended to, so that a server fails at start rather than serving exports it cannot record.
+    Raises a `LoadError` naming the path."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE))
+    except OSError as exc:
+        raise _translate(exc, path) from None
+
+
 def read_audit(path: Path) -> list[dict[str, Any]]:
     """Every record of the log at `path`, oldest first ([] when there is no log yet)."""
     try:

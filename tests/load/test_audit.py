@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from load.audit import AuditRecord, append_audit, read_audit
+from load.audit import AuditRecord, append_audit, ensure_audit_log, read_audit
 from load.errors import TerminalLoadError
 
 WHEN = datetime(2024, 1, 15, 10, 30, 0, 123456, tzinfo=UTC)
@@ -96,3 +96,17 @@ def test_an_unwritable_place_is_a_load_error_naming_the_path(tmp_path: Path) -> 
             blocker / "audit.jsonl",
             AuditRecord(at=WHEN, via="http", user_id=1, learner_id=1, status=200),
         )
+
+
+def test_ensure_creates_an_empty_private_log(tmp_path: Path) -> None:
+    log = tmp_path / "new" / "audit.jsonl"
+    ensure_audit_log(log)
+    ensure_audit_log(log)  # idempotent, never truncates
+    assert log.read_bytes() == b""
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+
+
+def test_ensure_fails_where_nothing_can_be_appended(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(TerminalLoadError, match=r"audit\.jsonl"):
+        ensure_audit_log(tmp_path / "file" / "audit.jsonl")

@@ -208,3 +208,18 @@ def test_https_with_ssl_options(tmp_path: Path, sqlite_demo: DemoSource) -> None
             assert client.get(f"https://127.0.0.1:{port}/healthz").status_code == 200
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{port}/healthz")  # plain HTTP is not served
+
+
+def test_refuses_to_start_when_the_audit_log_cannot_be_written(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("a file where a directory should be")
+    result = subprocess.run(
+        [sys.executable, "serve.py", "--demo", "--port", str(_free_port())],
+        cwd=ROOT,
+        env=_env(tmp_path, LEARNER_EXPORT_AUDIT_LOG=str(tmp_path / "blocker" / "audit.jsonl")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "audit.jsonl failed" in result.stderr
+    assert "Traceback" not in result.stderr
