@@ -376,7 +376,15 @@ _EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
             }
         },
     ),
-    503: _error("The source database cannot be read right now; retry later."),
+    503: _error(
+        "The source database cannot be read right now.",
+        headers={
+            "Retry-After": {
+                "description": "Seconds after which a retry may succeed.",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+    ),
 }
 
 _LEARNER_ID_PARAMETER = {
