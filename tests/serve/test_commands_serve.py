@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from learner_export.demo import demo_rows
 from tests.conftest import DemoSource
 from tests.serve.conftest import SECRET, make_token
 
@@ -52,8 +53,16 @@ def _env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+class Transcript(str):
+    """What the server printed until it was ready; `rest` gets the remainder once it has exited."""
+
+    rest: str = ""
+
+
 @contextmanager
-def running(command: list[str], env: dict[str, str], *, ready: str = STARTED) -> Iterator[str]:
+def running(
+    command: list[str], env: dict[str, str], *, ready: str = STARTED
+) -> Iterator[Transcript]:
     """Run `command` until its output shows `ready`; yield everything it printed so far."""
     process = subprocess.Popen(
         command,
@@ -65,6 +74,7 @@ def running(command: list[str], env: dict[str, str], *, ready: str = STARTED) ->
     )
     assert process.stdout is not None
     output = ""
+    transcript = None
     try:
         deadline = time.monotonic() + 60
         while ready not in output:
@@ -74,7 +84,8 @@ def running(command: list[str], env: dict[str, str], *, ready: str = STARTED) ->
             if time.monotonic() > deadline:
                 raise AssertionError(f"the server did not start:\n{output}")
             output += line
-        yield output
+        transcript = Transcript(output)
+        yield transcript
     finally:
         process.terminate()
         try:
@@ -82,6 +93,8 @@ def running(command: list[str], env: dict[str, str], *, ready: str = STARTED) ->
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if transcript is not None:
+            transcript.rest = process.stdout.read()
         process.stdout.close()
 
 
@@ -141,6 +154,15 @@ def test_demo_mode_then_the_printed_curl(tmp_path: Path) -> None:
             headers={"Authorization": f"Bearer {foreign}"},
         )
         assert response.status_code == 401
+    # The server's own output: no learner's data, no token, no request URL.
+    rows = demo_rows()
+    logged = output.rest
+    assert "Shutting down" in logged
+    for user in rows.users:
+        for key in ("username", "email", "name"):
+            assert not user[key] or user[key] not in logged
+    assert "learnerId" not in logged
+    assert "eyJ" not in logged
 
 
 def test_several_workers_share_the_demo_secret(tmp_path: Path) -> None:
