@@ -27,7 +27,7 @@ import warnings
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -263,43 +263,64 @@ def _gathered(pieces: Iterator[bytes], size: int) -> Iterator[bytes]:
         yield b"".join(buffer)
 
 
-async def _streamed_body(
-    built: BuiltDocument, *, gzip: bool, finished: Callable[[str | None, int, bool], None]
-) -> AsyncIterator[bytes]:
-    """The document's bytes (gzip-encoded if asked), encoded a batch of lessons at a time.
+@dataclass
+class Transfer:
+    """How far a document's bytes got: a running sha256 and size of the document bytes (before
+    any content encoding), and whether the last of them was handed to the server."""
 
-    Calls `finished(sha256 of the document bytes or None, byte count, complete)` exactly once,
-    also when the client goes away mid-stream.
-    """
-    digest = hashlib.sha256()
-    size = 0
-    complete = False
+    digest: Any = field(default_factory=hashlib.sha256)
+    size: int = 0
+    complete: bool = False
+
+
+async def streamed_body(
+    built: BuiltDocument, *, gzip: bool, transfer: Transfer
+) -> AsyncIterator[bytes]:
+    """The document's bytes (gzip-encoded if asked), encoded a batch of lessons at a time, in
+    pieces of about STREAM_CHUNK_BYTES; `transfer` follows their progress."""
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS) if gzip else None
-    try:
-        for chunk in _gathered(iter_encoded(built.document), STREAM_CHUNK_BYTES):
-            digest.update(chunk)
-            size += len(chunk)
-            yield chunk if compressor is None else compressor.compress(chunk)
-        if compressor is not None:
-            yield compressor.flush()
-        complete = True
-    finally:
-        finished(digest.hexdigest() if complete else None, size, complete)
+    for chunk in _gathered(iter_encoded(built.document), STREAM_CHUNK_BYTES):
+        transfer.digest.update(chunk)
+        transfer.size += len(chunk)
+        yield chunk if compressor is None else compressor.compress(chunk)
+    if compressor is not None:
+        yield compressor.flush()
+    transfer.complete = True
+
+
+class AuditedStreamingResponse(StreamingResponse):
+    """A StreamingResponse that calls `on_close` exactly once when it is over, whether the body
+    was sent whole, broke off mid-way, or never started (the client left first)."""
+
+    def __init__(
+        self, content: AsyncIterator[bytes], *, on_close: Callable[[], None], **kwargs: Any
+    ) -> None:
+        super().__init__(content, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
 
 
 def document_response(
     exporter: Exporter, outcome: Outcome, request: Request, when: datetime
 ) -> Response:
-    """The 200 answer: the streamed document with the contract's headers."""
+    """The 200 answer: the streamed document with the contract's headers; its audit record is
+    written when the transfer is over, with the checksum if every byte went out."""
     built = outcome.built
     assert built is not None and outcome.learner_id is not None
     gzip = accepts_gzip(request.headers.get("accept-encoding", ""))
+    transfer = Transfer()
 
-    def finished(sha256: str | None, size: int, complete: bool) -> None:
+    def record() -> None:
         exporter.audit(
             AuditRecord(
                 at=when, via="http", user_id=outcome.user_id, learner_id=outcome.learner_id,
-                status=200, sha256=sha256, size=size, complete=complete,
+                status=200, sha256=transfer.digest.hexdigest() if transfer.complete else None,
+                size=transfer.size, complete=transfer.complete,
                 lessons_exported=built.lessons_exported, lessons_total=built.lessons_total,
             )
         )  # fmt: skip
@@ -312,8 +333,9 @@ def document_response(
     }
     if gzip:
         headers["Content-Encoding"] = "gzip"
-    return StreamingResponse(
-        _streamed_body(built, gzip=gzip, finished=finished),
+    return AuditedStreamingResponse(
+        streamed_body(built, gzip=gzip, transfer=transfer),
+        on_close=record,
         media_type="application/json",
         headers=headers,
     )
