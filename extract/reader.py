@@ -51,10 +51,12 @@ def read_learners(
     profiles: dict[int, Row] = {}
     for row in conn.execute(queries.profiles_query(dialect, ids)):
         profiles.setdefault(row.user_id, _mapping(row))  # first in order is the one kept
+    # yield_per on the statement, not the connection: Connection.execution_options() sets
+    # options on the connection itself in SQLAlchemy 2, so every later statement of the
+    # snapshot would open a server-side cursor too (three extra round trips each).
+    lessons_statement = queries.lessons_query(dialect, ids, limit_per_learner=lesson_limit)
     lessons = _grouped(
-        conn.execution_options(yield_per=LESSON_BATCH_ROWS).execute(
-            queries.lessons_query(dialect, ids, limit_per_learner=lesson_limit)
-        ),
+        conn.execute(lessons_statement.execution_options(yield_per=LESSON_BATCH_ROWS)),
         key="learner_id",
     )
     if lesson_limit is None:

@@ -24,3 +24,17 @@ def test_single_learner_limit_matches_the_chunk_window(demo_source: DemoSource) 
     finally:
         engine.dispose()
     assert (len(big.lessons), big.lesson_total) == (1000, 1050)
+
+
+def test_reading_leaves_the_connection_options_alone(demo_source: DemoSource) -> None:
+    """Only the lessons statement streams: SQLAlchemy 2's Connection.execution_options() would
+    set yield_per on the connection, and every later statement would open a server-side cursor."""
+    engine = create_source_engine(demo_source.url)
+    try:
+        with snapshot(engine) as conn:
+            before = dict(conn.get_execution_options())
+            read_learner(conn, 3, lesson_limit=1000)
+            assert dict(conn.get_execution_options()) == before
+            assert "yield_per" not in before
+    finally:
+        engine.dispose()
