@@ -123,8 +123,8 @@ def _print_demo_help(args: argparse.Namespace, secret: str) -> None:
         f"{DEMO_TOKEN_HOURS} hours.\n"
         f"Paste into another shell:\n\n"
         f"ADMIN_TOKEN={admin}    # user {DEMO_ADMIN_ID}, the demo admin\n"
-        f"PARENT_TOKEN={parent}    # user {DEMO_PARENT_ID}, parent of learner {DEMO_CHILD_ID}\n"
-        f'curl -sS{insecure} -OJ -H "Authorization: Bearer $PARENT_TOKEN" "{url}"\n',
+        f"PARENT_TOKEN={parent}    # user {DEMO_PARENT_ID}, parent of learners 3 and 4\n"
+        f'curl -fsS{insecure} -OJ -H "Authorization: Bearer $PARENT_TOKEN" "{url}"\n',
         flush=True,
     )
 
