@@ -17,8 +17,8 @@ WINDOW_SECONDS = 60.0
 
 
 class RateLimiter:
-    """Sliding-window counter keyed by user id. Thread-safe; memory grows with the users seen in
-    the last window only (a user's entry is dropped once their window is empty)."""
+    """Sliding-window counter keyed by user id. Thread-safe. Memory is bounded by the users seen
+    in the last two windows: idle users' entries are swept at most once a window."""
 
     def __init__(
         self,
