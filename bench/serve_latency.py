@@ -56,7 +56,7 @@ class Result:
 
     def line(self) -> str:
         ms = sorted(x * 1000 for x in self.latencies)
-        q = statistics.quantiles(ms, n=100, method="inclusive")
+        q = statistics.quantiles(ms * 2 if len(ms) == 1 else ms, n=100, method="inclusive")
         return (
             f"{self.label:<34} {self.clients:>2} clients  {self.body_bytes / 1e6:6.2f} MB  "
             f"p50 {q[49]:7.1f} ms  p95 {q[94]:7.1f} ms  p99 {q[98]:7.1f} ms  "
