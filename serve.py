@@ -1,2 +1,631 @@
-"""The authenticated GET /api/export endpoint (contract §3): HTTP and auth only, then the same
-document builder and encoder as the command line."""
+"""The HTTP export: `GET /api/export?learnerId={id}`, a drop-in for the platform's own endpoint.
+
+Contract §3 is the specification.
+
+This module does HTTP and authentication only. The rows come from `extract` (one snapshot per
+request), the document from `transform.document.build_document` and its bytes from
+`transform.encoding.iter_encoded`: the very builder and encoder the CLI uses, so an HTTP export and
+a file export of the same learner differ only in `exportDate` and `exportedBy`.
+
+Checks run in the contract's order, each answered `{"error": ...}`:
+401 (no or bad token, unknown user) → 429 (over the per-user limit; not in the contract, it only
+ever replaces what would have followed) → 403 (not PARENT/ADMIN) → 400 (learnerId) → 403 (a
+parent asking for anyone but their own child, existing or not) → 404 (an admin asking for an id
+that is no learner). Every attempt, served or refused, is appended to the audit log.
+
+Run it with `python serve.py` or `learner-export serve` (see `learner_export.commands_serve`);
+`uvicorn --factory serve:create_app_from_environment` works too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import sys
+import warnings
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request, Response, Security
+from fastapi.responses import StreamingResponse
+from fastapi.security import APIKeyCookie, HTTPBearer
+from jwt.warnings import InsecureKeyLengthWarning
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from extract.engine import create_source_engine, snapshot
+from extract.errors import ExtractError, LearnerNotFound
+from extract.reader import read_accounts, read_learner
+from extract.records import Account
+from learner_export.ratelimit import RateLimiter
+from learner_export.settings import Settings, get_settings
+from learner_export.tokens import MAX_USER_ID, InvalidToken, verify_token
+from load.audit import AuditRecord, append_audit, ensure_audit_log
+from load.errors import LoadError
+from load.names import document_filename
+from transform.document import LESSON_CAP, BuiltDocument, build_document
+from transform.encoding import iter_encoded
+from transform.schema import document_schema
+
+log = logging.getLogger("learner_export.serve")
+
+EXPORT_PATH = "/api/export"
+TOKEN_COOKIE = "token"  # noqa: S105 (a cookie's name, not a secret)
+EXPORTING_ROLES = frozenset({"PARENT", "ADMIN"})
+MAX_LEARNER_ID = MAX_USER_ID
+"""The database's id range: PostgreSQL `serial` (integer) ids end at 2**31 - 1."""
+
+STREAM_CHUNK_BYTES = 256 * 1024
+"""Encoded pieces are gathered up to about this size before they are sent (fewer, fuller frames)."""
+GZIP_LEVEL = 1
+"""Level 1 compresses the documents' text about 4:1 at a fraction of level 6's cost."""
+UNAVAILABLE_RETRY_SECONDS = 5
+MIN_SECRET_BYTES = 32
+
+# Error messages: fixed texts that never echo the request.
+UNAUTHORIZED = "Unauthorized"
+FORBIDDEN = "Forbidden"
+LEARNER_ID_REQUIRED = "learnerId is required"
+LEARNER_ID_REPEATED = "learnerId must be given only once"
+LEARNER_ID_MALFORMED = (
+    "learnerId must be a positive whole number in plain ASCII digits, without sign, spaces or "
+    "leading zeros"
+)
+LEARNER_ID_OUT_OF_RANGE = f"learnerId is out of range (1 to {MAX_LEARNER_ID})"
+LEARNER_NOT_FOUND = "Learner not found"
+TOO_MANY_REQUESTS = "Too many requests"
+UNAVAILABLE = "Service unavailable"
+
+_CANONICAL_ID = re.compile(r"[1-9][0-9]*")
+
+
+# --- the request's inputs -------------------------------------------------------------------
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of the request, or None when it brings none or brings it malformed.
+
+    An `Authorization` header, if present, decides alone: it must be exactly one header
+    `Bearer <token>` (scheme case-insensitive). Without one, the `token` cookie is used (the web
+    client opens the export in a new tab and cannot set headers). Never the query string: URLs
+    end up in logs and browser history.
+    """
+    headers = request.headers.getlist("authorization")
+    if len(headers) > 1:
+        return None
+    if headers:
+        scheme, _, credentials = headers[0].strip().partition(" ")
+        credentials = credentials.strip()
+        if scheme.lower() != "bearer" or not credentials or " " in credentials:
+            return None
+        return credentials
+    return request.cookies.get(TOKEN_COOKIE) or None
+
+
+@dataclass(frozen=True, slots=True)
+class LearnerParam:
+    """The `learnerId` parameter: `value` when valid, else `problem`, the 400 message."""
+
+    value: int | None
+    problem: str | None
+
+
+def learner_param(values: Sequence[str]) -> LearnerParam:
+    """Parse every `learnerId` value of the query string (contract §3).
+
+    Valid: given once, a canonical positive decimal (ASCII digits, no sign, space or leading
+    zero) no larger than MAX_LEARNER_ID. Missing or empty is `learnerId is required`.
+    """
+    if len(values) > 1:
+        return LearnerParam(None, LEARNER_ID_REPEATED)
+    if not values or values[0] == "":
+        return LearnerParam(None, LEARNER_ID_REQUIRED)
+    text = values[0]
+    if not _CANONICAL_ID.fullmatch(text):
+        return LearnerParam(None, LEARNER_ID_MALFORMED)
+    if len(text) > len(str(MAX_LEARNER_ID)) or int(text) > MAX_LEARNER_ID:
+        return LearnerParam(None, LEARNER_ID_OUT_OF_RANGE)
+    return LearnerParam(int(text), None)
+
+
+# --- deciding ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What to answer: a document (status 200) or an error with its status and message."""
+
+    status: int
+    user_id: int | None
+    learner_id: int | None
+    error: str | None = None
+    retry_after: int | None = None
+    built: BuiltDocument | None = None
+
+
+class Exporter:
+    """The per-process state of the endpoint: settings, source engine, limiter, secret."""
+
+    def __init__(self, settings: Settings, secret: str) -> None:
+        self.settings = settings
+        self.secret = secret
+        ensure_audit_log(settings.audit_log_path)  # no export that cannot be recorded
+        self.engine = create_source_engine(settings.source_url)
+        self.limiter = RateLimiter(settings.exports_per_minute)
+
+    def decide(self, user_id: int, param: LearnerParam, export_date: datetime) -> Outcome:
+        """Authorize a request whose token named `user_id` and, if allowed, build its document.
+
+        Blocking (database reads, then building): run it in a worker thread. One snapshot covers
+        the account checks and the learner's rows, so what was authorized is what is exported.
+        """
+        wanted = {user_id} if param.value is None else {user_id, param.value}
+        with snapshot(self.engine) as conn:
+            accounts = read_accounts(conn, wanted)
+            refusal = self._refusal(accounts, user_id, param)
+            if refusal is not None:
+                return refusal
+            assert param.value is not None  # _refusal turned away every invalid parameter
+            try:
+                rows = read_learner(conn, param.value, lesson_limit=LESSON_CAP)
+            except LearnerNotFound:  # cannot happen within one snapshot; answered as 404
+                return Outcome(404, user_id, param.value, LEARNER_NOT_FOUND)
+        built = build_document(rows, export_date=export_date, exported_by=user_id)
+        return Outcome(200, user_id, param.value, built=built)
+
+    def _refusal(
+        self, accounts: dict[int, Account], user_id: int, param: LearnerParam
+    ) -> Outcome | None:
+        requester = accounts.get(user_id)
+        if requester is None:  # a valid token for a user who no longer exists
+            return Outcome(401, None, param.value, UNAUTHORIZED)
+        retry_after = self.limiter.admit(user_id)
+        if retry_after is not None:
+            return Outcome(429, user_id, param.value, TOO_MANY_REQUESTS, retry_after=retry_after)
+        if requester.role not in EXPORTING_ROLES:
+            return Outcome(403, user_id, param.value, FORBIDDEN)
+        if param.value is None:
+            return Outcome(400, user_id, None, param.problem)
+        target = accounts.get(param.value)
+        learner = target if target is not None and target.role == "LEARNER" else None
+        if requester.role == "PARENT" and (learner is None or learner.parent_id != user_id):
+            return Outcome(403, user_id, param.value, FORBIDDEN)  # existence never leaks
+        if learner is None:
+            return Outcome(404, user_id, param.value, LEARNER_NOT_FOUND)
+        return None
+
+    def audit(self, record: AuditRecord) -> None:
+        """Append `record` to the audit log; a failure is logged (without personal data), since
+        the answer has been decided or already sent."""
+        try:
+            append_audit(self.settings.audit_log_path, record)
+        except LoadError as exc:
+            log.error("audit log: %s", exc)
+
+    def database_reachable(self) -> bool:
+        """True when a trivial read in a snapshot succeeds."""
+        try:
+            with snapshot(self.engine) as conn:
+                conn.exec_driver_sql("SELECT 1").scalar()
+        except ExtractError:
+            return False
+        return True
+
+
+# --- answering --------------------------------------------------------------------------------
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """`{"error": message}` as application/json, never cached."""
+    return Response(
+        orjson.dumps({"error": message}),
+        status_code=status,
+        media_type="application/json",
+        headers={"Cache-Control": "no-store", **(headers or {})},
+    )
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """True when the Accept-Encoding header lists gzip (or `*`) with a non-zero quality."""
+    for item in accept_encoding.split(","):
+        coding, *params = (part.strip() for part in item.split(";"))
+        if coding.lower() not in {"gzip", "x-gzip", "*"}:
+            continue
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        return quality > 0
+    return False
+
+
+def _gathered(pieces: Iterator[bytes], size: int) -> Iterator[bytes]:
+    """The same bytes in runs of at least `size` bytes (the last may be shorter)."""
+    buffer: list[bytes] = []
+    buffered = 0
+    for piece in pieces:
+        buffer.append(piece)
+        buffered += len(piece)
+        if buffered >= size:
+            yield b"".join(buffer)
+            buffer, buffered = [], 0
+    if buffer:
+        yield b"".join(buffer)
+
+
+@dataclass
+class Transfer:
+    """How far a document's bytes got: a running sha256 and size of the document bytes (before
+    any content encoding), and whether the last of them was handed to the server."""
+
+    digest: Any = field(default_factory=hashlib.sha256)
+    size: int = 0
+    complete: bool = False
+
+
+async def streamed_body(
+    built: BuiltDocument, *, gzip: bool, transfer: Transfer
+) -> AsyncIterator[bytes]:
+    """The document's bytes (gzip-encoded if asked), encoded a batch of lessons at a time, in
+    pieces of about STREAM_CHUNK_BYTES; `transfer` follows their progress."""
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS) if gzip else None
+    for chunk in _gathered(iter_encoded(built.document), STREAM_CHUNK_BYTES):
+        transfer.digest.update(chunk)
+        transfer.size += len(chunk)
+        yield chunk if compressor is None else compressor.compress(chunk)
+    if compressor is not None:
+        yield compressor.flush()
+    transfer.complete = True
+
+
+class AuditedStreamingResponse(StreamingResponse):
+    """A StreamingResponse that calls `on_close` exactly once when it is over, whether the body
+    was sent whole, broke off mid-way, or never started (the client left first)."""
+
+    def __init__(
+        self, content: AsyncIterator[bytes], *, on_close: Callable[[], None], **kwargs: Any
+    ) -> None:
+        super().__init__(content, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
+def document_response(
+    exporter: Exporter, outcome: Outcome, request: Request, when: datetime
+) -> Response:
+    """The 200 answer: the streamed document with the contract's headers; its audit record is
+    written when the transfer is over, with the checksum if every byte went out."""
+    built = outcome.built
+    assert built is not None and outcome.learner_id is not None
+    gzip = accepts_gzip(request.headers.get("accept-encoding", ""))
+    transfer = Transfer()
+
+    def record() -> None:
+        exporter.audit(
+            AuditRecord(
+                at=when, via="http", user_id=outcome.user_id, learner_id=outcome.learner_id,
+                status=200, sha256=transfer.digest.hexdigest() if transfer.complete else None,
+                size=transfer.size, complete=transfer.complete,
+                lessons_exported=built.lessons_exported, lessons_total=built.lessons_total,
+            )
+        )  # fmt: skip
+
+    filename = document_filename(outcome.learner_id, when)
+    headers = {
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        "Cache-Control": "no-store",
+        "Vary": "Accept-Encoding",
+    }
+    if gzip:
+        headers["Content-Encoding"] = "gzip"
+    return AuditedStreamingResponse(
+        streamed_body(built, gzip=gzip, transfer=transfer),
+        on_close=record,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+# --- the application --------------------------------------------------------------------------
+
+_ERROR_BODY = {
+    "type": "object",
+    "required": ["error"],
+    "additionalProperties": False,
+    "properties": {"error": {"type": "string"}},
+}
+
+
+def _error(description: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        **extra,
+    }
+
+
+_EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The learner's document (contract §2), streamed; gzip-encoded when the "
+        "client accepts it.",
+        "headers": {
+            "Content-Disposition": {
+                "description": 'attachment; filename="learner-data-{learnerId}-{YYYY-MM-DD}.json" '
+                "(UTC date of the export)",
+                "schema": {"type": "string"},
+            },
+            "Cache-Control": {"description": "no-store", "schema": {"type": "string"}},
+        },
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/LearnerDocument"}}
+        },
+    },
+    400: _error(
+        "learnerId missing or empty (`learnerId is required`), not a plain positive decimal, out "
+        "of the id range, or given more than once."
+    ),
+    401: _error(
+        "No token, a malformed Authorization header, a bad signature, an algorithm other than "
+        "HS256, an expired token, claims of the wrong type, or a user who does not exist.",
+        headers={"WWW-Authenticate": {"schema": {"type": "string"}}},
+    ),
+    403: _error(
+        "The user is not a PARENT or an ADMIN, or is a PARENT asking for someone who is not "
+        "their own child (whether or not that id exists)."
+    ),
+    404: _error("An ADMIN asked for an id that is not a LEARNER user (`Learner not found`)."),
+    429: _error(
+        "The user asked for more exports than the per-minute limit allows.",
+        headers={
+            "Retry-After": {
+                "description": "Seconds until a request will be admitted.",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+    ),
+    503: _error(
+        "The source database cannot be read right now.",
+        headers={
+            "Retry-After": {
+                "description": "Seconds after which a retry may succeed.",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+    ),
+}
+
+_LEARNER_ID_PARAMETER = {
+    "name": "learnerId",
+    "in": "query",
+    "required": True,
+    "description": "Id of the learner to export: a positive decimal integer, given once.",
+    "schema": {"type": "string", "pattern": f"^[1-9][0-9]{{0,{len(str(MAX_LEARNER_ID)) - 1}}}$"},
+    "example": "3",
+}
+
+
+def _document_components() -> dict[str, Any]:
+    """The document's JSON Schema as OpenAPI components: `LearnerDocument` plus its `$defs`
+    (renamed `LearnerDocument_<name>`, references rewritten to match)."""
+    schema = dict(document_schema())
+    definitions = schema.pop("$defs", {})
+    for key in ("$schema", "$id"):
+        schema.pop(key, None)
+    text = orjson.dumps(
+        {"LearnerDocument": schema, **{f"LearnerDocument_{k}": v for k, v in definitions.items()}}
+    )
+    text = text.replace(b'"#/$defs/', b'"#/components/schemas/LearnerDocument_')
+    components: dict[str, Any] = orjson.loads(text)
+    return components
+
+
+def create_app(settings: Settings, *, secret: str | None = None) -> FastAPI:
+    """The application for `settings`; `secret` overrides `settings.jwt_secret` (demo mode).
+
+    Raises `ConfigurationError` when there is no secret: the server never runs without one.
+    """
+    key = secret or (settings.jwt_secret.get_secret_value() if settings.jwt_secret else "")
+    if not key.strip():
+        raise ConfigurationError(
+            "JWT_SECRET is not set: set it to the platform's token secret, or start the server "
+            "with --demo to try it on the demo database"
+        )
+    if len(key.encode()) < MIN_SECRET_BYTES:
+        # The platform's secret is what it is; say so once instead of PyJWT on every request.
+        log.warning("JWT_SECRET is shorter than %d bytes", MIN_SECRET_BYTES)
+        warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        exporter = Exporter(settings, key)
+        app.state.exporter = exporter
+        try:
+            yield
+        finally:
+            exporter.engine.dispose()
+
+    app = FastAPI(
+        title="learner-export",
+        summary="Export a learner's data: the platform's GET /api/export, on demand.",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    _install_error_handlers(app)
+    _add_routes(app)
+    _document_openapi(app)
+    return app
+
+
+class ConfigurationError(Exception):
+    """The server is not configured to run safely; the message says what to set."""
+
+
+def _exporter(request: Request) -> Exporter:
+    exporter: Exporter = request.app.state.exporter
+    return exporter
+
+
+def _add_routes(app: FastAPI) -> None:
+    bearer = HTTPBearer(
+        bearerFormat="JWT",
+        description="The platform's HS256 token: {userId: '<id>', role, exp}.",
+        auto_error=False,
+    )
+    cookie = APIKeyCookie(
+        name=TOKEN_COOKIE,
+        description="The same token in the `token` cookie, for the web client's download tab.",
+        auto_error=False,
+    )
+
+    @app.get(
+        EXPORT_PATH,
+        summary="Export one learner's data",
+        description="PARENT: their own children only. ADMIN: any learner. Up to 1,000 lessons.",
+        operation_id="exportLearnerData",
+        response_class=Response,
+        responses=_EXPORT_RESPONSES,
+        dependencies=[Security(bearer), Security(cookie)],
+        openapi_extra={"parameters": [_LEARNER_ID_PARAMETER]},
+    )
+    async def export_learner_data(request: Request) -> Response:
+        exporter = _exporter(request)
+        when = datetime.now(UTC)
+        outcome = await _decide(exporter, request, when)
+        if outcome.status == 200:
+            return document_response(exporter, outcome, request, when)
+        exporter.audit(
+            AuditRecord(
+                at=when, via="http", user_id=outcome.user_id,
+                learner_id=outcome.learner_id, status=outcome.status,
+            )
+        )  # fmt: skip
+        headers = {}
+        if outcome.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        if outcome.retry_after is not None:
+            headers["Retry-After"] = str(outcome.retry_after)
+        assert outcome.error is not None
+        return error_response(outcome.status, outcome.error, headers)
+
+    @app.get(
+        "/healthz",
+        summary="Whether the server can read its source database",
+        operation_id="healthz",
+        responses={
+            200: {"description": "The database answered a trivial read."},
+            503: {"description": "The database cannot be reached or read."},
+        },
+    )
+    async def healthz(request: Request) -> Response:
+        reachable = await run_in_threadpool(_exporter(request).database_reachable)
+        body = {"status": "ok" if reachable else "unavailable", "database": reachable}
+        return Response(
+            orjson.dumps(body),
+            status_code=200 if reachable else 503,
+            media_type="application/json",
+            headers={"Cache-Control": "no-store"},
+        )
+
+
+async def _decide(exporter: Exporter, request: Request, when: datetime) -> Outcome:
+    param = learner_param(request.query_params.getlist("learnerId"))
+    token = bearer_token(request)
+    if token is None:
+        return Outcome(401, None, param.value, UNAUTHORIZED)
+    try:
+        user_id = verify_token(token, exporter.secret)
+    except InvalidToken as exc:
+        log.info("token refused: %s", exc)
+        return Outcome(401, None, param.value, UNAUTHORIZED)
+    try:
+        return await run_in_threadpool(exporter.decide, user_id, param, when)
+    except ExtractError as exc:  # messages name ids and SQLSTATEs, never row content
+        log.warning("export for user %s failed: %s", user_id, exc)
+        return Outcome(
+            503, user_id, param.value, UNAVAILABLE, retry_after=UNAVAILABLE_RETRY_SECONDS
+        )
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error, the framework's own included, as `{"error": ...}`; never a stack trace."""
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return error_response(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return error_response(500, "Internal server error")
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, server_error)
+
+
+def _document_openapi(app: FastAPI) -> None:
+    """Add the error body and the document's schema to the generated OpenAPI document."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                routes=app.routes,
+            )
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas["Error"] = _ERROR_BODY
+            schemas.update(_document_components())
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app_from_environment() -> FastAPI:
+    """The application configured from the environment (uvicorn `--factory`, worker processes)."""
+    return create_app(get_settings())
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python serve.py [options]`: the same as `learner-export serve [options]`."""
+    import argparse
+
+    from pydantic import ValidationError
+
+    from learner_export import commands_serve
+    from learner_export.cli import UserError
+
+    parser = argparse.ArgumentParser(prog="serve.py", description=commands_serve.DESCRIPTION)
+    commands_serve.add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        commands_serve.run(args, get_settings())
+    except (UserError, ValidationError) as exc:
+        print(f"serve.py: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

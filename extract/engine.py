@@ -81,6 +81,11 @@ def _sqlite_engine(url: URL, **engine_kwargs: Any) -> Engine:
         # isolation_level=None: no implicit transactions; the "begin" hook below issues BEGIN.
         return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
 
+    # The URL says "sqlite://" only because `creator` opens the file, and for that URL SQLAlchemy
+    # would pick SingletonThreadPool: one connection per thread, and connections of other threads
+    # closed, while in use, once more than five threads have asked. A server's worker threads
+    # crash the process that way. A QueuePool hands each connection to one thread at a time.
+    engine_kwargs.setdefault("poolclass", sa.pool.QueuePool)
     engine = sa.create_engine("sqlite://", creator=connect, **engine_kwargs)
 
     @sa.event.listens_for(engine, "begin")

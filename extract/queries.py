@@ -23,14 +23,15 @@ from extract.tables import achievements, learner_profiles, lessons, users
 POSTGRESQL = "postgresql"
 
 AnySelect: TypeAlias = sa.Select[*tuple[Any, ...]]
+"""A SELECT of any columns (SQLAlchemy 2.1 types a Select by its column types, one by one)."""
 
 
-def _raw(column: sa.Column[Any]) -> ColumnElement[Any]:
+def _raw(column: sa.Column[object]) -> ColumnElement[Any]:
     """The column's value as the driver returns it, with no type conversion."""
     return sa.type_coerce(column, sa.types.NullType()).label(column.name)
 
 
-def _as_text(column: sa.Column[Any], dialect: str) -> ColumnElement[Any]:
+def _as_text(column: sa.Column[object], dialect: str) -> ColumnElement[Any]:
     """JSON and UUID columns as stored text: cast on PostgreSQL, untouched on SQLite."""
     if dialect == POSTGRESQL:
         return sa.cast(column, sa.Text).label(column.name)
@@ -53,6 +54,13 @@ def users_query(dialect: str, user_ids: Collection[int]) -> AnySelect:
         users.c.parent_id,
         _raw(users.c.created_at),
     ).where(users.c.id.in_(list(user_ids)))
+
+
+def accounts_query(user_ids: Collection[int]) -> AnySelect:
+    """Id, role and parent of the users with these ids: all that authorization needs."""
+    return sa.select(users.c.id, _raw(users.c.role), users.c.parent_id).where(
+        users.c.id.in_(list(user_ids))
+    )
 
 
 def learner_ids_query() -> sa.Select[int]:
@@ -110,15 +118,17 @@ def lessons_query(
 
     With `limit_per_learner`, only that many of each learner's most recent lessons are read: a
     window function numbers each learner's lessons in contract order, so one statement caps every
-    learner of a chunk.
+    learner of a chunk. For a single learner (the HTTP export, the one-off CLI export) a plain
+    ORDER BY ... LIMIT gives the same rows in the same order without numbering every lesson.
     """
     ids = list(learner_ids)
-    if limit_per_learner is None:
-        return (
+    if limit_per_learner is None or len(set(ids)) == 1:
+        ordered = (
             sa.select(*_lesson_columns(dialect))
             .where(lessons.c.learner_id.in_(ids))
             .order_by(lessons.c.learner_id, *_lesson_order(dialect))
         )
+        return ordered if limit_per_learner is None else ordered.limit(limit_per_learner)
     position = sa.func.row_number().over(
         partition_by=lessons.c.learner_id, order_by=_lesson_order(dialect)
     )

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from extract import queries
 from extract.errors import LearnerNotFound
-from extract.records import LearnerRows, Row
+from extract.records import Account, LearnerRows, Row
 
 LESSON_BATCH_ROWS = 2_000
 """Lesson rows fetched per round trip: specs run to hundreds of KB, so the driver streams them
@@ -40,8 +40,8 @@ def read_learners(
     """
     dialect = conn.dialect.name
     ids = sorted(set(learner_ids))
-    users: dict[int, Row] = {
-        row.id: cast(Row, row._mapping)
+    users = {
+        row.id: _mapping(row)
         for row in conn.execute(queries.users_query(dialect, ids))
         if row.role == "LEARNER"
     }
@@ -50,18 +50,22 @@ def read_learners(
     ids = sorted(users)
     profiles: dict[int, Row] = {}
     for row in conn.execute(queries.profiles_query(dialect, ids)):
-        profiles.setdefault(row.user_id, cast(Row, row._mapping))  # first in order is the one kept
+        profiles.setdefault(row.user_id, _mapping(row))  # first in order is the one kept
+    # yield_per on the statement, not the connection: Connection.execution_options() sets
+    # options on the connection itself in SQLAlchemy 2, so every later statement of the
+    # snapshot would open a server-side cursor too (three extra round trips each).
+    lessons_statement = queries.lessons_query(dialect, ids, limit_per_learner=lesson_limit)
     lessons = _grouped(
-        conn.execution_options(yield_per=LESSON_BATCH_ROWS).execute(
-            queries.lessons_query(dialect, ids, limit_per_learner=lesson_limit)
-        ),
+        conn.execute(lessons_statement.execution_options(yield_per=LESSON_BATCH_ROWS)),
         key="learner_id",
     )
     if lesson_limit is None:
         totals = {learner_id: len(rows) for learner_id, rows in lessons.items()}
     else:
+        # Rows unpack as tuples (SQLAlchemy 2.1 deprecates Result.tuples()).
         totals = {
-            learner: count for learner, count in conn.execute(queries.lesson_counts_query(ids))
+            learner_id: count
+            for learner_id, count in conn.execute(queries.lesson_counts_query(ids))
         }
     achievements = _grouped(
         conn.execute(queries.achievements_query(dialect, ids)), key="learner_id"
@@ -81,6 +85,21 @@ def read_learners(
     }
 
 
+def read_accounts(conn: Connection, user_ids: Collection[int]) -> dict[int, Account]:
+    """The accounts of the users with these ids, keyed by id; ids with no user are absent.
+
+    One statement for any number of ids, so a request can look up who asks and whom they ask
+    for in a single round trip.
+    """
+    wanted = sorted(set(user_ids))
+    if not wanted:
+        return {}
+    return {
+        row.id: Account(id=row.id, role=str(row.role), parent_id=row.parent_id)
+        for row in conn.execute(queries.accounts_query(wanted))
+    }
+
+
 def all_learner_ids(conn: Connection) -> list[int]:
     """Every LEARNER user's id, ascending."""
     return list(conn.execute(queries.learner_ids_query()).scalars())
@@ -89,6 +108,11 @@ def all_learner_ids(conn: Connection) -> list[int]:
 def _grouped(rows: Iterator[Any], *, key: str) -> dict[Any, list[Row]]:
     groups: defaultdict[Any, list[Row]] = defaultdict(list)
     for row in rows:
-        mapping = cast(Row, row._mapping)
+        mapping = _mapping(row)
         groups[mapping[key]].append(mapping)
     return groups
+
+
+def _mapping(row: Any) -> Row:
+    """A result row as a read-only mapping keyed by column name."""
+    return cast(Row, row._mapping)

@@ -32,3 +32,16 @@ class LearnerRows:
     lesson_total: int
     achievements: Sequence[Row]
     json_checked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """Who a user is, for authorization: the `users` row's id, role and parent, nothing else.
+
+    `role` is the stored text (normally ADMIN, PARENT or LEARNER; anything else grants nothing);
+    `parent_id` is None for users without a parent on record.
+    """
+
+    id: int
+    role: str
+    parent_id: int | None

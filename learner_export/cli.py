@@ -18,7 +18,10 @@ from learner_export.settings import Settings, get_settings
 
 PROG = "learner-export"
 
-COMMAND_MODULES: tuple[str, ...] = ("learner_export.commands_restore",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "learner_export.commands_restore",
+    "learner_export.commands_serve",
+)
 """Modules adding subcommands: each has `register(subparsers)`, which must import nothing heavy
 (the run function imports what it needs), so `--help` and `export` stay fast."""
 

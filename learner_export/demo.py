@@ -286,7 +286,10 @@ def _plant_malformed_json(gen: _Generator, rows: DemoRows) -> None:
     rows.malformed.append(("lessons", "spec", victim["id"]))
 
 
-EXTRA_TABLE_DDL = "CREATE TABLE quiz_answers (id integer PRIMARY KEY, lesson_id text, answer text, points integer)"
+EXTRA_TABLE_DDL = (
+    "CREATE TABLE quiz_answers "
+    "(id integer PRIMARY KEY, lesson_id text, answer text, points integer)"
+)
 """A table the exporter must ignore: real platform databases hold many more than the four."""
 
 
@@ -310,7 +313,8 @@ def build_demo_database(url: str, *, learners: int, seed: int, replace: bool) ->
             )
             if existing and not replace:
                 raise DemoDatabaseExists(
-                    f"the target already has tables {sorted(existing)}; pass --replace to rebuild them"
+                    f"the target already has tables {sorted(existing)}; "
+                    "pass --replace to rebuild them"
                 )
             if existing:
                 conn.execute(sa.text("DROP TABLE IF EXISTS quiz_answers"))

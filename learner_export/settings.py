@@ -44,6 +44,17 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("JWT_SECRET", "LEARNER_EXPORT_JWT_SECRET"),
         description="HS256 secret of the platform's tokens (the HTTP endpoint).",
     )
+    audit_log: Path | None = Field(
+        default=None,
+        description="The append-only JSON-lines audit log of exports (default: audit.jsonl in"
+        " data_dir).",
+    )
+    exports_per_minute: int = Field(
+        default=30,
+        gt=0,
+        description="Exports one user may ask the HTTP endpoint for per minute (per server"
+        " process); more are answered 429 with Retry-After.",
+    )
     encryption_key: SecretStr | None = Field(
         default=None, description="Key for encrypting documents at rest (--encrypt)."
     )
@@ -54,6 +65,11 @@ class Settings(BaseSettings):
     @property
     def demo_database_path(self) -> Path:
         return self.data_dir / "demo.sqlite3"
+
+    @property
+    def audit_log_path(self) -> Path:
+        """LEARNER_EXPORT_AUDIT_LOG, or `audit.jsonl` in the data directory."""
+        return self.audit_log or self.data_dir / "audit.jsonl"
 
     @property
     def source_url(self) -> str:

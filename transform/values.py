@@ -17,8 +17,7 @@ import orjson
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """A stored value the export could not use. Names where, never what (the value may be
-    personal)."""
+    """A stored value the export could not use: names where, never what (it may be personal)."""
 
     table: str
     column: str

@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""Latency and throughput of GET /api/export against a running server.
+
+    .venv/bin/python bench/serve_latency.py        # SQLite and PostgreSQL, 1 and 2 workers
+    .venv/bin/python bench/serve_latency.py --only sqlite --workers 1
+    .venv/bin/python bench/serve_latency.py --url http://127.0.0.1:8000 --token "$ADMIN_TOKEN" \\
+        --big 4 --typical 9                                 # a server you started yourself
+
+By default it builds the demo database (on SQLite, and on a throwaway PostgreSQL cluster when the
+server binaries exist), starts `python serve.py` against each on a free loopback port, and
+measures two learners: the demo's 1,000-lesson learner (id 4) and the demo learner whose lesson
+count is closest to 28 (the platform's "typical" figure). Each is asked for by one client, then by
+8 concurrent clients (keep-alive connections, no compression unless --gzip). It prints p50/p95/p99
+latency and requests per second; it asserts nothing.
+
+The bar is the platform's own Node server on a 2-core machine: 1,000 lessons (5.8 MB) p50 ~160 ms
+and ~5.7 requests/s; a 28-lesson learner (150 KB) p50 ~12 ms and ~75 requests/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from learner_export.demo import build_demo_database, demo_rows  # noqa: E402
+from learner_export.tokens import issue_token  # noqa: E402
+
+SECRET = "bench-secret-" + "0123456789abcdef" * 3
+BIG_LEARNER = 4
+TYPICAL_LESSONS = 28
+
+
+@dataclass(frozen=True)
+class Result:
+    label: str
+    clients: int
+    latencies: list[float]
+    elapsed: float
+    body_bytes: int
+
+    def line(self) -> str:
+        ms = sorted(x * 1000 for x in self.latencies)
+        q = statistics.quantiles(ms * 2 if len(ms) == 1 else ms, n=100, method="inclusive")
+        return (
+            f"{self.label:<34} {self.clients:>2} clients  {self.body_bytes / 1e6:6.2f} MB  "
+            f"p50 {q[49]:7.1f} ms  p95 {q[94]:7.1f} ms  p99 {q[98]:7.1f} ms  "
+            f"{len(ms) / self.elapsed:7.1f} req/s"
+        )
+
+
+def typical_learner() -> int:
+    """The demo learner whose lesson count is closest to 28 (ties: the lower id)."""
+    rows = demo_rows()
+    counts: dict[int, int] = {}
+    for lesson in rows.lessons:
+        counts[lesson["learner_id"]] = counts.get(lesson["learner_id"], 0) + 1
+    return min(counts, key=lambda i: (abs(counts[i] - TYPICAL_LESSONS), i))
+
+
+def fetch_all(url: str, path: str, token: str, count: int, gzip: bool) -> tuple[list[float], int]:
+    """`count` sequential GETs on one keep-alive connection; latencies and the last body size."""
+    parts = urlsplit(url)
+    conn_class = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    )
+    conn = conn_class(parts.hostname or "127.0.0.1", parts.port, timeout=120)
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Accept-Encoding": "gzip" if gzip else "identity",
+    }
+    latencies: list[float] = []
+    size = 0
+    try:
+        for _ in range(count):
+            start = time.perf_counter()
+            conn.request("GET", path, headers=headers)
+            response = conn.getresponse()
+            body = response.read()
+            latencies.append(time.perf_counter() - start)
+            if response.status != 200:
+                raise SystemExit(f"GET {path} answered {response.status}: {body[:200]!r}")
+            size = len(body)
+    finally:
+        conn.close()
+    return latencies, size
+
+
+def measure(
+    url: str, learner: int, token: str, *, clients: int, requests: int, gzip: bool, label: str
+) -> Result:
+    path = f"/api/export?learnerId={learner}"
+    fetch_all(url, path, token, 3, gzip)  # warm up: connections, caches, pools
+    per_client = max(1, requests // clients)
+    results: list[tuple[list[float], int]] = []
+    lock = threading.Lock()
+
+    errors: list[BaseException] = []
+
+    def client() -> None:
+        try:
+            outcome = fetch_all(url, path, token, per_client, gzip)
+        except BaseException as exc:  # reported below, after every thread has ended
+            errors.append(exc)
+            return
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise SystemExit(f"{label}: a client failed: {errors[0]!r}")
+    latencies = [x for lat, _ in results for x in lat]
+    return Result(label, clients, latencies, elapsed, results[0][1])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def server(database_url: str, workers: int, data_dir: Path) -> Iterator[str]:
+    """`python serve.py` on a free loopback port, until the block ends."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": SECRET,
+        "LEARNER_EXPORT_DATA_DIR": str(data_dir),
+        "LEARNER_EXPORT_EXPORTS_PER_MINUTE": "100000000",
+    }
+    command = [sys.executable, "serve.py", "--port", str(port), "--workers", str(workers)]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stderr is not None
+    url = f"http://127.0.0.1:{port}"
+    try:
+        # One worker: listening once "Uvicorn running" is logged. Several: the parent binds and
+        # each worker listens after its startup.
+        started, bound = 0, False
+        while not (bound and started >= workers):
+            line = process.stderr.readline()
+            if not line:
+                raise SystemExit("the server exited before it started")
+            started += "Application startup complete" in line
+            bound = bound or "Uvicorn running on" in line
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        process.stderr.close()
+
+
+@contextmanager
+def sources(only: str | None, base: Path) -> Iterator[list[tuple[str, str]]]:
+    """(kind, URL) of each demo database to measure; PostgreSQL via the test suite's cluster."""
+    found: list[tuple[str, str]] = []
+    if only in (None, "sqlite"):
+        url = f"sqlite:///{base / 'demo.sqlite3'}"
+        build_demo_database(url, learners=12, seed=7, replace=True)
+        found.append(("sqlite", url))
+    cluster = None
+    if only in (None, "postgresql"):
+        from tests.pg import PostgresCluster, PostgresUnavailable
+
+        try:
+            cluster = PostgresCluster()
+            cluster.start()
+            owner = cluster.create_database("bench")
+            build_demo_database(owner, learners=12, seed=7, replace=False)
+            found.append(("postgresql", cluster.grant_reader("bench")))
+        except PostgresUnavailable as exc:
+            print(f"PostgreSQL skipped: {exc}", file=sys.stderr)
+            cluster = None
+    try:
+        yield found
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def run_suite(
+    url: str, token: str, big: int, typical: int, args: argparse.Namespace, tag: str
+) -> None:
+    for learner, name, requests in (
+        (big, "1,000 lessons", args.big_requests),
+        (typical, "typical", args.typical_requests),
+    ):
+        for clients in (1, 8):
+            result = measure(
+                url, learner, token, clients=clients, requests=requests, gzip=args.gzip,
+                label=f"{tag} {name} (id {learner})",
+            )  # fmt: skip
+            print(result.line(), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="measure this running server instead of starting one")
+    parser.add_argument("--token", help="with --url: an ADMIN token for it")
+    parser.add_argument("--big", type=int, default=BIG_LEARNER, help="the 1,000-lesson learner")
+    parser.add_argument("--typical", type=int, help="a typical learner (default: ~28 lessons)")
+    parser.add_argument("--only", choices=["sqlite", "postgresql"], help="one database only")
+    parser.add_argument("--workers", default="1,2", help="server workers to try (default 1,2)")
+    parser.add_argument("--big-requests", type=int, default=80)
+    parser.add_argument("--typical-requests", type=int, default=800)
+    parser.add_argument("--gzip", action="store_true", help="ask for gzip (default: identity)")
+    args = parser.parse_args()
+    typical = args.typical or typical_learner()
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load}; "
+          f"encoding: {'gzip' if args.gzip else 'identity'}", flush=True)  # fmt: skip
+    if args.url:
+        if not args.token:
+            raise SystemExit("--url needs --token")
+        run_suite(args.url, args.token, args.big, typical, args, "server")
+        return
+    token = issue_token(SECRET, 2, "ADMIN", lifetime=3600)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp,
+        sources(args.only, Path(tmp)) as found,
+    ):
+        for kind, database_url in found:
+            for workers in (int(w) for w in args.workers.split(",")):
+                with server(database_url, workers, Path(tmp) / f"data-{kind}-{workers}") as url:
+                    run_suite(url, token, args.big, typical, args, f"{kind:<10} w={workers}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""The audit log: one JSON object per line, appended, never rewritten.
+
+Every export, served or refused, leaves one line; the HTTP endpoint writes them now and the
+archival flows will share the same file format. A line holds ids, a status, a timestamp, counts and
+a checksum: never a name, an e-mail address, a token or a document byte.
+
+Appends are atomic: the file is opened with `O_APPEND` and each line goes out in a single
+`write(2)`, so lines from concurrent writers (threads, or the server's worker processes) never
+interleave or overwrite each other. The file is created with mode 0600 (it reveals who exported
+which child's data).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from load.errors import LoadError, TerminalLoadError, TransientLoadError
+from load.files import FILE_MODE
+
+_TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.EBUSY})
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One export attempt.
+
+    `user_id` is who asked (None when they could not be authenticated), `learner_id` whose data
+    was asked for (None when no valid id was given), `status` the outcome as an HTTP status code.
+    `sha256` (hex) and `size` describe the served document bytes, before any content encoding;
+    both are None unless the document was served. `complete` is False when the transfer broke off
+    before the last byte. `lessons_total` > `lessons_exported` records a truncated document.
+    """
+
+    at: datetime
+    via: str
+    user_id: int | None
+    learner_id: int | None
+    status: int
+    sha256: str | None = None
+    size: int | None = None
+    complete: bool | None = None
+    lessons_exported: int | None = None
+    lessons_total: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The record as the JSON object of its line; keys in a fixed order, `at` in UTC."""
+        at = self.at if self.at.tzinfo is not None else self.at.replace(tzinfo=UTC)
+        line: dict[str, Any] = {
+            "at": at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "via": self.via,
+            "userId": self.user_id,
+            "learnerId": self.learner_id,
+            "status": self.status,
+        }
+        optional: Mapping[str, Any] = {
+            "sha256": self.sha256,
+            "bytes": self.size,
+            "complete": self.complete,
+            "lessonsExported": self.lessons_exported,
+            "lessonsTotal": self.lessons_total,
+        }
+        line.update({key: value for key, value in optional.items() if value is not None})
+        if self.lessons_total is not None and self.lessons_exported is not None:
+            line["truncated"] = self.lessons_total > self.lessons_exported
+        return line
+
+
+def append_audit(path: Path, record: AuditRecord) -> None:
+    """Append `record` to the audit log at `path` as one line, creating the file (0600) and its
+    directory if needed. Raises a `LoadError` naming the path on failure."""
+    line = orjson.dumps(record.as_json()) + b"\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        try:
+            written = os.write(descriptor, line)
+        finally:
+            os.close(descriptor)
+    except OSError as exc:
+        raise _translate(exc, path) from None
+    if written != len(line):
+        # A regular file only writes short when the disk is full; the line is then torn.
+        raise TerminalLoadError(f"appending to {path} wrote {written} of {len(line)} bytes")
+
+
+def ensure_audit_log(path: Path) -> None:
+    """Create the log at `path` (mode 0600, and its directory) if it is missing, and prove it can
+    be appended to, so that a server fails at start rather than serving exports it cannot record.
+    Raises a `LoadError` naming the path."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE))
+    except OSError as exc:
+        raise _translate(exc, path) from None
+
+
+def read_audit(path: Path) -> list[dict[str, Any]]:
+    """Every record of the log at `path`, oldest first ([] when there is no log yet)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    return [orjson.loads(line) for line in data.splitlines() if line.strip()]
+
+
+def _translate(exc: OSError, path: Path) -> LoadError:
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno in _TRANSIENT_ERRNOS:
+        return TransientLoadError(f"appending to {path} failed ({reason}); it may be retried")
+    return TerminalLoadError(f"appending to {path} failed ({reason})")

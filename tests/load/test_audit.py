@@ -1,0 +1,112 @@
+"""The audit log: one JSON object per line, appended, 0600, ids only."""
+
+from __future__ import annotations
+
+import stat
+import threading
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import orjson
+import pytest
+
+from load.audit import AuditRecord, append_audit, ensure_audit_log, read_audit
+from load.errors import TerminalLoadError
+
+WHEN = datetime(2024, 1, 15, 10, 30, 0, 123456, tzinfo=UTC)
+
+
+def test_a_refusal_is_one_line_of_ids(tmp_path: Path) -> None:
+    log = tmp_path / "deeper" / "audit.jsonl"
+    append_audit(log, AuditRecord(at=WHEN, via="http", user_id=1, learner_id=9, status=403))
+    assert log.read_bytes() == (
+        b'{"at":"2024-01-15T10:30:00.123Z","via":"http","userId":1,"learnerId":9,"status":403}\n'
+    )
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+
+
+def test_a_served_export_records_checksum_size_and_truncation(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    record = AuditRecord(
+        at=WHEN.astimezone(timezone(timedelta(hours=2))),
+        via="http",
+        user_id=2,
+        learner_id=4,
+        status=200,
+        sha256="ab" * 32,
+        size=123,
+        complete=True,
+        lessons_exported=1000,
+        lessons_total=1050,
+    )
+    append_audit(log, record)
+    (line,) = read_audit(log)
+    assert line == {
+        "at": "2024-01-15T10:30:00.123Z",
+        "via": "http",
+        "userId": 2,
+        "learnerId": 4,
+        "status": 200,
+        "sha256": "ab" * 32,
+        "bytes": 123,
+        "complete": True,
+        "lessonsExported": 1000,
+        "lessonsTotal": 1050,
+        "truncated": True,
+    }
+
+
+def test_appends_never_rewrite(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(b'{"earlier":true}\n')
+    log.chmod(0o600)
+    append_audit(log, AuditRecord(at=WHEN, via="http", user_id=None, learner_id=None, status=401))
+    assert read_audit(log)[0] == {"earlier": True}
+    assert len(read_audit(log)) == 2
+
+
+def test_concurrent_appends_do_not_interleave(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+
+    def write(user: int) -> None:
+        for learner in range(200):
+            append_audit(
+                log, AuditRecord(at=WHEN, via="http", user_id=user, learner_id=learner, status=200)
+            )
+
+    threads = [threading.Thread(target=write, args=(u,)) for u in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = log.read_bytes().splitlines()
+    assert len(lines) == 1600
+    assert all(orjson.loads(line)["status"] == 200 for line in lines)
+
+
+def test_no_log_yet_reads_empty(tmp_path: Path) -> None:
+    assert read_audit(tmp_path / "none.jsonl") == []
+
+
+def test_an_unwritable_place_is_a_load_error_naming_the_path(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(TerminalLoadError, match=r"audit\.jsonl"):
+        append_audit(
+            blocker / "audit.jsonl",
+            AuditRecord(at=WHEN, via="http", user_id=1, learner_id=1, status=200),
+        )
+
+
+def test_ensure_creates_an_empty_private_log(tmp_path: Path) -> None:
+    log = tmp_path / "new" / "audit.jsonl"
+    ensure_audit_log(log)
+    ensure_audit_log(log)  # idempotent, never truncates
+    assert log.read_bytes() == b""
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+
+
+def test_ensure_fails_where_nothing_can_be_appended(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(TerminalLoadError, match=r"audit\.jsonl"):
+        ensure_audit_log(tmp_path / "file" / "audit.jsonl")

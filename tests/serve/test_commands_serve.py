@@ -1,0 +1,247 @@
+"""Starting the server as a user does: `python serve.py` and `learner-export serve`, in a child
+process on a free loopback port. Refusing to start without a secret, demo mode (its printed curl
+line is run as printed), several workers, and HTTPS."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from learner_export.demo import demo_rows
+from tests.conftest import DemoSource
+from tests.serve.conftest import SECRET, make_token
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = Path(sys.executable).parent / "learner-export"
+STARTED = "Uvicorn running on"
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """A clean environment: no settings inherited from the test run but what is given."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LEARNER_EXPORT_") and k not in {"DATABASE_URL", "JWT_SECRET"}
+    }
+    env.update(LEARNER_EXPORT_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+class Transcript(str):
+    """What the server printed until it was ready; `rest` gets the remainder once it has exited."""
+
+    rest: str = ""
+
+
+@contextmanager
+def running(
+    command: list[str], env: dict[str, str], *, ready: str = STARTED
+) -> Iterator[Transcript]:
+    """Run `command` until its output shows `ready`; yield everything it printed so far."""
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    output = ""
+    transcript = None
+    try:
+        deadline = time.monotonic() + 60
+        while ready not in output:
+            line = process.stdout.readline()
+            if not line and process.poll() is not None:
+                raise AssertionError(f"the server exited early:\n{output}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the server did not start:\n{output}")
+            output += line
+        transcript = Transcript(output)
+        yield transcript
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if transcript is not None:
+            transcript.rest = process.stdout.read()
+        process.stdout.close()
+
+
+def test_refuses_to_start_without_a_secret(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "serve.py", "--port", str(_free_port())],
+        cwd=ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "JWT_SECRET is not set" in result.stderr
+    assert "Uvicorn running" not in result.stderr + result.stdout
+
+
+def test_demo_refuses_a_real_database(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(CLI), "serve", "--demo", "--port", str(_free_port())],
+        cwd=ROOT,
+        env=_env(tmp_path, DATABASE_URL="postgresql://somewhere/platform"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "--demo serves only the embedded demo database" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_demo_mode_then_the_printed_curl(tmp_path: Path) -> None:
+    port = _free_port()
+    command = [sys.executable, "serve.py", "--demo", "--port", str(port)]
+    with running(command, _env(tmp_path / "data")) as output:
+        assert "built the demo database" in output
+        pasted = "\n".join(
+            line
+            for line in output.splitlines()
+            if re.match(r"(ADMIN_TOKEN|PARENT_TOKEN)=|curl ", line)
+        )
+        assert pasted.count("\n") == 2
+        downloads = tmp_path / "downloads"
+        downloads.mkdir()
+        result = subprocess.run(
+            ["bash", "-c", pasted], cwd=downloads, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+        (saved,) = downloads.iterdir()
+        assert saved.name == f"learner-data-3-{today}.json"
+        assert saved.read_bytes().startswith(b'{"learner":{"id":3,')
+        # The tokens are for this process only: the test suite's secret is not it.
+        foreign = make_token(SECRET, userId="2", role="ADMIN")
+        response = httpx.get(
+            f"http://127.0.0.1:{port}/api/export?learnerId=3",
+            headers={"Authorization": f"Bearer {foreign}"},
+        )
+        assert response.status_code == 401
+    # The server's own output: no learner's data, no token, no request URL.
+    rows = demo_rows()
+    logged = output.rest
+    assert "Shutting down" in logged
+    for user in rows.users:
+        for key in ("username", "email", "name"):
+            assert not user[key] or user[key] not in logged
+    assert "learnerId" not in logged
+    assert "eyJ" not in logged
+
+
+def test_several_workers_share_the_demo_secret(tmp_path: Path) -> None:
+    port = _free_port()
+    command = [str(CLI), "serve", "--demo", "--workers", "2", "--port", str(port)]
+    # With workers the parent only binds: the socket listens once a worker has started.
+    with running(command, _env(tmp_path), ready="Application startup complete") as output:
+        token = re.search(r"^ADMIN_TOKEN=(\S+)", output, re.MULTILINE)
+        assert token is not None
+        headers = {"Authorization": f"Bearer {token.group(1)}"}
+        url = f"http://127.0.0.1:{port}/api/export?learnerId=3"
+        # Fresh connections land on either worker: every one must accept the printed token.
+        statuses = [httpx.get(url, headers=headers).status_code for _ in range(8)]
+        assert statuses == [200] * 8
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_path, cert_path = directory / "key.pem", directory / "cert.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+def test_https_with_ssl_options(tmp_path: Path, sqlite_demo: DemoSource) -> None:
+    key, cert = _self_signed(tmp_path)
+    port = _free_port()
+    command = [
+        sys.executable, "serve.py", "--port", str(port),
+        "--ssl-keyfile", str(key), "--ssl-certfile", str(cert),
+    ]  # fmt: skip
+    env = _env(tmp_path, JWT_SECRET=SECRET, DATABASE_URL=sqlite_demo.url)
+    with running(command, env):
+        token = make_token(SECRET, userId="2", role="ADMIN")
+        with httpx.Client(verify=ssl.create_default_context(cafile=cert)) as client:
+            response = client.get(
+                f"https://127.0.0.1:{port}/api/export?learnerId=3",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert response.status_code == 200
+            assert response.json()["exportedBy"] == 2
+            assert client.get(f"https://127.0.0.1:{port}/healthz").status_code == 200
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz")  # plain HTTP is not served
+
+
+def test_refuses_to_start_when_the_audit_log_cannot_be_written(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("a file where a directory should be")
+    result = subprocess.run(
+        [sys.executable, "serve.py", "--demo", "--port", str(_free_port())],
+        cwd=ROOT,
+        env=_env(tmp_path, LEARNER_EXPORT_AUDIT_LOG=str(tmp_path / "blocker" / "audit.jsonl")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "audit.jsonl failed" in result.stderr
+    assert "Traceback" not in result.stderr

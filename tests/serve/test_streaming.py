@@ -1,0 +1,89 @@
+"""The streamed body and its audit hook, driven directly over ASGI (no network needed for the
+failure cases: a client that leaves is a `send` that raises)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from starlette.requests import ClientDisconnect
+
+from serve import AuditedStreamingResponse, Transfer, streamed_body
+from transform.document import BuiltDocument
+from transform.encoding import encode_document
+
+SCOPE = {"type": "http", "asgi": {"spec_version": "2.4"}, "method": "GET", "headers": []}
+
+
+def _built(lessons: int) -> BuiltDocument:
+    document = {
+        "learner": {"id": 3},
+        "profile": None,
+        "lessons": [{"id": f"l{i}", "spec": {"text": "x" * 5000}} for i in range(lessons)],
+        "achievements": [],
+        "exportDate": "2024-01-15T12:00:00.000Z",
+        "exportedBy": 1,
+    }
+    return BuiltDocument(document, 3, lessons, lessons, ())
+
+
+async def _collect(body: AsyncIterator[bytes]) -> bytes:
+    return b"".join([piece async for piece in body])
+
+
+@pytest.mark.parametrize("use_gzip", [False, True])
+def test_the_stream_is_the_encoded_document(use_gzip: bool) -> None:
+    built = _built(300)
+    transfer = Transfer()
+    sent = asyncio.run(_collect(streamed_body(built, gzip=use_gzip, transfer=transfer)))
+    expected = encode_document(built.document)
+    assert (gzip.decompress(sent) if use_gzip else sent) == expected
+    assert transfer.complete
+    assert transfer.size == len(expected)
+    assert transfer.digest.hexdigest() == hashlib.sha256(expected).hexdigest()
+
+
+def _run(response: AuditedStreamingResponse, fail_after: int | None) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if fail_after is not None and len(messages) >= fail_after:
+            raise OSError("the client went away")
+        messages.append(message)
+
+    async def main() -> None:
+        await response(SCOPE, receive, send)
+
+    if fail_after is None:
+        asyncio.run(main())
+    else:
+        with pytest.raises((OSError, ClientDisconnect)):  # Starlette wraps the OSError
+            asyncio.run(main())
+    return messages
+
+
+@pytest.mark.parametrize(
+    ("fail_after", "complete"),
+    [(None, True), (0, False), (1, False), (2, False)],
+    ids=["whole", "never-started", "after-headers", "mid-body"],
+)
+def test_on_close_runs_once_however_the_transfer_ends(
+    fail_after: int | None, complete: bool
+) -> None:
+    transfer = Transfer()
+    closed: list[bool] = []
+    response = AuditedStreamingResponse(
+        streamed_body(_built(300), gzip=False, transfer=transfer),
+        on_close=lambda: closed.append(transfer.complete),
+        media_type="application/json",
+    )
+    _run(response, fail_after)
+    assert closed == [complete]
