@@ -18,7 +18,7 @@ from learner_export.settings import Settings, get_settings
 
 PROG = "learner-export"
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("learner_export.commands_archive",)
 """Modules adding subcommands: each has `register(subparsers)`, which must import nothing heavy
 (the run function imports what it needs), so `--help` and `export` stay fast."""
 
@@ -95,7 +95,9 @@ def _run_demo_db(args: argparse.Namespace, settings: Settings) -> None:
 
     url = _source_url(args, settings)
     try:
-        rows = build_demo_database(url, learners=args.learners, seed=args.seed, replace=args.replace)
+        rows = build_demo_database(
+            url, learners=args.learners, seed=args.seed, replace=args.replace
+        )
     except DemoDatabaseExists as exc:
         raise UserError(str(exc)) from None
     print(
