@@ -60,7 +60,7 @@ def read_learners(
     if lesson_limit is None:
         totals = {learner_id: len(rows) for learner_id, rows in lessons.items()}
     else:
-        totals = dict(conn.execute(queries.lesson_counts_query(ids)).tuples().all())
+        totals = {row[0]: row[1] for row in conn.execute(queries.lesson_counts_query(ids))}
     achievements = _grouped(
         conn.execute(queries.achievements_query(dialect, ids)), key="learner_id"
     )
