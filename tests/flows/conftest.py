@@ -53,8 +53,10 @@ def run_archive(
 ) -> ArchiveResult:
     """Run the archive flow on `source` into `dest` (documents only unless parquet=True)."""
     options.setdefault("parquet", False)
-    flow = archive_learners if task_runner is None else archive_learners.with_options(
-        task_runner=task_runner
+    flow = (
+        archive_learners
+        if task_runner is None
+        else archive_learners.with_options(task_runner=task_runner)
     )
     result: ArchiveResult = flow(
         options=ArchiveOptions(dest=str(dest), **options),

@@ -61,7 +61,9 @@ def test_delete_snapshot_records_the_deletion(destination: Destination) -> None:
     write_file(destination.fs, f"{destination.snapshot_dir('old')}/{MANIFEST_NAME}", b"{}")
     delete_snapshot(destination, "old", b'{"run_id": "old"}')
     assert published_runs(destination) == []
-    assert read_file(destination.fs, f"{destination.root}/.deleted/old.json") == b'{"run_id": "old"}'
+    assert (
+        read_file(destination.fs, f"{destination.root}/.deleted/old.json") == b'{"run_id": "old"}'
+    )
 
 
 def test_remove_empty_dirs_keeps_files(tmp_path: Path) -> None:
