@@ -47,5 +47,5 @@ def test_a_key_that_is_not_a_fernet_key_is_refused_without_quoting_it() -> None:
 
 
 def test_corrupt_compressed_data_names_the_file() -> None:
-    with pytest.raises(TerminalLoadError, match="x.json.gz"):
+    with pytest.raises(TerminalLoadError, match=r"x\.json\.gz"):
         decode_stored("x.json.gz", b"not gzip", None)
