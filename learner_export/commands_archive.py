@@ -174,8 +174,9 @@ def configure_prefect(settings: Settings) -> None:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
     }
-    for name, value in defaults.items():
-        os.environ.setdefault(name, value)
+    home = {name: os.environ.setdefault(name, value) for name, value in defaults.items()}
+    # Prefect makes its home without parents, and only warns when it cannot.
+    Path(home["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
 
 
 def run_archive(args: argparse.Namespace, settings: Settings) -> None:
