@@ -10,6 +10,7 @@ the tasks that do I/O and fire only on transient errors; results stay in memory
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import time
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -28,7 +29,7 @@ from extract.errors import ExtractError, TransientExtractError
 from extract.reader import all_learner_ids
 from flows import run
 from flows.chunk import ChunkJob, archive_chunk, export_one
-from flows.errors import MissingKey
+from flows.errors import OptionUnavailable
 from flows.options import ArchiveOptions, ArchiveSecrets
 from flows.progress import chunk_progress
 from flows.summary import ArchiveResult, summary_markdown
@@ -238,7 +239,7 @@ def _job(options: ArchiveOptions, secrets: ArchiveSecrets | None, now: datetime)
         secrets = ArchiveSecrets.from_settings(get_settings())
     encryption_key = _revealed(secrets.encryption_key)
     pseudonym_key = _revealed(secrets.pseudonym_key)
-    check_keys(options, encryption_key=encryption_key, pseudonym_key=pseudonym_key)
+    check_options(options, encryption_key=encryption_key, pseudonym_key=pseudonym_key)
     return ChunkJob(
         destination_url=options.dest,
         run_id=check_run_id(options.run_id or f"{now:%Y-%m-%d}"),
@@ -252,22 +253,30 @@ def _job(options: ArchiveOptions, secrets: ArchiveSecrets | None, now: datetime)
     )
 
 
-def check_keys(
+def check_options(
     options: ArchiveOptions, *, encryption_key: str | None, pseudonym_key: str | None
 ) -> None:
-    """Refuse options whose key is missing (or, for encryption, not a Fernet key)."""
+    """Refuse options that cannot work here: a missing key (or, for encryption, one that is not
+    a Fernet key), or Parquet outputs in a build without them."""
     if options.encrypt:
         if not encryption_key:
-            raise MissingKey(
+            raise OptionUnavailable(
                 "--encrypt needs an encryption key: set LEARNER_EXPORT_ENCRYPTION_KEY "
                 "(a Fernet key)"
             )
         fernet_from_key(encryption_key)
     if options.parquet and not pseudonym_key:
-        raise MissingKey(
+        raise OptionUnavailable(
             "the Parquet side outputs need a pseudonym key: set LEARNER_EXPORT_PSEUDONYM_KEY, "
             "or pass --no-parquet"
         )
+    if options.parquet and not parquet_available():
+        raise OptionUnavailable("this build has no Parquet side outputs; pass --no-parquet")
+
+
+def parquet_available() -> bool:
+    """Whether the modules building and writing the analyst tables are installed."""
+    return all(importlib.util.find_spec(m) for m in ("transform.tables", "load.parquet"))
 
 
 def _revealed(secret: SecretStr | None) -> str | None:

@@ -7,8 +7,8 @@ class ArchiveError(Exception):
     """Base class: the run cannot go on, for a reason the user can act on."""
 
 
-class MissingKey(ArchiveError):
-    """An option needs a key that is not configured."""
+class OptionUnavailable(ArchiveError):
+    """An option cannot work here: its key is not configured, or its module is missing."""
 
 
 class RunMismatch(ArchiveError):

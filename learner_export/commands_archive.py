@@ -181,7 +181,7 @@ def configure_prefect(settings: Settings) -> None:
 
 def run_archive(args: argparse.Namespace, settings: Settings) -> None:
     configure_prefect(settings)
-    from flows.archive import archive_learners, check_keys
+    from flows.archive import archive_learners, check_options
     from flows.errors import ArchiveError
     from flows.options import ArchiveSecrets
     from flows.server import prefect_api
@@ -189,7 +189,7 @@ def run_archive(args: argparse.Namespace, settings: Settings) -> None:
     options = _options(args, settings)
     secrets = ArchiveSecrets.from_settings(settings, database_url=args.database_url)
     try:
-        check_keys(
+        check_options(
             options,
             encryption_key=_reveal(secrets.encryption_key),
             pseudonym_key=_reveal(secrets.pseudonym_key),
@@ -267,13 +267,13 @@ def run_decrypt(args: argparse.Namespace, settings: Settings) -> None:
 
 def run_schedule(args: argparse.Namespace, settings: Settings) -> None:
     configure_prefect(settings)
-    from flows.archive import check_keys
+    from flows.archive import check_options
     from flows.errors import ArchiveError
     from flows.schedule import build_deployment, serve_deployment
 
     options = _options(args, settings)
     try:
-        check_keys(
+        check_options(
             options,
             encryption_key=_reveal(settings.encryption_key),
             pseudonym_key=_reveal(settings.pseudonym_key),

@@ -12,7 +12,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from flows.archive import ARTIFACT_KEY, export_learner
-from flows.errors import MissingKey, RunFailed
+from flows.errors import OptionUnavailable, RunFailed
 from flows.server import drain_prefect_queues
 from learner_export.verify import verify_snapshot
 from load.manifest import Manifest
@@ -94,7 +94,7 @@ def test_encrypted_documents_verify_only_with_the_key(
 
 
 def test_encrypt_without_a_key_is_refused(sqlite_demo: DemoSource, tmp_path: Path) -> None:
-    with pytest.raises(MissingKey, match="LEARNER_EXPORT_ENCRYPTION_KEY"):
+    with pytest.raises(OptionUnavailable, match="LEARNER_EXPORT_ENCRYPTION_KEY"):
         run_archive(sqlite_demo, tmp_path, encrypt=True)
     assert list(tmp_path.iterdir()) == []
 
