@@ -72,7 +72,8 @@ def _sqlite_engine(url: URL, **engine_kwargs: Any) -> Engine:
         raise TerminalExtractError("an in-memory SQLite database has no data to export")
     if not path.is_file():
         raise TerminalExtractError(
-            f"SQLite database {path} does not exist (run `learner-export demo-db` to create the demo)"
+            f"SQLite database {path} does not exist "
+            "(run `learner-export demo-db` to create the demo)"
         )
     uri = f"{path.resolve().as_uri()}?mode=ro"
 

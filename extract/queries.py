@@ -13,6 +13,7 @@ chunk of thousands. They are dialect-aware only where the two backends would oth
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
@@ -22,24 +23,24 @@ from extract.tables import achievements, learner_profiles, lessons, users
 POSTGRESQL = "postgresql"
 
 
-def _raw(column: sa.Column[object]) -> ColumnElement[object]:
+def _raw(column: sa.Column[Any]) -> ColumnElement[Any]:
     """The column's value as the driver returns it, with no type conversion."""
     return sa.type_coerce(column, sa.types.NullType()).label(column.name)
 
 
-def _as_text(column: sa.Column[object], dialect: str) -> ColumnElement[object]:
+def _as_text(column: sa.Column[Any], dialect: str) -> ColumnElement[Any]:
     """JSON and UUID columns as stored text: cast on PostgreSQL, untouched on SQLite."""
     if dialect == POSTGRESQL:
         return sa.cast(column, sa.Text).label(column.name)
     return _raw(column)
 
 
-def _code_point_order(column: sa.Column[str], dialect: str) -> ColumnElement[str]:
+def _code_point_order(column: ColumnElement[str], dialect: str) -> ColumnElement[str]:
     """Order text by code point, whatever the database's default collation is."""
     return column.collate("C") if dialect == POSTGRESQL else column
 
 
-def users_query(dialect: str, user_ids: Collection[int]) -> sa.Select[tuple[object, ...]]:
+def users_query(dialect: str, user_ids: Collection[int]) -> sa.Select[Any]:
     """The `users` rows with these ids, every column except `password` (it is never read)."""
     return sa.select(
         users.c.id,
@@ -52,12 +53,12 @@ def users_query(dialect: str, user_ids: Collection[int]) -> sa.Select[tuple[obje
     ).where(users.c.id.in_(list(user_ids)))
 
 
-def learner_ids_query() -> sa.Select[tuple[int]]:
+def learner_ids_query() -> sa.Select[int]:
     """Every LEARNER's id, ascending."""
     return sa.select(users.c.id).where(users.c.role == "LEARNER").order_by(users.c.id)
 
 
-def profiles_query(dialect: str, user_ids: Collection[int]) -> sa.Select[tuple[object, ...]]:
+def profiles_query(dialect: str, user_ids: Collection[int]) -> sa.Select[Any]:
     """Profiles of these users; per user, the first created comes first (the one kept)."""
     p = learner_profiles.c
     return (
@@ -74,7 +75,7 @@ def profiles_query(dialect: str, user_ids: Collection[int]) -> sa.Select[tuple[o
     )
 
 
-def _lesson_columns(dialect: str) -> list[ColumnElement[object]]:
+def _lesson_columns(dialect: str) -> list[ColumnElement[Any]]:
     c = lessons.c
     return [
         c.id,
@@ -93,7 +94,7 @@ def _lesson_columns(dialect: str) -> list[ColumnElement[object]]:
     ]
 
 
-def _lesson_order(dialect: str) -> tuple[ColumnElement[object], ...]:
+def _lesson_order(dialect: str) -> tuple[ColumnElement[Any], ...]:
     return (
         lessons.c.created_at.desc().nulls_last(),
         _code_point_order(lessons.c.id, dialect),
@@ -102,7 +103,7 @@ def _lesson_order(dialect: str) -> tuple[ColumnElement[object], ...]:
 
 def lessons_query(
     dialect: str, learner_ids: Collection[int], *, limit_per_learner: int | None = None
-) -> sa.Select[tuple[object, ...]]:
+) -> sa.Select[Any]:
     """Lessons of these learners, grouped by learner, each group in contract order.
 
     With `limit_per_learner`, only that many of each learner's most recent lessons are read: a
@@ -132,7 +133,7 @@ def lessons_query(
     )
 
 
-def lesson_counts_query(learner_ids: Collection[int]) -> sa.Select[tuple[int, int]]:
+def lesson_counts_query(learner_ids: Collection[int]) -> sa.Select[int, int]:
     """How many lessons each of these learners has in the source (learners with none are absent)."""
     return (
         sa.select(lessons.c.learner_id, sa.func.count().label("lessons"))
@@ -141,7 +142,7 @@ def lesson_counts_query(learner_ids: Collection[int]) -> sa.Select[tuple[int, in
     )
 
 
-def achievements_query(dialect: str, learner_ids: Collection[int]) -> sa.Select[tuple[object, ...]]:
+def achievements_query(dialect: str, learner_ids: Collection[int]) -> sa.Select[Any]:
     """Achievements of these learners (matched on the text form of their id), each group in
     contract order: `awarded_at` descending, NULL last, then `id`."""
     a = achievements.c

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterator
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.engine import Connection
 
@@ -40,8 +40,8 @@ def read_learners(
     """
     dialect = conn.dialect.name
     ids = sorted(set(learner_ids))
-    users = {
-        row.id: row._mapping
+    users: dict[int, Row] = {
+        row.id: cast(Row, row._mapping)
         for row in conn.execute(queries.users_query(dialect, ids))
         if row.role == "LEARNER"
     }
@@ -50,7 +50,7 @@ def read_learners(
     ids = sorted(users)
     profiles: dict[int, Row] = {}
     for row in conn.execute(queries.profiles_query(dialect, ids)):
-        profiles.setdefault(row.user_id, row._mapping)  # first in order is the one kept
+        profiles.setdefault(row.user_id, cast(Row, row._mapping))  # first in order is kept
     lessons = _grouped(
         conn.execution_options(yield_per=LESSON_BATCH_ROWS).execute(
             queries.lessons_query(dialect, ids, limit_per_learner=lesson_limit)
@@ -60,7 +60,7 @@ def read_learners(
     if lesson_limit is None:
         totals = {learner_id: len(rows) for learner_id, rows in lessons.items()}
     else:
-        totals = {row[0]: row[1] for row in conn.execute(queries.lesson_counts_query(ids))}
+        totals = dict(conn.execute(queries.lesson_counts_query(ids)).all())
     achievements = _grouped(
         conn.execute(queries.achievements_query(dialect, ids)), key="learner_id"
     )

@@ -24,7 +24,7 @@ from load.errors import LoadError, TransientLoadError
 from load.manifest import ChunkPart, Failure, FileEntry, ParquetPartEntry, Problem, part_path
 from load.manifest import to_json as record_json
 from load.names import document_filename
-from load.snapshot import Destination, open_destination, write_file
+from load.snapshot import Destination, open_destination, sync_directory, write_file
 from transform.document import LESSON_CAP, build_document
 from transform.encoding import encode_document
 
@@ -106,7 +106,9 @@ def export_one(job: ChunkJob, learner_id: int) -> FileEntry:
     finally:
         engine.dispose()
     fernet = fernet_from_key(job.encryption_key) if job.encryption_key else None
-    return _store_document(job, destination, destination.root, rows, fernet)
+    entry = _store_document(job, destination, destination.root, rows, fernet)
+    sync_directory(destination.fs, destination.root)
+    return entry
 
 
 def _extract(job: ChunkJob, learner_ids: list[int]) -> dict[int, LearnerRows]:
@@ -132,7 +134,8 @@ def _store_document(
     data = encode_stored(encode_document(built.document), job.compress, fernet)
     suffix = stored_suffix(job.compress, encrypted=fernet is not None)
     name = document_filename(rows.learner_id, job.export_date, suffix=suffix)
-    stored = write_file(destination.fs, posixpath.join(directory, name), data)
+    # The directory is flushed once per chunk, before its part record (`_finish`).
+    stored = write_file(destination.fs, posixpath.join(directory, name), data, sync_directory=False)
     return FileEntry(
         path=name,
         learner_id=rows.learner_id,
@@ -185,6 +188,8 @@ def write_analyst_tables(
 def _finish(destination: Destination, run_dir: str, part: ChunkPart, started: float) -> ChunkPart:
     """Record the chunk as finished: its part is written only after all of its files."""
     part = part.model_copy(update={"seconds": round(time.perf_counter() - started, 3)})
+    if part.files:  # the documents' renames are durable before the part says they are done
+        sync_directory(destination.fs, run_dir)
     write_file(destination.fs, posixpath.join(run_dir, part_path(part.index)), record_json(part))
     return part
 

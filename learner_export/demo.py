@@ -55,7 +55,7 @@ _SUBJECTS = {
     "Art": ("Creative", ["Color Theory", "Perspective", "Printmaking"]),
 }
 _DIFFICULTIES = ["beginner", "intermediate", "advanced"]
-_WORDS = (
+_WORDS = (  # noqa: SIM905 (a sentence reads better than 24 quoted words)
     "learn number pattern shape measure story reason compare explain observe predict record "
     "careful example together notice because therefore whole part equal group sort build"
 ).split()
@@ -134,7 +134,7 @@ class _Generator:
         nodes = [{"id": t, "label": t, "mastery": round(self.rng.random(), 2)} for t in
                  self.rng.sample(_SUBJECTS[subjects[0]][1], k=2)]  # fmt: skip
         graph = {"nodes": nodes, "edges": [{"source": nodes[0]["id"], "target": nodes[1]["id"]}]}
-        json_values = {
+        json_values: dict[str, str | None] = {
             "graph": _json(graph),
             "subjects": _json(subjects),
             "subject_performance": _json(performance),
@@ -285,7 +285,10 @@ def _plant_malformed_json(gen: _Generator, rows: DemoRows) -> None:
     rows.malformed.append(("lessons", "spec", victim["id"]))
 
 
-EXTRA_TABLE_DDL = "CREATE TABLE quiz_answers (id integer PRIMARY KEY, lesson_id text, answer text, points integer)"
+EXTRA_TABLE_DDL = (
+    "CREATE TABLE quiz_answers"
+    " (id integer PRIMARY KEY, lesson_id text, answer text, points integer)"
+)
 """A table the exporter must ignore: real platform databases hold many more than the four."""
 
 
@@ -309,7 +312,8 @@ def build_demo_database(url: str, *, learners: int, seed: int, replace: bool) ->
             )
             if existing and not replace:
                 raise DemoDatabaseExists(
-                    f"the target already has tables {sorted(existing)}; pass --replace to rebuild them"
+                    f"the target already has tables {sorted(existing)}; "
+                    "pass --replace to rebuild them"
                 )
             if existing:
                 conn.execute(sa.text("DROP TABLE IF EXISTS quiz_answers"))

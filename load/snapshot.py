@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import os
 import posixpath
 import re
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from load.errors import LoadError, TerminalLoadError, TransientLoadError
-from load.files import write_atomic
+from load.files import fsync_directory, write_atomic
 
 MANIFEST_NAME = "manifest.json"
 INCOMPLETE_DIR = ".incomplete"
@@ -127,20 +126,32 @@ def translated(fs: fsspec.AbstractFileSystem, path: str, action: str) -> Iterato
         raise TerminalLoadError(f"{action} {where} failed ({reason})") from None
 
 
-def write_file(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> StoredFile:
+def write_file(
+    fs: fsspec.AbstractFileSystem, path: str, data: bytes, *, sync_directory: bool = True
+) -> StoredFile:
     """Write `data` at `path` so that the file is either absent or complete, replacing any file
     of that name; returns its size and sha256.
 
-    Local disk: a temporary name in the same directory, fsync, rename (`load.files.write_atomic`).
+    Local disk: a temporary name in the same directory, fsync, rename (`load.files.write_atomic`);
+    with `sync_directory=False` the caller flushes the directory later (`sync_directory`).
     Object stores: one PUT, which stores the whole object or nothing.
     """
     if isinstance(fs, LocalFileSystem):
-        written = write_atomic(Path(posixpath.dirname(path)), posixpath.basename(path), data)
+        directory, name = Path(posixpath.dirname(path)), posixpath.basename(path)
+        written = write_atomic(directory, name, data, sync_directory=sync_directory)
         return StoredFile(path=path, bytes=written.size, sha256=written.sha256)
     with translated(fs, path, "writing"):
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
         fs.pipe_file(path, data)
     return StoredFile(path=path, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+
+def sync_directory(fs: fsspec.AbstractFileSystem, directory: str) -> None:
+    """Make the files written into `directory` with `sync_directory=False` durable (local disk;
+    object stores need nothing)."""
+    if isinstance(fs, LocalFileSystem):
+        with translated(fs, directory, "flushing"):
+            fsync_directory(Path(directory))
 
 
 def read_file(fs: fsspec.AbstractFileSystem, path: str) -> bytes | None:
@@ -196,7 +207,7 @@ def publish(destination: Destination, run_id: str) -> str:
         with translated(fs, target, "publishing"):
             if not Path(target).exists():
                 Path(source).rename(target)  # one atomic step: the snapshot appears whole
-                _fsync_directory(posixpath.dirname(target))
+                fsync_directory(Path(target).parent)
         with contextlib.suppress(OSError):  # only when no other run is unfinished
             Path(source).parent.rmdir()
         return target
@@ -209,14 +220,6 @@ def publish(destination: Destination, run_id: str) -> str:
         if fs.exists(source):
             fs.rm(source, recursive=True)
     return target
-
-
-def _fsync_directory(directory: str) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def published_runs(destination: Destination) -> list[str]:

@@ -12,7 +12,6 @@ not depend on the database's collation.
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import pwd
 import shutil
@@ -27,7 +26,8 @@ READER_PASSWORD = "reader-test-password"  # a throwaway role of a throwaway clus
 
 
 class PostgresUnavailable(RuntimeError):
-    """No PostgreSQL server binaries here, or the cluster would not start (the reason says which)."""
+    """No PostgreSQL server binaries here, or the cluster would not start (the reason says
+    which)."""
 
 
 def find_bin_dir() -> Path:
@@ -35,7 +35,7 @@ def find_bin_dir() -> Path:
     found = shutil.which("pg_ctl")
     if found:
         return Path(found).resolve().parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), reverse=True)
     if candidates:
         return Path(candidates[0]).parent
     raise PostgresUnavailable("no PostgreSQL server binaries (pg_ctl, initdb) on this machine")

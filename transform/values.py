@@ -17,7 +17,8 @@ import orjson
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """A stored value the export could not use. Names where, never what (the value may be personal)."""
+    """A stored value the export could not use. Names where, never what (the value may be
+    personal)."""
 
     table: str
     column: str
