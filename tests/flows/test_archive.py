@@ -149,3 +149,47 @@ def test_export_learner_writes_one_file(demo_source: DemoSource, tmp_path: Path)
     document = orjson.loads((tmp_path / entry.path).read_bytes())
     assert document["learner"]["id"] == 3 and document["exportedBy"] == 1
     assert [p.name for p in tmp_path.iterdir()] == [entry.path]
+
+
+def test_a_transient_error_is_retried_and_the_run_completes(
+    sqlite_demo: DemoSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flows.archive
+    from extract.errors import TransientExtractError
+
+    calls: list[int] = []
+    real = flows.archive.archive_chunk
+
+    def flaky(job: object, index: int, learner_ids: list[int]) -> object:
+        calls.append(index)
+        if calls.count(index) == 1 and index == 0:
+            raise TransientExtractError("reading the sqlite source failed (SQLITE_BUSY)")
+        return real(job, index, learner_ids)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(flows.archive, "archive_chunk", flaky)
+    monkeypatch.setattr(
+        flows.archive,
+        "archive_chunk_task",
+        flows.archive.archive_chunk_task.with_options(retry_delay_seconds=0),
+    )
+    result = run_archive(sqlite_demo, tmp_path, run_id="r1", chunk_size=6)
+    assert sorted(calls) == [0, 0, 1]
+    assert result.counts.files == len(sqlite_demo.rows.learner_ids)
+
+
+def test_a_terminal_error_is_not_retried(
+    sqlite_demo: DemoSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flows.archive
+    from load.errors import TerminalLoadError
+
+    calls: list[int] = []
+
+    def broken(job: object, index: int, learner_ids: list[int]) -> object:
+        calls.append(index)
+        raise TerminalLoadError("writing /somewhere failed (No space left on device)")
+
+    monkeypatch.setattr(flows.archive, "archive_chunk", broken)
+    with pytest.raises(RunFailed, match="12 learner"):
+        run_archive(sqlite_demo, tmp_path, run_id="r1", chunk_size=6)
+    assert sorted(calls) == [0, 1]
