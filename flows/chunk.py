@@ -21,7 +21,15 @@ from extract.reader import read_learner, read_learners
 from extract.records import LearnerRows
 from load.codec import Compression, encode_stored, fernet_from_key, stored_suffix
 from load.errors import LoadError, TransientLoadError
-from load.manifest import ChunkPart, Failure, FileEntry, ParquetPartEntry, Problem, part_path
+from load.manifest import (
+    ChunkPart,
+    Failure,
+    FileEntry,
+    ParquetPartEntry,
+    Problem,
+    parquet_part_path,
+    part_path,
+)
 from load.manifest import to_json as record_json
 from load.names import document_filename
 from load.snapshot import Destination, open_destination, sync_directory, write_file
@@ -169,14 +177,17 @@ def write_analyst_tables(
     tables = analyst_tables([rows[i] for i in sorted(rows)], pseudonym_key=key)
     entries = []
     for table_name in sorted(tables):
-        directory = posixpath.join(run_dir, "parquet", table_name)
+        relative = parquet_part_path(table_name, index)
         part = write_parquet_part(
-            destination.fs, directory, f"part-{index:05d}.parquet", tables[table_name]
+            destination.fs,
+            posixpath.join(run_dir, posixpath.dirname(relative)),
+            posixpath.basename(relative),
+            tables[table_name],
         )
         entries.append(
             ParquetPartEntry(
                 table=table_name,
-                path=posixpath.relpath(str(part.path), run_dir),
+                path=relative,
                 rows=int(part.rows),
                 bytes=int(part.bytes),
                 sha256=str(part.sha256),
