@@ -36,7 +36,7 @@ from flows.summary import ArchiveResult, summary_markdown
 from load.codec import fernet_from_key
 from load.errors import LoadError, TransientLoadError
 from load.manifest import ChunkPart, FileEntry, Manifest, RunParameters, RunPlan
-from load.snapshot import check_run_id, open_destination
+from load.snapshot import check_run_id, open_destination, remove_incomplete_root
 
 TASK_RETRIES = 3
 TASK_RETRY_DELAYS = [2, 10, 30]
@@ -75,6 +75,7 @@ def open_run(
         if manifest is not None:
             if finished is run.pending_manifest:
                 run.publish_run(destination, manifest)
+            remove_incomplete_root(destination)  # left by a kill right after publishing
             return manifest, None, {}
     plan = run.open_plan(
         destination, job.run_id, parameters, now=now, learner_ids=lambda: _learner_ids(job)

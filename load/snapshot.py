@@ -208,8 +208,7 @@ def publish(destination: Destination, run_id: str) -> str:
             if not Path(target).exists():
                 Path(source).rename(target)  # one atomic step: the snapshot appears whole
                 fsync_directory(Path(target).parent)
-        with contextlib.suppress(OSError):  # only when no other run is unfinished
-            Path(source).parent.rmdir()
+        remove_incomplete_root(destination)
         return target
     names = list_files(fs, source)
     ordered = [n for n in names if n != MANIFEST_NAME] + [n for n in names if n == MANIFEST_NAME]
@@ -220,6 +219,14 @@ def publish(destination: Destination, run_id: str) -> str:
         if fs.exists(source):
             fs.rm(source, recursive=True)
     return target
+
+
+def remove_incomplete_root(destination: Destination) -> None:
+    """Remove `<dest>/.incomplete/` once no unfinished run is left in it (local disk; object
+    stores have no empty directories)."""
+    if destination.is_local:
+        with contextlib.suppress(OSError):  # not empty: another run is unfinished
+            Path(destination.root, INCOMPLETE_DIR).rmdir()
 
 
 def published_runs(destination: Destination) -> list[str]:
