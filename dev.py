@@ -72,20 +72,29 @@ def demo() -> None:
     env = {**os.environ}
     env.setdefault("LEARNER_EXPORT_PSEUDONYM_KEY", DEMO_PSEUDONYM_KEY)
     _run(cli, "demo-db", "--replace")
-    _run(cli, "archive", "--dest", "snapshots", "--run-id", run_id, env=env)
+    # The Parquet side outputs come with transform.tables/load.parquet; without them, documents.
+    probe = [str(BIN / "python"), "-c", "import transform.tables, load.parquet"]
+    parquet = subprocess.run(probe, cwd=ROOT, capture_output=True, check=False).returncode == 0
+    options = [] if parquet else ["--no-parquet"]
+    _run(cli, "archive", "--dest", "snapshots", "--run-id", run_id, *options, env=env)
     _run(cli, "verify", f"snapshots/{run_id}")
-    parquet = f"snapshots/{run_id}/parquet"
-    python = BIN.relative_to(ROOT) / "python"
     print(
         f"\nThe snapshot is in snapshots/{run_id}/: one learner-data-<id>-{run_id}.json per"
         " learner, and manifest.json (sizes, sha256, lessons exported and in the source,"
-        f" truncation).\nAnalyst tables (Parquet) are in {parquet}/<table>/. Open them with"
-        " pandas or DuckDB:\n\n"
-        f"  {python} -c \"import pandas as pd; print(pd.read_parquet('{parquet}/lessons'))\"\n"
-        f"  {python} -c \"import duckdb; duckdb.read_parquet('{parquet}/lessons/*.parquet')"
-        '.limit(5).show()"\n',
+        " truncation).",
         flush=True,
     )
+    if parquet:
+        tables = f"snapshots/{run_id}/parquet"
+        python = BIN.relative_to(ROOT) / "python"
+        print(
+            f"Analyst tables (Parquet) are in {tables}/<table>/. Open them with pandas or"
+            " DuckDB:\n\n"
+            f"  {python} -c \"import pandas as pd; print(pd.read_parquet('{tables}/lessons'))\"\n"
+            f"  {python} -c \"import duckdb; duckdb.read_parquet('{tables}/lessons/*.parquet')"
+            '.limit(5).show()"\n',
+            flush=True,
+        )
 
 
 def test(extra: list[str]) -> int:
