@@ -85,10 +85,13 @@ def open_destination(url: str) -> Destination:
     `memory://archive`). Nothing is created until something is written."""
     try:
         fs, root = fsspec.core.url_to_fs(url)
-    except (ValueError, ImportError) as exc:
-        # The message of a missing backend names the package to install, never the URL.
+    except ImportError as exc:
+        # A missing backend: the message names the package to install, not the URL.
+        raise TerminalLoadError(f"cannot open the destination: {exc}") from None
+    except ValueError:
+        # The message may quote the URL, and a URL may carry credentials.
         raise TerminalLoadError(
-            f"cannot open the destination: {type(exc).__name__}: {exc}"
+            "cannot open the destination: unknown protocol or malformed URL"
         ) from None
     return Destination(fs=fs, root=str(root).rstrip("/") or "/")
 

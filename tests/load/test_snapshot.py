@@ -85,3 +85,10 @@ def test_writing_where_a_file_blocks_the_directory_is_a_load_error(tmp_path: Pat
     destination = open_destination(str(tmp_path / "blocker"))
     with pytest.raises(TerminalLoadError, match="blocker"):
         write_file(destination.fs, f"{destination.root}/doc.json", b"{}")
+
+
+@pytest.mark.parametrize("url", ["nosuchproto://user:hunter2@host/x", "s3://key:hunter2@bucket/x"])
+def test_a_destination_that_cannot_open_is_reported_without_the_url(url: str) -> None:
+    with pytest.raises(TerminalLoadError, match="cannot open the destination") as caught:
+        open_destination(url)
+    assert "hunter2" not in str(caught.value)
