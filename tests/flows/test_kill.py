@@ -16,7 +16,7 @@ import pytest
 
 from learner_export.verify import verify_snapshot
 from load.snapshot import open_snapshot
-from tests.conftest import make_sqlite_demo
+from tests.conftest import DemoSource, make_postgres_demo, make_sqlite_demo
 from tests.flows.conftest import PrefectServer
 
 pytestmark = pytest.mark.slow
@@ -55,10 +55,17 @@ def _files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def kill_source(request: pytest.FixtureRequest, tmp_path: Path) -> DemoSource:
+    if request.param == "sqlite":
+        return make_sqlite_demo(tmp_path / "kill.sqlite3", learners=LEARNERS)
+    return make_postgres_demo(request.getfixturevalue("pg_cluster"), "kill", learners=LEARNERS)
+
+
 def test_killed_runs_finish_with_the_same_documents(
-    tmp_path: Path, prefect_server: PrefectServer
+    kill_source: DemoSource, tmp_path: Path, prefect_server: PrefectServer
 ) -> None:
-    source = make_sqlite_demo(tmp_path / "kill.sqlite3", learners=LEARNERS)
+    source = kill_source
     env = {
         **os.environ,
         "PREFECT_API_URL": prefect_server.url,
