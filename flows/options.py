@@ -4,8 +4,9 @@ secrets (never stored: Prefect records them masked, as `**********`)."""
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from learner_export.settings import Settings
 
@@ -36,6 +37,17 @@ class ArchiveOptions(BaseModel):
     keep: int | None = Field(
         default=None, gt=0, description="Keep only this many newest snapshots (retention)."
     )
+
+    @field_validator("dest")
+    @classmethod
+    def _no_credentials_in_dest(cls, dest: str) -> str:
+        # The options are stored and shown by Prefect: a password in the URL would be too.
+        if "://" in dest and "@" in urlsplit(dest).netloc:
+            raise ValueError(
+                "the destination URL must not hold credentials; give them to the storage "
+                "library through its environment (e.g. AWS_* variables) instead"
+            )
+        return dest
 
 
 class ArchiveSecrets(BaseModel):
