@@ -12,6 +12,7 @@ from pathlib import Path
 
 from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
+from prefect.schedules import Cron
 
 from flows.archive import archive_learners
 from flows.options import ArchiveOptions
@@ -22,7 +23,7 @@ def build_deployment(options: ArchiveOptions, *, cron: str, name: str) -> Runner
     """The deployment: `archive_learners` with these options, on `cron` (UTC)."""
     deployment = archive_learners.to_deployment(
         name=name,
-        cron=cron,
+        schedules=[Cron(cron, timezone="UTC")],
         parameters={"options": options.model_dump(mode="json")},
         description="Nightly archive of every learner: documents, manifest, Parquet tables.",
         tags=["learner-export"],

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 DEFAULT_DEST = Path("snapshots")
 DEFAULT_CRON = "0 2 * * *"
-"""Nightly at 02:00 (the serving machine's time zone is not used: cron runs in UTC)."""
+"""Nightly at 02:00 UTC (the deployment's schedule is in UTC, whatever the machine's zone)."""
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
