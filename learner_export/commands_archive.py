@@ -43,6 +43,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--workers",
         type=_positive_int,
         default=4,
+        metavar="N",
         help="chunks exported at once, in threads (default 4; ignored with --dask-address)",
     )
     _add_database_option(archive)
