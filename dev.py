@@ -34,14 +34,14 @@ def _lock_digest() -> str:
     return digest.hexdigest()
 
 
-def _run(*args: str | Path) -> None:
+def _run(*args: str | Path, env: dict[str, str] | None = None) -> None:
     print("+", " ".join(str(a) for a in args), flush=True)
-    subprocess.run([str(a) for a in args], cwd=ROOT, check=True)
+    subprocess.run([str(a) for a in args], cwd=ROOT, check=True, env=env)
 
 
 def setup() -> None:
     """Create `.venv` and install exactly the locked versions (hash-checked), then this project."""
-    if sys.version_info < (3, 11):  # noqa: UP036  dev.py itself may run on an older python3
+    if sys.version_info < (3, 11):  # noqa: UP036 (dev.py runs on any python3 to say so)
         sys.exit(f"learner-export needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     wanted = _lock_digest()
     if STAMP.exists() and STAMP.read_text().strip() == wanted:
@@ -57,11 +57,39 @@ def setup() -> None:
     STAMP.write_text(wanted + "\n")
 
 
+DEMO_PSEUDONYM_KEY = "demo-only-pseudonym-key"
+"""Keys the demo's analyst pseudonyms; it is published here, so it protects nothing. Real runs
+take LEARNER_EXPORT_PSEUDONYM_KEY from their configuration."""
+
+
 def demo() -> None:
-    """The main job on the embedded demo database: build it, export one learner, print the path."""
+    """The main job on the embedded demo database: build it, archive every learner into
+    `snapshots/<UTC date>/`, and say where the documents, manifest and Parquet tables are."""
+    from datetime import UTC, datetime  # here: dev.py must import on any python3
+
     cli = BIN / "learner-export"
+    run_id = datetime.now(UTC).strftime("%Y-%m-%d")
+    env = {**os.environ}
+    env.setdefault("LEARNER_EXPORT_PSEUDONYM_KEY", DEMO_PSEUDONYM_KEY)
     _run(cli, "demo-db", "--replace")  # the embedded demo database is ours to rebuild
-    _run(cli, "export", "3", "--out", "exports")
+    _run(cli, "archive", "--dest", "snapshots", "--run-id", run_id, env=env)
+    _run(cli, "verify", f"snapshots/{run_id}")
+    print(
+        f"\nThe snapshot is in snapshots/{run_id}/: one learner-data-<id>-{run_id}.json per"
+        " learner, and manifest.json (sizes, sha256, lessons exported and in the source,"
+        " truncation).",
+        flush=True,
+    )
+    tables = f"snapshots/{run_id}/parquet"
+    python = BIN.relative_to(ROOT) / "python"
+    print(
+        f"Analyst tables (Parquet) are in {tables}/<table>/. Open them with pandas or"
+        " DuckDB:\n\n"
+        f"  {python} -c \"import pandas as pd; print(pd.read_parquet('{tables}/lessons'))\"\n"
+        f"  {python} -c \"import duckdb; duckdb.read_parquet('{tables}/lessons/*.parquet')"
+        '.limit(5).show()"\n',
+        flush=True,
+    )
 
 
 def test(extra: list[str]) -> int:

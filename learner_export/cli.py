@@ -19,6 +19,7 @@ from learner_export.settings import Settings, get_settings
 PROG = "learner-export"
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "learner_export.commands_archive",
     "learner_export.commands_restore",
     "learner_export.commands_serve",
 )

@@ -26,13 +26,17 @@ class WrittenFile:
     sha256: str
 
 
-def write_atomic(directory: Path, name: str, data: bytes) -> WrittenFile:
+def write_atomic(
+    directory: Path, name: str, data: bytes, *, sync_directory: bool = True
+) -> WrittenFile:
     """Write `data` to `directory/name` so that the file is either absent or complete.
 
     The bytes go to a hidden temporary file in the same directory (same file system, so the
     rename is atomic), are flushed to disk, and only then renamed over `name`; the directory entry
     is flushed too, so a power loss after return keeps the file. An existing file of that name is
     replaced. On any error the temporary file is removed and a `LoadError` names the path.
+    With `sync_directory=False` the directory entry is left to the caller, who writes many files
+    into one directory and flushes it once (`fsync_directory`).
     """
     target = directory / name
     temporary = directory / f".{name}.{secrets.token_hex(6)}.tmp"
@@ -48,13 +52,15 @@ def write_atomic(directory: Path, name: str, data: bytes) -> WrittenFile:
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
-        _fsync_directory(directory)
+        if sync_directory:
+            fsync_directory(directory)
     except OSError as exc:
         raise _translate(exc, target) from None
     return WrittenFile(path=target, size=len(data), sha256=hashlib.sha256(data).hexdigest())
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Flush `directory`'s entries (the renames into it) to disk."""
     descriptor = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(descriptor)

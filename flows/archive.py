@@ -1,0 +1,300 @@
+"""The Prefect flows: `archive_learners` (every learner, or a list, in chunk tasks) and
+`export_learner` (one learner, one file, through the same builder).
+
+Thin by design: each task calls one function of `flows.run` or `flows.chunk`. One task per chunk
+of many learners, never per learner (Prefect spends tens of ms on every task run). Retries sit on
+the tasks that do I/O and fire only on transient errors; results stay in memory
+(`persist_result=False`) and hold ids, paths and hashes, never a document.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.futures import PrefectFuture, as_completed
+from prefect.logging import get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import SecretStr
+
+from extract.engine import create_source_engine, snapshot
+from extract.errors import ExtractError, TransientExtractError
+from extract.reader import all_learner_ids
+from flows import run
+from flows.chunk import ChunkJob, archive_chunk, export_one
+from flows.errors import OptionUnavailable
+from flows.options import ArchiveOptions, ArchiveSecrets
+from flows.progress import chunk_progress
+from flows.summary import ArchiveResult, summary_markdown
+from load.codec import fernet_from_key
+from load.errors import LoadError, TransientLoadError
+from load.manifest import ChunkPart, FileEntry, Manifest, RunParameters, RunPlan
+from load.snapshot import check_run_id, open_destination, remove_incomplete_root
+
+TASK_RETRIES = 3
+TASK_RETRY_DELAYS = [2, 10, 30]
+DEFAULT_WORKERS = 4
+ARTIFACT_KEY = "learner-archive-summary"
+
+
+def retry_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry a failed task run only when its error is transient (source or destination)."""
+    try:
+        state.result()
+    except (TransientExtractError, TransientLoadError):
+        return True
+    except Exception:
+        return False
+    return False
+
+
+_IO_TASK: dict[str, Any] = {
+    "retries": TASK_RETRIES,
+    "retry_delay_seconds": TASK_RETRY_DELAYS,
+    "retry_condition_fn": retry_transient,
+    "cache_policy": NO_CACHE,  # resuming is the destination's business (part records)
+    "persist_result": False,
+}
+
+
+@task(name="open-run", **_IO_TASK)
+def open_run(
+    job: ChunkJob, parameters: RunParameters, now: datetime
+) -> tuple[Manifest | None, RunPlan | None, dict[int, ChunkPart]]:
+    """(manifest, None, {}) for a finished or fully written run; else (None, plan, parts)."""
+    destination = open_destination(job.destination_url)
+    for finished in (run.published_manifest, run.pending_manifest):
+        manifest = finished(destination, job.run_id)
+        if manifest is not None:
+            if finished is run.pending_manifest:
+                run.publish_run(destination, manifest)
+            remove_incomplete_root(destination)  # left by a kill right after publishing
+            return manifest, None, {}
+    plan = run.open_plan(
+        destination, job.run_id, parameters, now=now, learner_ids=lambda: _learner_ids(job)
+    )
+    return None, plan, run.finished_parts(destination, plan)
+
+
+def _learner_ids(job: ChunkJob) -> list[int]:
+    engine = create_source_engine(job.source_url)
+    try:
+        with snapshot(engine) as conn:
+            return all_learner_ids(conn)
+    finally:
+        engine.dispose()
+
+
+@task(name="archive-chunk", task_run_name="archive-chunk-{index}", **_IO_TASK)
+def archive_chunk_task(job: ChunkJob, index: int, learner_ids: list[int]) -> ChunkPart:
+    return archive_chunk(job, index, learner_ids)
+
+
+@task(name="finish-run", **_IO_TASK)
+def finish_run(
+    job: ChunkJob,
+    plan: RunPlan,
+    parts: dict[int, ChunkPart],
+    chunk_errors: dict[int, str],
+    tolerate_failures: bool,
+    seconds: float,
+) -> Manifest:
+    return run.complete_run(
+        open_destination(job.destination_url),
+        plan,
+        parts,
+        chunk_errors=chunk_errors,
+        tolerate_failures=tolerate_failures,
+        now=datetime.now(UTC),
+        seconds=seconds,
+    )
+
+
+@task(name="apply-retention", **_IO_TASK)
+def apply_retention(job: ChunkJob, keep: int) -> list[str]:
+    return run.apply_retention(
+        open_destination(job.destination_url), keep, current=job.run_id, now=datetime.now(UTC)
+    )
+
+
+@flow(
+    name="archive-learners",
+    task_runner=ThreadPoolTaskRunner(max_workers=DEFAULT_WORKERS),  # type: ignore[arg-type]
+    persist_result=False,
+    validate_parameters=True,
+)
+def archive_learners(
+    options: ArchiveOptions, secrets: ArchiveSecrets | None = None
+) -> ArchiveResult:
+    """Archive learners into one snapshot `<dest>/<run id>/`: documents, manifest, Parquet.
+
+    Resumable: rerunning with the same options after an interruption finishes the snapshot
+    without redoing finished chunks; rerunning after it finished changes nothing. Raises
+    RunFailed (nothing published) when a learner cannot be exported, unless
+    `options.tolerate_failures`.
+    """
+    logger = get_run_logger()
+    clock = time.perf_counter()
+    now = datetime.now(UTC)
+    job = _job(options, secrets, now)
+    manifest, plan, parts = open_run(job, _parameters(options), now)
+    deleted: list[str] = []
+    if manifest is None:
+        assert plan is not None
+        job = dataclasses.replace(job, export_date=datetime.fromisoformat(plan.export_date))
+        pending = run.pending_chunks(plan, parts)
+        logger.info(
+            "run %s: %d learners in %d chunks, %d to do",
+            job.run_id, sum(len(c) for c in plan.chunks), len(plan.chunks), len(pending),
+        )  # fmt: skip
+        done, errors = _run_chunks(job, plan, pending, len(plan.chunks) - len(pending))
+        parts.update(done)
+        manifest = finish_run(
+            job, plan, parts, errors, options.tolerate_failures, time.perf_counter() - clock
+        )
+        status: Literal["complete", "already-complete"] = "complete"
+        chunks_run = len(pending)
+    else:
+        logger.info("run %s is already complete: nothing to do", job.run_id)
+        status, chunks_run = "already-complete", 0
+    if options.keep is not None:
+        deleted = apply_retention(job, options.keep)
+        for run_id in deleted:
+            logger.info("retention: deleted snapshot %s", run_id)
+    destination = open_destination(job.destination_url)
+    result = ArchiveResult.from_manifest(
+        manifest,
+        status=status,
+        snapshot=f"{destination.name.rstrip('/')}/{job.run_id}",
+        deleted=deleted,
+        chunks_run=chunks_run,
+        seconds=time.perf_counter() - clock,
+    )
+    create_markdown_artifact(
+        markdown=summary_markdown(result), key=ARTIFACT_KEY, description="Learner archive run"
+    )
+    logger.info(
+        "run %s %s: %d files, %d bytes, %d truncated, %d failed",
+        result.run_id, result.status, result.counts.files, result.counts.bytes,
+        result.counts.truncated, result.counts.failed,
+    )  # fmt: skip
+    return result
+
+
+def _run_chunks(
+    job: ChunkJob, plan: RunPlan, pending: list[int], already: int
+) -> tuple[dict[int, ChunkPart], dict[int, str]]:
+    """Run the pending chunks as tasks; their parts, and the errors of chunks that failed."""
+    logger = get_run_logger()
+    futures: dict[PrefectFuture[ChunkPart], int] = {
+        archive_chunk_task.submit(job, index, plan.chunks[index]): index for index in pending
+    }
+    parts: dict[int, ChunkPart] = {}
+    errors: dict[int, str] = {}
+    with chunk_progress(len(plan.chunks), already) as advance:
+        for future in as_completed(list(futures)):
+            index = futures[future]
+            outcome = future.result(raise_on_failure=False)
+            if isinstance(outcome, ChunkPart):
+                parts[index] = outcome
+                logger.info(
+                    "chunk %d done: %d files, %d failed", index, len(outcome.files),
+                    len(outcome.failures),
+                )  # fmt: skip
+            else:
+                errors[index] = _error_text(outcome)
+                logger.error("chunk %d failed: %s", index, errors[index])
+            advance()
+    return parts, errors
+
+
+def _error_text(error: object) -> str:
+    if isinstance(error, LoadError | ExtractError):
+        return str(error)
+    return f"unexpected {type(error).__name__} (a bug in the exporter)"
+
+
+def _parameters(options: ArchiveOptions) -> RunParameters:
+    return RunParameters(
+        learners="all" if options.learners is None else sorted(set(options.learners)),
+        chunk_size=options.chunk_size,
+        compress=options.compress,
+        encrypt=options.encrypt,
+        exported_by=options.exported_by,
+        parquet=options.parquet,
+    )
+
+
+def _job(options: ArchiveOptions, secrets: ArchiveSecrets | None, now: datetime) -> ChunkJob:
+    """The job of this run, checking that every key an option needs is configured."""
+    if secrets is None:  # a scheduled run: its settings come from the serving process
+        from learner_export.settings import get_settings
+
+        secrets = ArchiveSecrets.from_settings(get_settings())
+    encryption_key = _revealed(secrets.encryption_key)
+    pseudonym_key = _revealed(secrets.pseudonym_key)
+    check_options(options, encryption_key=encryption_key, pseudonym_key=pseudonym_key)
+    return ChunkJob(
+        destination_url=options.dest,
+        run_id=check_run_id(options.run_id or f"{now:%Y-%m-%d}"),
+        source_url=secrets.source_url.get_secret_value(),
+        export_date=now,
+        exported_by=options.exported_by,
+        compress=options.compress,
+        encryption_key=encryption_key if options.encrypt else None,
+        parquet=options.parquet,
+        pseudonym_key=pseudonym_key if options.parquet else None,
+    )
+
+
+def check_options(
+    options: ArchiveOptions, *, encryption_key: str | None, pseudonym_key: str | None
+) -> None:
+    """Refuse options that cannot work here: a missing key (or, for encryption, one that is not
+    a Fernet key), or Parquet outputs without a pseudonym key."""
+    if options.encrypt:
+        if not encryption_key:
+            raise OptionUnavailable(
+                "--encrypt needs an encryption key: set LEARNER_EXPORT_ENCRYPTION_KEY "
+                "(a Fernet key)"
+            )
+        fernet_from_key(encryption_key)
+    if options.parquet and not pseudonym_key:
+        raise OptionUnavailable(
+            "the Parquet side outputs need a pseudonym key: set LEARNER_EXPORT_PSEUDONYM_KEY, "
+            "or pass --no-parquet"
+        )
+
+
+def _revealed(secret: SecretStr | None) -> str | None:
+    return None if secret is None else secret.get_secret_value()
+
+
+@task(name="export-learner-file", **_IO_TASK)
+def export_learner_file(job: ChunkJob, learner_id: int) -> FileEntry:
+    return export_one(job, learner_id)
+
+
+@flow(name="export-learner", persist_result=False)
+def export_learner(
+    learner_id: int,
+    dest: str,
+    exported_by: int | None = None,
+    compress: Literal["gzip", "zstd"] | None = None,
+    encrypt: bool = False,
+    secrets: ArchiveSecrets | None = None,
+) -> FileEntry:
+    """One learner's document, written to `<dest>/learner-data-{id}-{date}.json[...]` with
+    the same builder and encoder as every other export."""
+    options = ArchiveOptions(
+        dest=dest, exported_by=exported_by, compress=compress, encrypt=encrypt, parquet=False
+    )
+    now = datetime.now(UTC)
+    job = dataclasses.replace(_job(options, secrets, now), run_id="single")
+    return export_learner_file(job, learner_id)

@@ -1,0 +1,212 @@
+"""One chunk of an archive run: extract its learners in one snapshot, build and store their
+documents (and the Parquet side outputs), then record the chunk as finished.
+
+Plain functions, free of Prefect, so they are tested by calling them; `flows.archive` wraps
+`archive_chunk` in a task. They return ids, paths and hashes, never a document.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography.fernet import Fernet
+
+from extract.engine import create_source_engine, snapshot
+from extract.errors import ExtractError, TerminalExtractError
+from extract.reader import read_learner, read_learners
+from extract.records import LearnerRows
+from load.codec import Compression, encode_stored, fernet_from_key, stored_suffix
+from load.errors import LoadError, TransientLoadError
+from load.manifest import (
+    ChunkPart,
+    Failure,
+    FileEntry,
+    ParquetPartEntry,
+    Problem,
+    parquet_part_path,
+    part_path,
+)
+from load.manifest import to_json as record_json
+from load.names import document_filename
+from load.snapshot import Destination, open_destination, sync_directory, write_file
+from transform.document import LESSON_CAP, build_document
+from transform.encoding import encode_document
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """Everything a chunk needs, the same for every chunk of a run.
+
+    Holds the source URL and keys, so it is handed to tasks (in process, or pickled to a Dask
+    worker) and never becomes a flow parameter, a result or a log line.
+    """
+
+    destination_url: str
+    run_id: str
+    source_url: str
+    export_date: datetime
+    exported_by: int | None
+    compress: Compression | None
+    encryption_key: str | None
+    parquet: bool
+    pseudonym_key: str | None
+
+    def __repr__(self) -> str:  # never print the URL (password) or the keys
+        return f"ChunkJob(run_id={self.run_id!r})"
+
+
+def archive_chunk(job: ChunkJob, index: int, learner_ids: list[int]) -> ChunkPart:
+    """Export chunk `index` (these learner ids) into the run's incomplete directory.
+
+    Every document and Parquet file is complete before the chunk's part record is written, so a
+    part on disk means a finished chunk; rerunning a chunk overwrites its files by name (the same
+    names), so an interrupted chunk leaves no duplicates. Transient errors propagate (the task
+    retries the chunk); a learner that cannot be exported is listed in `failures`.
+    """
+    started = time.perf_counter()
+    destination = open_destination(job.destination_url)
+    run_dir = destination.incomplete_dir(job.run_id)
+    try:
+        rows = _extract(job, learner_ids)
+    except TerminalExtractError as exc:
+        failures = [Failure(learner_id=i, chunk=index, error=str(exc)) for i in learner_ids]
+        part = ChunkPart(
+            index=index, learner_ids=learner_ids, files=[], failures=failures, seconds=0
+        )
+        return _finish(destination, run_dir, part, started)
+    fernet = fernet_from_key(job.encryption_key) if job.encryption_key else None
+    files: list[FileEntry] = []
+    failures = []
+    for learner_id in sorted(rows):
+        try:
+            files.append(_store_document(job, destination, run_dir, rows[learner_id], fernet))
+        except TransientLoadError:
+            raise
+        except Exception as exc:
+            failures.append(Failure(learner_id=learner_id, chunk=index, error=_reason(exc)))
+    parquet = (
+        write_analyst_tables(job, destination, run_dir, index, rows) if job.parquet and rows else []
+    )
+    part = ChunkPart(
+        index=index,
+        learner_ids=learner_ids,
+        files=files,
+        parquet=parquet,
+        not_found=sorted(set(learner_ids) - set(rows)),
+        failures=failures,
+        seconds=0,
+    )
+    return _finish(destination, run_dir, part, started)
+
+
+def export_one(job: ChunkJob, learner_id: int) -> FileEntry:
+    """One learner's document, written straight into the destination directory (no snapshot).
+    Raises LearnerNotFound when the id is not a LEARNER user."""
+    destination = open_destination(job.destination_url)
+    engine = create_source_engine(job.source_url)
+    try:
+        with snapshot(engine) as conn:
+            rows = read_learner(conn, learner_id, lesson_limit=LESSON_CAP)
+    finally:
+        engine.dispose()
+    fernet = fernet_from_key(job.encryption_key) if job.encryption_key else None
+    entry = _store_document(job, destination, destination.root, rows, fernet)
+    sync_directory(destination.fs, destination.root)
+    return entry
+
+
+def _extract(job: ChunkJob, learner_ids: list[int]) -> dict[int, LearnerRows]:
+    # Parquet keeps every lesson; documents alone need only the most recent LESSON_CAP.
+    lesson_limit = None if job.parquet else LESSON_CAP
+    engine = create_source_engine(job.source_url)
+    try:
+        with snapshot(engine) as conn:
+            return read_learners(conn, learner_ids, lesson_limit=lesson_limit)
+    finally:
+        engine.dispose()
+
+
+def _store_document(
+    job: ChunkJob,
+    destination: Destination,
+    directory: str,
+    rows: LearnerRows,
+    fernet: Fernet | None,
+) -> FileEntry:
+    """Build, encode and store one document in `directory`; `path` is its bare name."""
+    built = build_document(rows, export_date=job.export_date, exported_by=job.exported_by)
+    data = encode_stored(encode_document(built.document), job.compress, fernet)
+    suffix = stored_suffix(job.compress, encrypted=fernet is not None)
+    name = document_filename(rows.learner_id, job.export_date, suffix=suffix)
+    # The directory is flushed once per chunk, before its part record (`_finish`).
+    stored = write_file(destination.fs, posixpath.join(directory, name), data, sync_directory=False)
+    return FileEntry(
+        path=name,
+        learner_id=rows.learner_id,
+        bytes=stored.bytes,
+        sha256=stored.sha256,
+        lessons_exported=built.lessons_exported,
+        lessons_total=built.lessons_total,
+        truncated=built.truncated,
+        problems=[
+            Problem(table=p.table, column=p.column, row_id=p.row_id, kind=p.kind)
+            for p in built.problems
+        ],
+    )
+
+
+def write_analyst_tables(
+    job: ChunkJob,
+    destination: Destination,
+    run_dir: str,
+    index: int,
+    rows: Mapping[int, LearnerRows],
+) -> list[ParquetPartEntry]:
+    """The chunk's Parquet side outputs: one part per analyst table, at
+    `parquet/<table>/part-<index:05d>.parquet`, every lesson included."""
+    # Imported here: only runs that ask for the side outputs need pyarrow loaded.
+    from load.parquet import write_parquet_part
+    from transform.tables import analyst_tables
+
+    key = (job.pseudonym_key or "").encode()
+    tables = analyst_tables([rows[i] for i in sorted(rows)], pseudonym_key=key)
+    entries = []
+    for table_name in sorted(tables):
+        relative = parquet_part_path(table_name, index)
+        part = write_parquet_part(
+            destination.fs,
+            posixpath.join(run_dir, posixpath.dirname(relative)),
+            posixpath.basename(relative),
+            tables[table_name],
+        )
+        entries.append(
+            ParquetPartEntry(
+                table=table_name,
+                path=relative,
+                rows=int(part.rows),
+                bytes=int(part.bytes),
+                sha256=str(part.sha256),
+            )
+        )
+    return entries
+
+
+def _finish(destination: Destination, run_dir: str, part: ChunkPart, started: float) -> ChunkPart:
+    """Record the chunk as finished: its part is written only after all of its files."""
+    part = part.model_copy(update={"seconds": round(time.perf_counter() - started, 3)})
+    if part.files:  # the documents' renames are durable before the part says they are done
+        sync_directory(destination.fs, run_dir)
+    write_file(destination.fs, posixpath.join(run_dir, part_path(part.index)), record_json(part))
+    return part
+
+
+def _reason(exc: Exception) -> str:
+    """A failure's reason for the manifest: our own errors' messages (written to name no
+    content), otherwise only the exception's type, since its message might quote data."""
+    if isinstance(exc, LoadError | ExtractError):
+        return str(exc)
+    return f"unexpected {type(exc).__name__} (a bug in the exporter)"

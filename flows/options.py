@@ -1,0 +1,71 @@
+"""The archive's parameters: public options (stored by Prefect with each run) apart from the
+secrets (never stored: Prefect records them masked, as `**********`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from learner_export.settings import Settings
+
+DEFAULT_CHUNK_SIZE = 100
+"""Learners per chunk task: large enough that Prefect's per-task cost (tens of ms) is noise,
+small enough that a chunk's rows (every lesson of 100 learners) stay a few tens of MB."""
+
+
+class ArchiveOptions(BaseModel):
+    """What to archive and how. JSON-serializable and free of secrets: these are the flow's
+    parameters, visible in Prefect's UI and database."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dest: str = Field(description="Destination directory or fsspec URL of the snapshots.")
+    run_id: str | None = Field(
+        default=None, description="Snapshot name; default: the run's UTC date (YYYY-MM-DD)."
+    )
+    learners: list[int] | None = Field(
+        default=None, description="Learner ids to export; default: every LEARNER."
+    )
+    chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, gt=0, le=100_000)
+    compress: Literal["gzip", "zstd"] | None = None
+    encrypt: bool = False
+    exported_by: int | None = Field(default=None, gt=0)
+    parquet: bool = True
+    tolerate_failures: bool = False
+    keep: int | None = Field(
+        default=None, gt=0, description="Keep only this many newest snapshots (retention)."
+    )
+
+    @field_validator("dest")
+    @classmethod
+    def _no_credentials_in_dest(cls, dest: str) -> str:
+        # The options are stored and shown by Prefect: a password in the URL would be too.
+        if "://" in dest and "@" in urlsplit(dest).netloc:
+            raise ValueError(
+                "the destination URL must not hold credentials; give them to the storage "
+                "library through its environment (e.g. AWS_* variables) instead"
+            )
+        return dest
+
+
+class ArchiveSecrets(BaseModel):
+    """The source URL (it may hold a password) and the keys. Every field is a SecretStr, so
+    Prefect stores this parameter masked; a scheduled run gets None and reads its settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source_url: SecretStr
+    encryption_key: SecretStr | None = None
+    pseudonym_key: SecretStr | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, database_url: str | None = None
+    ) -> ArchiveSecrets:
+        return cls(
+            source_url=SecretStr(database_url or settings.source_url),
+            encryption_key=settings.encryption_key,
+            pseudonym_key=settings.pseudonym_key,
+        )

@@ -1,0 +1,230 @@
+"""Starting, resuming and finishing a run: the steps before and after the chunks.
+
+Plain functions over `load.snapshot` and `load.manifest`; `flows.archive` wraps them in tasks.
+A run moves through three states, each recognisable on the destination, which is what makes it
+resumable after a kill at any moment:
+
+1. `.incomplete/<run>/plan.json` exists: chunks are being written; a chunk with a part record
+   (and no failures) is finished and is not redone.
+2. `.incomplete/<run>/manifest.json` exists: every chunk is done; what remains is removing
+   leftovers (temporary files of killed writes, the plan and parts) and publishing.
+3. `<run>/manifest.json` exists: the snapshot is complete; running again changes nothing.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import TypeVar
+
+import orjson
+from pydantic import ValidationError
+
+from flows.errors import RunFailed, RunMismatch
+from load.errors import TerminalLoadError
+from load.manifest import (
+    PARTS_DIR,
+    PLAN_NAME,
+    ChunkPart,
+    Failure,
+    Manifest,
+    RunParameters,
+    RunPlan,
+    build_manifest,
+    chunked,
+    part_path,
+    to_json,
+)
+from load.snapshot import (
+    MANIFEST_NAME,
+    Destination,
+    delete_snapshot,
+    list_files,
+    publish,
+    published_runs,
+    read_file,
+    remove_empty_dirs,
+    remove_files,
+    write_file,
+)
+from transform.values import iso_timestamp
+
+
+def published_manifest(destination: Destination, run_id: str) -> Manifest | None:
+    """The manifest of the finished snapshot `run_id`, or None when it is not finished."""
+    path = posixpath.join(destination.snapshot_dir(run_id), MANIFEST_NAME)
+    return _read_record(destination, path, Manifest)
+
+
+def open_plan(
+    destination: Destination,
+    run_id: str,
+    parameters: RunParameters,
+    *,
+    now: datetime,
+    learner_ids: Callable[[], list[int]],
+) -> RunPlan:
+    """The plan of the unfinished run `run_id`, or a new one (written before any chunk starts).
+
+    A new plan reads the learner ids once (`learner_ids()` when every learner is asked for) and
+    cuts them into chunks. An existing plan must have been made with the same `parameters`.
+    """
+    path = posixpath.join(destination.incomplete_dir(run_id), PLAN_NAME)
+    plan = _read_record(destination, path, RunPlan)
+    if plan is not None:
+        if plan.parameters != parameters:
+            changed = sorted(
+                name
+                for name, value in parameters.model_dump().items()
+                if plan.parameters.model_dump()[name] != value
+            )
+            raise RunMismatch(
+                f"run {run_id} was started with other options ({', '.join(changed)} differ); "
+                "repeat the first command's options to finish it, or choose another --run-id"
+            )
+        return plan
+    ids = learner_ids() if parameters.learners == "all" else list(parameters.learners)
+    stamp = iso_timestamp(now)
+    assert stamp is not None
+    plan = RunPlan(
+        run_id=run_id,
+        started_at=stamp,
+        export_date=stamp,
+        parameters=parameters,
+        chunks=chunked(ids, parameters.chunk_size),
+    )
+    write_file(destination.fs, path, to_json(plan))
+    return plan
+
+
+def finished_parts(destination: Destination, plan: RunPlan) -> dict[int, ChunkPart]:
+    """The part record of every chunk that has one, by chunk index."""
+    run_dir = destination.incomplete_dir(plan.run_id)
+    parts = {}
+    for index in range(len(plan.chunks)):
+        part = _read_record(destination, posixpath.join(run_dir, part_path(index)), ChunkPart)
+        if part is not None:
+            parts[index] = part
+    return parts
+
+
+def pending_chunks(plan: RunPlan, parts: dict[int, ChunkPart]) -> list[int]:
+    """Chunks still to do: those without a part, and those whose learners failed (retried)."""
+    return [
+        index for index in range(len(plan.chunks)) if index not in parts or parts[index].failures
+    ]
+
+
+def complete_run(
+    destination: Destination,
+    plan: RunPlan,
+    parts: dict[int, ChunkPart],
+    *,
+    chunk_errors: dict[int, str],
+    tolerate_failures: bool,
+    now: datetime,
+    seconds: float,
+) -> Manifest:
+    """Write the manifest, remove leftovers and publish the snapshot; returns the manifest.
+
+    `chunk_errors` are chunks that failed as a whole (after their retries): each of their
+    learners is a failure. Unless `tolerate_failures`, any failure or requested id that is not
+    a learner raises RunFailed and nothing is published.
+    """
+    every = dict(parts)
+    for index, error in chunk_errors.items():
+        ids = plan.chunks[index]
+        every[index] = ChunkPart(
+            index=index,
+            learner_ids=ids,
+            files=[],
+            failures=[Failure(learner_id=i, chunk=index, error=error) for i in ids],
+            seconds=0,
+        )
+    missing = [i for i in range(len(plan.chunks)) if i not in every]
+    if missing:
+        raise TerminalLoadError(f"run {plan.run_id}: chunks {missing} have no part record")
+    unexported = sorted(
+        [f.learner_id for p in every.values() for f in p.failures]
+        + [i for p in every.values() for i in p.not_found]
+    )
+    if unexported and not tolerate_failures:
+        raise RunFailed(plan.run_id, unexported)
+    finished_at = iso_timestamp(now)
+    assert finished_at is not None
+    manifest = build_manifest(plan, list(every.values()), finished_at=finished_at, seconds=seconds)
+    run_dir = destination.incomplete_dir(plan.run_id)
+    write_file(destination.fs, posixpath.join(run_dir, MANIFEST_NAME), to_json(manifest))
+    publish_run(destination, manifest)
+    return manifest
+
+
+def publish_run(destination: Destination, manifest: Manifest) -> str:
+    """Remove from the run directory everything the manifest does not list (the plan, the
+    parts, temporary files of writes killed midway), then publish it."""
+    run_dir = destination.incomplete_dir(manifest.run_id)
+    listed = {MANIFEST_NAME} | {f.path for f in manifest.files}
+    listed |= {p.path for table in manifest.parquet.values() for p in table.parts}
+    leftovers = [name for name in list_files(destination.fs, run_dir) if name not in listed]
+    # Parts last: while any remain, a rerun can still tell this run's state.
+    leftovers.sort(key=lambda name: name.startswith(PARTS_DIR + "/"))
+    remove_files(destination.fs, run_dir, leftovers)
+    remove_empty_dirs(destination.fs, run_dir)
+    return publish(destination, manifest.run_id)
+
+
+def pending_manifest(destination: Destination, run_id: str) -> Manifest | None:
+    """The manifest of a run killed after writing it but before publishing (state 2)."""
+    path = posixpath.join(destination.incomplete_dir(run_id), MANIFEST_NAME)
+    return _read_record(destination, path, Manifest)
+
+
+_FINISHED_AT = re.compile(rb'"finished_at"\s*:\s*"([^"]+)"')
+
+
+def apply_retention(
+    destination: Destination, keep: int, *, current: str, now: datetime
+) -> list[str]:
+    """Delete all but the `keep` most recently finished snapshots (never `current`); returns
+    the deleted run ids. Each deletion is recorded in `.deleted/<run>.json` first."""
+    finished = {run: _finished_at(destination, run) for run in published_runs(destination)}
+    newest_first = sorted(finished, key=lambda run: (finished[run], run), reverse=True)
+    doomed = [run for run in newest_first[keep:] if run != current]
+    for run in doomed:
+        record = {
+            "run_id": run,
+            "finished_at": finished[run],
+            "deleted_at": iso_timestamp(now),
+            "deleted_by_run": current,
+            "reason": f"retention: keep the {keep} newest snapshots",
+        }
+        delete_snapshot(destination, run, orjson.dumps(record, option=orjson.OPT_INDENT_2))
+    return doomed
+
+
+def _finished_at(destination: Destination, run_id: str) -> str:
+    # Read only the head of the manifest: `finished_at` is among its first fields, and a
+    # manifest of a million learners is large.
+    path = posixpath.join(destination.snapshot_dir(run_id), MANIFEST_NAME)
+    with destination.fs.open(path, "rb") as handle:
+        head = handle.read(4096)
+    found = _FINISHED_AT.search(head)
+    return found.group(1).decode() if found else ""
+
+
+_R = TypeVar("_R", RunPlan, ChunkPart, Manifest)
+
+
+def _read_record(destination: Destination, path: str, model: type[_R]) -> _R | None:
+    data = read_file(destination.fs, path)
+    if data is None:
+        return None
+    try:
+        return model.model_validate_json(data)
+    except ValidationError:
+        raise TerminalLoadError(
+            f"{destination.name}: {posixpath.basename(path)} of this run is not a valid "
+            f"{model.__name__} record"
+        ) from None

@@ -1,0 +1,126 @@
+"""A local Prefect API server on 127.0.0.1, for runs with no PREFECT_API_URL configured.
+
+Prefect's app in a subprocess of ours rather than Prefect's implicit temporary server, so that
+its database lives under the data dir (not ~/.prefect), it can run the scheduler for
+`learner-export schedule` (`--services`), and Prefect's queued logs and events are drained into
+it before it stops.
+
+Run as `python -m flows.server --port N [--services]`; `local_server()` starts it, waits until
+it answers and stops it on exit (SIGKILL of the whole process group takes it down too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+STARTUP_SECONDS = 120
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def local_server(
+    home: Path, *, services: bool = False, env: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """Start a Prefect server on a free port of 127.0.0.1 (its database under `home`); yields
+    its API URL. Without `services` it runs like Prefect's temporary server (no scheduler)."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    command = [sys.executable, "-m", "flows.server", "--port", str(port)]
+    server_env = {**os.environ, **(env or {}), "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "0"}
+    server_env.pop("PREFECT_API_URL", None)
+    with (home / "server.log").open("ab") as log:
+        process = subprocess.Popen(
+            [*command, *(["--services"] if services else [])],
+            stdout=log,
+            stderr=log,
+            env=server_env,
+        )
+        url = f"http://127.0.0.1:{port}/api"
+        try:
+            _wait_healthy(url, process, home)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], home: Path) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"the local Prefect server exited at startup (see {home}/server.log)"
+            )
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"{url}/health", timeout=2),  # noqa: S310 (127.0.0.1 only)
+        ):
+            return
+        time.sleep(0.3)
+    raise RuntimeError(f"the local Prefect server did not start in time (see {home}/server.log)")
+
+
+@contextlib.contextmanager
+def prefect_api(home: Path, *, services: bool = False) -> Iterator[None]:
+    """The Prefect API for the runs inside: PREFECT_API_URL when configured, else a local server
+    (its database under `home`) started now and stopped, after Prefect's log and event queues
+    are drained into it, on exit."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    with (
+        local_server(home, services=services) as url,
+        temporary_settings(updates={PREFECT_API_URL: url}),
+    ):
+        try:
+            yield
+        finally:
+            drain_prefect_queues()
+
+
+def drain_prefect_queues() -> None:
+    """Send Prefect's queued logs and events now, while the server still listens."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):
+            worker.drain_all(timeout=5)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m flows.server")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--services", action="store_true", help="run the scheduler and others")
+    args = parser.parse_args(argv)
+    if not args.services:
+        os.environ["PREFECT__SERVER_EPHEMERAL"] = "1"
+    os.environ["PREFECT__SERVER_FINAL"] = "1"
+    import uvicorn
+    from prefect.server.api.server import create_app
+
+    uvicorn.run(create_app(), host="127.0.0.1", port=args.port, log_level="error", lifespan="on")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""Subcommands of the archival job: `archive`, `verify`, `decrypt` and `schedule`.
+
+`archive` and `schedule` run Prefect flows. Prefect is configured before it is first imported,
+through its own environment variables and only where the user has not set them: its home under
+the data dir (a fresh machine gets no ~/.prefect), no analytics, and a temporary local server
+when no PREFECT_API_URL is configured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from learner_export.cli import PROG, UserError, _add_database_option, _positive_int
+from learner_export.settings import Settings
+
+if TYPE_CHECKING:
+    from flows.options import ArchiveOptions
+
+DEFAULT_DEST = Path("snapshots")
+DEFAULT_CRON = "0 2 * * *"
+"""Nightly at 02:00 UTC (the deployment's schedule is in UTC, whatever the machine's zone)."""
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    archive = commands.add_parser(
+        "archive",
+        help="archive every learner (or --learners) into one snapshot",
+        description="Write one snapshot <dest>/<run id>/: every learner's document, "
+        "manifest.json (written last) and Parquet tables for analysts. Run it again after an "
+        "interruption to finish the same snapshot; after it finished, it changes nothing.",
+    )
+    _add_archive_options(archive)
+    archive.add_argument(
+        "--dask-address",
+        metavar="URL",
+        help="run the chunk tasks on this Dask scheduler (tcp://host:8786)",
+    )
+    archive.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=4,
+        metavar="N",
+        help="chunks exported at once, in threads (default 4; ignored with --dask-address)",
+    )
+    _add_database_option(archive)
+    archive.set_defaults(run=run_archive)
+
+    verify = commands.add_parser(
+        "verify",
+        help="re-check a snapshot against its manifest",
+        description="Check every file of a snapshot against manifest.json: size, sha256, "
+        "decryption, JSON and schema validity, and the Parquet row counts. Exit 1 on any "
+        "mismatch.",
+    )
+    verify.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot directory or URL")
+    verify.set_defaults(run=run_verify)
+
+    decrypt = commands.add_parser(
+        "decrypt",
+        help="decrypt (and decompress) an archived document",
+        description="Write the plain learner-data-{id}-{date}.json inside an encrypted and/or "
+        "compressed document, using LEARNER_EXPORT_ENCRYPTION_KEY; print its path.",
+    )
+    decrypt.add_argument("file", metavar="FILE", help="a .json.enc/.json.gz/.json.zst file")
+    decrypt.add_argument(
+        "--out", type=Path, default=Path(), help="directory to write to (default: current)"
+    )
+    decrypt.set_defaults(run=run_decrypt)
+
+    schedule = commands.add_parser(
+        "schedule",
+        help="serve the archive as a Prefect deployment on a cron schedule",
+        description="Serve archive-learners on a cron schedule (nightly by default) until "
+        "interrupted. The source and keys come from this process's environment at each run. "
+        "Uses the Prefect server at PREFECT_API_URL, or starts a local one for as long as it "
+        "serves.",
+    )
+    _add_archive_options(schedule)
+    schedule.add_argument(
+        "--cron", default=DEFAULT_CRON, help=f"cron expression, UTC (default {DEFAULT_CRON!r})"
+    )
+    schedule.add_argument("--name", default="nightly", help="deployment name (default nightly)")
+    schedule.set_defaults(run=run_schedule)
+
+
+def _learner_list(text: str) -> list[int]:
+    try:
+        return [_positive_int(part.strip()) for part in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of learner ids"
+        ) from None
+
+
+def _add_archive_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dest",
+        default=str(DEFAULT_DEST),
+        metavar="URL",
+        help="directory or fsspec URL (s3://bucket/prefix, memory://x) (default: ./snapshots)",
+    )
+    parser.add_argument(
+        "--run-id", metavar="ID", help="snapshot name (default: the UTC date, YYYY-MM-DD)"
+    )
+    parser.add_argument(
+        "--learners", type=_learner_list, metavar="1,2,3", help="only these learner ids"
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        metavar="N",
+        help="learners per chunk task (default 100)",
+    )
+    parser.add_argument("--compress", choices=["gzip", "zstd"], help="compress each document")
+    parser.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="encrypt each document (Fernet) with LEARNER_EXPORT_ENCRYPTION_KEY",
+    )
+    parser.add_argument(
+        "--exported-by",
+        type=_positive_int,
+        metavar="ID",
+        help="user id recorded as exportedBy (default: $LEARNER_EXPORT_EXPORTED_BY, else null)",
+    )
+    parser.add_argument(
+        "--parquet",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also write the Parquet tables for analysts (default: yes)",
+    )
+    parser.add_argument(
+        "--tolerate-failures",
+        action="store_true",
+        help="publish the snapshot even if some learners could not be exported",
+    )
+    parser.add_argument(
+        "--keep", type=_positive_int, metavar="N", help="then delete all but the N newest snapshots"
+    )
+
+
+def _options(args: argparse.Namespace, settings: Settings) -> ArchiveOptions:
+    from flows.options import DEFAULT_CHUNK_SIZE, ArchiveOptions
+
+    dest = str(args.dest)
+    if "://" not in dest:  # a local path: absolute, so workers elsewhere write the same place
+        dest = str(Path(dest).expanduser().resolve())
+    return ArchiveOptions(
+        dest=dest,
+        run_id=args.run_id,
+        learners=args.learners,
+        chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE,
+        compress=args.compress,
+        encrypt=args.encrypt,
+        exported_by=args.exported_by or settings.exported_by,
+        parquet=args.parquet,
+        tolerate_failures=args.tolerate_failures,
+        keep=args.keep,
+    )
+
+
+def prefect_home(settings: Settings) -> Path:
+    return settings.data_dir / "prefect"
+
+
+def configure_prefect(settings: Settings) -> None:
+    """Prefect's settings for a command-line run, applied before Prefect is first imported
+    (it reads them then); values the user set in the environment win."""
+    defaults = {
+        "PREFECT_HOME": str(prefect_home(settings)),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    }
+    home = {name: os.environ.setdefault(name, value) for name, value in defaults.items()}
+    # Prefect makes its home without parents, and only warns when it cannot.
+    Path(home["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
+
+
+def run_archive(args: argparse.Namespace, settings: Settings) -> None:
+    configure_prefect(settings)
+    from flows.archive import archive_learners, check_options
+    from flows.errors import ArchiveError
+    from flows.options import ArchiveSecrets
+    from flows.server import prefect_api
+
+    options = _options(args, settings)
+    secrets = ArchiveSecrets.from_settings(settings, database_url=args.database_url)
+    try:
+        check_options(
+            options,
+            encryption_key=_reveal(secrets.encryption_key),
+            pseudonym_key=_reveal(secrets.pseudonym_key),
+        )
+        flow = archive_learners.with_options(task_runner=_task_runner(args))
+        with prefect_api(prefect_home(settings)):
+            result = flow(options=options, secrets=secrets)
+    except ArchiveError as exc:
+        raise UserError(str(exc)) from None
+    counts = result.counts
+    print(
+        f"snapshot {result.run_id} {result.status}: {counts.files} documents, "
+        f"{counts.bytes / 1e6:.1f} MB, {counts.truncated} truncated, {counts.failed} failed"
+    )
+    print(f"snapshot: {result.snapshot}")
+    print(f"manifest: {result.snapshot}/manifest.json")
+    if result.parquet_rows:
+        tables = ", ".join(f"{name} ({rows})" for name, rows in sorted(result.parquet_rows.items()))
+        print(f"parquet:  {result.snapshot}/parquet/ — {tables}")
+    if result.failed_learners or result.not_found:
+        failed = ", ".join(str(i) for i in result.failed_learners + result.not_found)
+        print(f"{PROG}: warning: not exported (tolerated): learner ids {failed}", file=sys.stderr)
+    for run_id in result.deleted_snapshots:
+        print(f"retention: deleted snapshot {run_id}")
+
+
+def _task_runner(args: argparse.Namespace) -> Any:
+    if args.dask_address:
+        from prefect_dask.task_runners import DaskTaskRunner
+
+        return DaskTaskRunner(address=args.dask_address)
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    return ThreadPoolTaskRunner(max_workers=args.workers)
+
+
+def _reveal(secret: Any) -> str | None:
+    return None if secret is None else str(secret.get_secret_value())
+
+
+def run_verify(args: argparse.Namespace, settings: Settings) -> None:
+    from learner_export.verify import verify_snapshot
+    from load.codec import fernet_from_key
+    from load.snapshot import open_snapshot
+
+    key = _reveal(settings.encryption_key)
+    fs, directory = open_snapshot(args.snapshot)
+    report = verify_snapshot(fs, directory, fernet_from_key(key) if key else None)
+    for problem in report.problems:
+        print(f"{PROG}: mismatch: {problem}", file=sys.stderr)
+    if report.problems:
+        raise UserError(f"{args.snapshot}: {len(report.problems)} mismatch(es) with the manifest")
+    print(
+        f"{args.snapshot}: ok, {report.documents} documents and {report.parquet_parts} "
+        "Parquet parts match the manifest"
+    )
+
+
+def run_decrypt(args: argparse.Namespace, settings: Settings) -> None:
+    from load.codec import ENCRYPTION_SUFFIX, decode_stored, fernet_from_key, plain_name
+    from load.files import write_atomic
+    from load.snapshot import open_snapshot, read_file
+
+    key = _reveal(settings.encryption_key)
+    name = Path(str(args.file)).name
+    if name.endswith(ENCRYPTION_SUFFIX) and not key:
+        raise UserError("decrypting needs the key: set LEARNER_EXPORT_ENCRYPTION_KEY")
+    fs, path = open_snapshot(args.file)
+    stored = read_file(fs, path)
+    if stored is None:
+        raise UserError(f"{args.file}: no such file")
+    document = decode_stored(name, stored, fernet_from_key(key) if key else None)
+    print(write_atomic(args.out, plain_name(name), document).path)
+
+
+def run_schedule(args: argparse.Namespace, settings: Settings) -> None:
+    configure_prefect(settings)
+    from flows.archive import check_options
+    from flows.errors import ArchiveError
+    from flows.schedule import build_deployment, serve_deployment
+
+    options = _options(args, settings)
+    try:
+        check_options(
+            options,
+            encryption_key=_reveal(settings.encryption_key),
+            pseudonym_key=_reveal(settings.pseudonym_key),
+        )
+    except ArchiveError as exc:
+        raise UserError(str(exc)) from None
+    deployment = build_deployment(options, cron=args.cron, name=args.name)
+    print(
+        f"serving archive-learners/{args.name} on cron {args.cron!r} (UTC) into {options.dest}; "
+        "Ctrl-C stops",
+        flush=True,
+    )
+    serve_deployment(deployment, prefect_home(settings))

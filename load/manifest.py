@@ -1,0 +1,201 @@
+"""The records a run writes beside its documents: the plan, one part per finished chunk, and the
+manifest. Declared pydantic models, so what is written is what is read back (and checked).
+
+Nothing here holds learner content: ids, relative paths, sizes, hashes, counts and the
+row/column names of values exported as null.
+
+* `plan.json`, written once when a run starts, fixes what the run exports (the learner ids of
+  every chunk, the export date, the options), so a resumed run finishes the same snapshot even if
+  learners were added meanwhile or midnight passed.
+* `parts/chunk-NNNNN.json`, written after every file of a chunk is complete, marks that chunk
+  finished; a resumed run skips it.
+* `manifest.json`, built from the plan and the parts, is written last.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FORMAT = "learner-export-snapshot/1"
+PLAN_NAME = "plan.json"
+PARTS_DIR = "parts"
+PARQUET_DIR = "parquet"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RunParameters(_Record):
+    """The options that decide a snapshot's content; a resumed run must repeat them exactly."""
+
+    learners: Literal["all"] | list[int]
+    chunk_size: int = Field(gt=0)
+    compress: Literal["gzip", "zstd"] | None
+    encrypt: bool
+    exported_by: int | None
+    parquet: bool
+
+
+class RunPlan(_Record):
+    """What a run exports, fixed when it starts. `chunks[i]` are the learner ids of chunk i,
+    ascending; every requested id is in exactly one chunk."""
+
+    format: str = FORMAT
+    run_id: str
+    started_at: str
+    export_date: str
+    parameters: RunParameters
+    chunks: list[list[int]]
+
+
+class Problem(_Record):
+    """A stored value exported as null: where it is, never what it was."""
+
+    table: str
+    column: str
+    row_id: str
+    kind: str
+
+
+class FileEntry(_Record):
+    """One learner's document as stored. `path` is relative to the snapshot directory; `bytes`
+    and `sha256` describe the file as stored (after compression and encryption)."""
+
+    path: str
+    learner_id: int
+    bytes: int
+    sha256: str
+    lessons_exported: int
+    lessons_total: int
+    truncated: bool
+    problems: list[Problem] = []
+
+
+class Failure(_Record):
+    """A learner that could not be exported, and why (an error message that names no content)."""
+
+    learner_id: int
+    chunk: int
+    error: str
+
+
+class ParquetPartEntry(_Record):
+    """One Parquet file a chunk wrote; `path` is relative to the snapshot directory."""
+
+    table: str
+    path: str
+    rows: int
+    bytes: int
+    sha256: str
+
+
+class ChunkPart(_Record):
+    """A finished chunk: every file listed here is complete. `not_found` are requested ids that
+    are not LEARNER users; `failures` the learners that could not be exported."""
+
+    index: int
+    learner_ids: list[int]
+    files: list[FileEntry]
+    parquet: list[ParquetPartEntry] = []
+    not_found: list[int] = []
+    failures: list[Failure] = []
+    seconds: float
+
+
+class Counts(_Record):
+    learners_requested: int
+    learners_exported: int
+    files: int
+    bytes: int
+    truncated: int
+    not_found: int
+    failed: int
+    problems: int
+
+
+class ParquetTable(_Record):
+    rows: int
+    parts: list[ParquetPartEntry]
+
+
+class Manifest(_Record):
+    """The snapshot's table of contents, written last. Files are ordered by learner id."""
+
+    format: str = FORMAT
+    run_id: str
+    export_date: str
+    started_at: str
+    finished_at: str
+    duration_seconds: float
+    parameters: RunParameters
+    counts: Counts
+    files: list[FileEntry]
+    parquet: dict[str, ParquetTable]
+    not_found: list[int]
+    failures: list[Failure]
+    chunks: int
+
+
+def part_path(index: int) -> str:
+    """The part record of chunk `index`, relative to the run directory."""
+    return posixpath.join(PARTS_DIR, f"chunk-{index:05d}.json")
+
+
+def parquet_part_path(table: str, index: int) -> str:
+    """Chunk `index`'s Parquet file of `table`, relative to the run directory."""
+    return posixpath.join(PARQUET_DIR, table, f"part-{index:05d}.parquet")
+
+
+def chunked(ids: list[int], size: int) -> list[list[int]]:
+    """`ids` ascending and without repeats, cut into consecutive chunks of at most `size`."""
+    ordered = sorted(set(ids))
+    return [ordered[start : start + size] for start in range(0, len(ordered), size)]
+
+
+def build_manifest(
+    plan: RunPlan, parts: list[ChunkPart], *, finished_at: str, seconds: float
+) -> Manifest:
+    """The manifest of a run whose chunks are all finished (`parts` holds one per chunk)."""
+    ordered = sorted(parts, key=lambda p: p.index)
+    files = sorted((f for p in ordered for f in p.files), key=lambda f: f.learner_id)
+    failures = sorted((f for p in ordered for f in p.failures), key=lambda f: f.learner_id)
+    not_found = sorted(i for p in ordered for i in p.not_found)
+    tables: dict[str, list[ParquetPartEntry]] = {}
+    for part in ordered:
+        for entry in part.parquet:
+            tables.setdefault(entry.table, []).append(entry)
+    return Manifest(
+        run_id=plan.run_id,
+        export_date=plan.export_date,
+        started_at=plan.started_at,
+        finished_at=finished_at,
+        duration_seconds=round(seconds, 3),
+        parameters=plan.parameters,
+        counts=Counts(
+            learners_requested=sum(len(c) for c in plan.chunks),
+            learners_exported=len(files),
+            files=len(files),
+            bytes=sum(f.bytes for f in files),
+            truncated=sum(f.truncated for f in files),
+            not_found=len(not_found),
+            failed=len(failures),
+            problems=sum(len(f.problems) for f in files),
+        ),
+        files=files,
+        parquet={
+            table: ParquetTable(rows=sum(e.rows for e in entries), parts=entries)
+            for table, entries in sorted(tables.items())
+        },
+        not_found=not_found,
+        failures=failures,
+        chunks=len(ordered),
+    )
+
+
+def to_json(record: BaseModel) -> bytes:
+    """A record as indented JSON text (it is read by people too)."""
+    return record.model_dump_json(indent=2).encode() + b"\n"

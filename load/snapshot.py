@@ -1,0 +1,266 @@
+"""Snapshot directories under a destination: any fsspec URL, local disk by default.
+
+Layout, for a destination `<dest>` and a run id `<run>`:
+
+    <dest>/.incomplete/<run>/    a run being written: documents, `parquet/`, `parts/`, `plan.json`
+    <dest>/<run>/                a finished snapshot; complete exactly when it holds manifest.json
+    <dest>/.deleted/<run>.json   a record of each snapshot removed by retention
+
+A reader never sees a half-written run: everything is written under `.incomplete/` and published
+at the end. On a local disk publishing is one directory rename (manifest.json included, written
+last); on an object store, which has no rename, every object is moved and manifest.json is moved
+last, so a snapshot prefix without manifest.json is not (yet) a snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import posixpath
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from load.errors import LoadError, TerminalLoadError, TransientLoadError
+from load.files import fsync_directory, write_atomic
+
+MANIFEST_NAME = "manifest.json"
+INCOMPLETE_DIR = ".incomplete"
+DELETED_DIR = ".deleted"
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
+_TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.EBUSY})
+
+
+def check_run_id(run_id: str) -> str:
+    """`run_id` if it is one safe path component (letters, digits, `.`, `_`, `-`; not hidden)."""
+    if not _RUN_ID.fullmatch(run_id):
+        raise TerminalLoadError(
+            f"run id {run_id!r} is not allowed: use up to 80 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return run_id
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """A file that exists, complete, at `path` (a path of the destination's file system)."""
+
+    path: str
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where snapshots go: a file system and a root path in it. `name` is printable (no options
+    or credentials, only the protocol and path)."""
+
+    fs: fsspec.AbstractFileSystem
+    root: str
+
+    @property
+    def name(self) -> str:
+        return _printable(self.fs, self.root)
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, LocalFileSystem)
+
+    def incomplete_dir(self, run_id: str) -> str:
+        return posixpath.join(self.root, INCOMPLETE_DIR, check_run_id(run_id))
+
+    def snapshot_dir(self, run_id: str) -> str:
+        return posixpath.join(self.root, check_run_id(run_id))
+
+
+def open_destination(url: str) -> Destination:
+    """The destination behind `url`: a local path or any fsspec URL (`s3://bucket/prefix`,
+    `memory://archive`). Nothing is created until something is written."""
+    try:
+        fs, root = fsspec.core.url_to_fs(url)
+    except ImportError as exc:
+        # A missing backend: the message names the package to install, not the URL.
+        raise TerminalLoadError(f"cannot open the destination: {exc}") from None
+    except ValueError:
+        # The message may quote the URL, and a URL may carry credentials.
+        raise TerminalLoadError(
+            "cannot open the destination: unknown protocol or malformed URL"
+        ) from None
+    return Destination(fs=fs, root=str(root).rstrip("/") or "/")
+
+
+def open_snapshot(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The file system and directory of one snapshot given by path or URL."""
+    destination = open_destination(url)
+    return destination.fs, destination.root
+
+
+def _printable(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return path if protocol in {"file", "local"} else f"{protocol}://{path.lstrip('/')}"
+
+
+@contextmanager
+def translated(fs: fsspec.AbstractFileSystem, path: str, action: str) -> Iterator[None]:
+    """Turn OS and file-system errors into LoadErrors naming `action` and the path."""
+    try:
+        yield
+    except LoadError:
+        raise
+    except (TimeoutError, ConnectionError) as exc:
+        where = _printable(fs, path)
+        raise TransientLoadError(
+            f"{action} {where} failed ({type(exc).__name__}); it may be retried"
+        ) from None
+    except OSError as exc:
+        where = _printable(fs, path)
+        reason = exc.strerror or type(exc).__name__
+        if exc.errno in _TRANSIENT_ERRNOS:
+            raise TransientLoadError(
+                f"{action} {where} failed ({reason}); it may be retried"
+            ) from None
+        raise TerminalLoadError(f"{action} {where} failed ({reason})") from None
+
+
+def write_file(
+    fs: fsspec.AbstractFileSystem, path: str, data: bytes, *, sync_directory: bool = True
+) -> StoredFile:
+    """Write `data` at `path` so that the file is either absent or complete, replacing any file
+    of that name; returns its size and sha256.
+
+    Local disk: a temporary name in the same directory, fsync, rename (`load.files.write_atomic`);
+    with `sync_directory=False` the caller flushes the directory later (`sync_directory`).
+    Object stores: one PUT, which stores the whole object or nothing.
+    """
+    if isinstance(fs, LocalFileSystem):
+        directory, name = Path(posixpath.dirname(path)), posixpath.basename(path)
+        written = write_atomic(directory, name, data, sync_directory=sync_directory)
+        return StoredFile(path=path, bytes=written.size, sha256=written.sha256)
+    with translated(fs, path, "writing"):
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        fs.pipe_file(path, data)
+    return StoredFile(path=path, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+
+def sync_directory(fs: fsspec.AbstractFileSystem, directory: str) -> None:
+    """Make the files written into `directory` with `sync_directory=False` durable (local disk;
+    object stores need nothing)."""
+    if isinstance(fs, LocalFileSystem):
+        with translated(fs, directory, "flushing"):
+            fsync_directory(Path(directory))
+
+
+def read_file(fs: fsspec.AbstractFileSystem, path: str) -> bytes | None:
+    """The bytes at `path`, or None when there is no such file."""
+    with translated(fs, path, "reading"):
+        try:
+            data: bytes = fs.cat_file(path)
+        except FileNotFoundError:
+            return None
+    return data
+
+
+def list_files(fs: fsspec.AbstractFileSystem, directory: str) -> list[str]:
+    """Every file below `directory`, as paths relative to it, sorted; [] when it is absent."""
+    with translated(fs, directory, "listing"):
+        if not fs.isdir(directory):
+            return []
+        found = fs.find(directory)
+    prefix = directory.rstrip("/") + "/"
+    return sorted(str(p).removeprefix(prefix) for p in found if str(p).startswith(prefix))
+
+
+def remove_files(fs: fsspec.AbstractFileSystem, directory: str, relative: list[str]) -> None:
+    """Remove these files (paths relative to `directory`)."""
+    for name in relative:
+        path = posixpath.join(directory, name)
+        with translated(fs, path, "removing"):
+            fs.rm_file(path)
+
+
+def remove_empty_dirs(fs: fsspec.AbstractFileSystem, directory: str) -> None:
+    """Remove the empty directories below `directory` (object stores have none)."""
+    with translated(fs, directory, "removing"):
+        if not fs.isdir(directory):
+            return
+        found = fs.find(directory, withdirs=True, detail=True)
+        dirs = [str(p) for p, info in found.items() if info["type"] == "directory"]
+        for path in sorted(dirs, key=len, reverse=True):
+            if path.rstrip("/") != directory.rstrip("/") and not fs.ls(path):
+                fs.rmdir(path)
+
+
+def publish(destination: Destination, run_id: str) -> str:
+    """Move the run's complete `.incomplete/<run>/` (which already holds manifest.json) to
+    `<dest>/<run>/`, manifest.json arriving last; returns the snapshot directory.
+
+    Safe to repeat after an interruption: objects already moved are not moved again.
+    """
+    source = destination.incomplete_dir(run_id)
+    target = destination.snapshot_dir(run_id)
+    fs = destination.fs
+    if destination.is_local:
+        with translated(fs, target, "publishing"):
+            if not Path(target).exists():
+                Path(source).rename(target)  # one atomic step: the snapshot appears whole
+                fsync_directory(Path(target).parent)
+        remove_incomplete_root(destination)
+        return target
+    names = list_files(fs, source)
+    ordered = [n for n in names if n != MANIFEST_NAME] + [n for n in names if n == MANIFEST_NAME]
+    for name in ordered:
+        with translated(fs, posixpath.join(target, name), "publishing"):
+            fs.mv(posixpath.join(source, name), posixpath.join(target, name))
+    with translated(fs, source, "removing"):
+        if fs.exists(source):
+            fs.rm(source, recursive=True)
+    return target
+
+
+def remove_incomplete_root(destination: Destination) -> None:
+    """Remove `<dest>/.incomplete/` once no unfinished run is left in it (local disk; object
+    stores have no empty directories)."""
+    if destination.is_local:
+        with contextlib.suppress(OSError):  # not empty: another run is unfinished
+            Path(destination.root, INCOMPLETE_DIR).rmdir()
+
+
+def published_runs(destination: Destination) -> list[str]:
+    """Run ids of the finished snapshots under the destination (those holding manifest.json)."""
+    fs = destination.fs
+    with translated(fs, destination.root, "listing"):
+        if not fs.isdir(destination.root):
+            return []
+        entries = fs.ls(destination.root, detail=True)
+    runs = []
+    for entry in entries:
+        name = posixpath.basename(str(entry["name"]).rstrip("/"))
+        if entry["type"] != "directory" or not _RUN_ID.fullmatch(name):
+            continue
+        with translated(fs, destination.root, "listing"):
+            if fs.exists(posixpath.join(destination.snapshot_dir(name), MANIFEST_NAME)):
+                runs.append(name)
+    return sorted(runs)
+
+
+def delete_snapshot(destination: Destination, run_id: str, record: bytes) -> None:
+    """Remove a finished snapshot, first writing `record` to `.deleted/<run>.json`.
+
+    manifest.json goes first, so an interrupted deletion leaves no directory that looks complete.
+    """
+    fs = destination.fs
+    directory = destination.snapshot_dir(run_id)
+    write_file(fs, posixpath.join(destination.root, DELETED_DIR, f"{run_id}.json"), record)
+    with translated(fs, directory, "deleting"):
+        manifest = posixpath.join(directory, MANIFEST_NAME)
+        if fs.exists(manifest):
+            fs.rm_file(manifest)
+        if fs.exists(directory):
+            fs.rm(directory, recursive=True)

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from flows.chunk import ChunkJob, archive_chunk, export_one
+from load.manifest import ChunkPart, part_path
+from tests.conftest import DemoSource
+from transform.schema import schema_errors
+
+EXPORT_DATE = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
+
+
+def _job(source: DemoSource, dest: Path, **changes: object) -> ChunkJob:
+    values: dict[str, object] = {
+        "destination_url": str(dest),
+        "run_id": "r1",
+        "source_url": source.url,
+        "export_date": EXPORT_DATE,
+        "exported_by": 1,
+        "compress": None,
+        "encryption_key": None,
+        "parquet": False,
+        "pseudonym_key": None,
+    }
+    values.update(changes)
+    return ChunkJob(**values)  # type: ignore[arg-type]
+
+
+def test_a_chunk_writes_one_valid_document_per_learner_then_its_part(
+    demo_source: DemoSource, tmp_path: Path
+) -> None:
+    ids = demo_source.rows.learner_ids
+    part = archive_chunk(_job(demo_source, tmp_path), 0, ids)
+    run_dir = tmp_path / ".incomplete" / "r1"
+    assert sorted(f.learner_id for f in part.files) == sorted(ids)
+    for entry in part.files:
+        data = (run_dir / entry.path).read_bytes()
+        assert entry.path == f"learner-data-{entry.learner_id}-2024-01-15.json"
+        assert (entry.bytes, entry.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+        document = orjson.loads(data)
+        assert schema_errors(document) == []
+        assert document["learner"]["id"] == entry.learner_id
+        assert len(document["lessons"]) == entry.lessons_exported
+    recorded = ChunkPart.model_validate_json((run_dir / part_path(0)).read_bytes())
+    assert recorded == part
+    assert part.failures == [] and part.not_found == []
+
+
+def test_truncation_and_malformed_values_are_recorded(
+    demo_source: DemoSource, tmp_path: Path
+) -> None:
+    big = demo_source.rows.learner_ids[1]  # SPECIAL_LEARNERS["big"]
+    part = archive_chunk(_job(demo_source, tmp_path), 0, demo_source.rows.learner_ids)
+    entries = {f.learner_id: f for f in part.files}
+    assert entries[big].truncated
+    assert (entries[big].lessons_exported, entries[big].lessons_total) == (1000, 1050)
+    assert sum(f.truncated for f in part.files) == 1
+    if demo_source.kind == "sqlite":  # PostgreSQL's json type cannot hold the malformed text
+        assert [(p.table, p.column) for p in entries[3].problems] == [("lessons", "spec")]
+
+
+def test_ids_that_are_not_learners_are_reported(demo_source: DemoSource, tmp_path: Path) -> None:
+    part = archive_chunk(_job(demo_source, tmp_path), 4, [1, 2, 3, 999_999])
+    assert [f.learner_id for f in part.files] == [3]
+    assert part.not_found == [1, 2, 999_999]
+
+
+def test_the_chunk_and_the_one_learner_export_write_the_same_bytes(
+    demo_source: DemoSource, tmp_path: Path
+) -> None:
+    part = archive_chunk(_job(demo_source, tmp_path / "a"), 0, [3, 4])
+    single = export_one(_job(demo_source, tmp_path / "b"), 4)
+    assert single.sha256 == next(f.sha256 for f in part.files if f.learner_id == 4)
+    assert (tmp_path / "b" / single.path).is_file()
+
+
+def test_an_unreachable_source_fails_every_learner_of_the_chunk(tmp_path: Path) -> None:
+    source = DemoSource("sqlite", f"sqlite:///{tmp_path}/missing.db", "", None)  # type: ignore[arg-type]
+    part = archive_chunk(_job(source, tmp_path), 2, [3, 4])
+    assert [(f.learner_id, f.chunk) for f in part.failures] == [(3, 2), (4, 2)]
+    assert "does not exist" in part.failures[0].error
+
+
+@pytest.mark.parametrize("compress", ["gzip", "zstd"])
+def test_compressed_documents_decode_to_the_plain_bytes(
+    sqlite_demo: DemoSource, tmp_path: Path, compress: str
+) -> None:
+    from load.codec import decode_stored
+
+    plain = archive_chunk(_job(sqlite_demo, tmp_path / "p"), 0, [3]).files[0]
+    packed = archive_chunk(_job(sqlite_demo, tmp_path / "c", compress=compress), 0, [3]).files[0]
+    stored = (tmp_path / "c" / ".incomplete" / "r1" / packed.path).read_bytes()
+    assert hashlib.sha256(decode_stored(packed.path, stored)).hexdigest() == plain.sha256

@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from flows import run
+from flows.errors import RunFailed, RunMismatch
+from load.manifest import ChunkPart, Failure, FileEntry, RunParameters, part_path, to_json
+from load.snapshot import MANIFEST_NAME, Destination, open_destination, write_file
+
+NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
+PARAMETERS = RunParameters(
+    learners="all", chunk_size=2, compress=None, encrypt=False, exported_by=None, parquet=False
+)
+
+
+def _destination(tmp_path: Path) -> Destination:
+    return open_destination(str(tmp_path / "dest"))
+
+
+def _part(index: int, ids: list[int], failed: list[int] = ()) -> ChunkPart:  # type: ignore[assignment]
+    return ChunkPart(
+        index=index,
+        learner_ids=ids,
+        files=[
+            FileEntry(
+                path=f"doc-{i}.json",
+                learner_id=i,
+                bytes=2,
+                sha256="0" * 64,
+                lessons_exported=0,
+                lessons_total=0,
+                truncated=False,
+            )
+            for i in ids
+            if i not in failed
+        ],
+        failures=[Failure(learner_id=i, chunk=index, error="boom") for i in failed],
+        seconds=0,
+    )
+
+
+def test_a_plan_is_made_once_and_kept(tmp_path: Path) -> None:
+    destination = _destination(tmp_path)
+    plan = run.open_plan(destination, "r", PARAMETERS, now=NOW, learner_ids=lambda: [5, 3, 4])
+    assert plan.chunks == [[3, 4], [5]]
+    assert plan.export_date == "2024-01-15T12:00:00.000Z"
+    later = run.open_plan(
+        destination, "r", PARAMETERS, now=NOW + timedelta(days=1), learner_ids=lambda: [3, 4, 5, 6]
+    )
+    assert later == plan  # learners added meanwhile and the new date do not change the run
+
+
+def test_resuming_with_other_options_is_refused(tmp_path: Path) -> None:
+    destination = _destination(tmp_path)
+    run.open_plan(destination, "r", PARAMETERS, now=NOW, learner_ids=lambda: [3])
+    changed = PARAMETERS.model_copy(update={"compress": "gzip"})
+    with pytest.raises(RunMismatch, match="compress"):
+        run.open_plan(destination, "r", changed, now=NOW, learner_ids=lambda: [3])
+
+
+def test_finished_chunks_are_skipped_and_failed_ones_redone(tmp_path: Path) -> None:
+    destination = _destination(tmp_path)
+    plan = run.open_plan(destination, "r", PARAMETERS, now=NOW, learner_ids=lambda: [1, 2, 3, 4, 5])
+    run_dir = destination.incomplete_dir("r")
+    write_file(destination.fs, f"{run_dir}/{part_path(0)}", to_json(_part(0, [1, 2])))
+    write_file(destination.fs, f"{run_dir}/{part_path(1)}", to_json(_part(1, [3, 4], [4])))
+    parts = run.finished_parts(destination, plan)
+    assert sorted(parts) == [0, 1]
+    assert run.pending_chunks(plan, parts) == [1, 2]
+
+
+def test_complete_run_removes_leftovers_and_publishes(tmp_path: Path) -> None:
+    destination = _destination(tmp_path)
+    plan = run.open_plan(destination, "r", PARAMETERS, now=NOW, learner_ids=lambda: [1, 2])
+    run_dir = Path(destination.incomplete_dir("r"))
+    for name in ("doc-1.json", "doc-2.json", ".doc-2.json.1a2b.tmp"):
+        (run_dir / name).write_text("{}")
+    manifest = run.complete_run(
+        destination,
+        plan,
+        {0: _part(0, [1, 2])},
+        chunk_errors={},
+        tolerate_failures=False,
+        now=NOW,
+        seconds=1.0,
+    )
+    snapshot = tmp_path / "dest" / "r"
+    assert sorted(p.name for p in snapshot.rglob("*")) == [
+        "doc-1.json",
+        "doc-2.json",
+        MANIFEST_NAME,
+    ]
+    assert not (tmp_path / "dest" / ".incomplete").exists()
+    assert run.published_manifest(destination, "r") == manifest
+
+
+def test_failures_stop_publication_unless_tolerated(tmp_path: Path) -> None:
+    destination = _destination(tmp_path)
+    plan = run.open_plan(destination, "r", PARAMETERS, now=NOW, learner_ids=lambda: [1, 2, 3])
+    parts = {0: _part(0, [1, 2], failed=[2])}
+    with pytest.raises(RunFailed, match=r"2 learner\(s\).*ids 2, 3"):
+        run.complete_run(
+            destination,
+            plan,
+            parts,
+            chunk_errors={1: "x"},
+            tolerate_failures=False,
+            now=NOW,
+            seconds=0,
+        )
+    assert run.published_manifest(destination, "r") is None
+    manifest = run.complete_run(
+        destination, plan, parts, chunk_errors={1: "x"}, tolerate_failures=True, now=NOW, seconds=0
+    )
+    assert [f.learner_id for f in manifest.failures] == [2, 3]
+    assert manifest.counts.files == 1
+
+
+def test_retention_keeps_the_newest_and_records_deletions(tmp_path: Path) -> None:
+    destination = _destination(tmp_path)
+    for day, run_id in enumerate(["b-oldest", "a-middle", "c-newest"]):
+        finished = (NOW + timedelta(days=day)).isoformat()
+        write_file(
+            destination.fs,
+            f"{destination.snapshot_dir(run_id)}/{MANIFEST_NAME}",
+            f'{{"run_id": "{run_id}", "finished_at": "{finished}"}}'.encode(),
+        )
+    deleted = run.apply_retention(destination, 2, current="c-newest", now=NOW)
+    assert deleted == ["b-oldest"]
+    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == [
+        ".deleted",
+        "a-middle",
+        "c-newest",
+    ]
+    assert (tmp_path / "dest" / ".deleted" / "b-oldest.json").is_file()
+    assert run.apply_retention(destination, 1, current="a-middle", now=NOW) == []

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+
+import pytest
+
+from load.errors import TerminalLoadError
+from load.snapshot import (
+    MANIFEST_NAME,
+    Destination,
+    check_run_id,
+    delete_snapshot,
+    list_files,
+    open_destination,
+    publish,
+    published_runs,
+    read_file,
+    remove_empty_dirs,
+    write_file,
+)
+
+
+@pytest.fixture(params=["local", "memory"])
+def destination(request: pytest.FixtureRequest, tmp_path: Path) -> Destination:
+    if request.param == "local":
+        return open_destination(str(tmp_path / "dest"))
+    return open_destination(f"memory://test-{uuid.uuid4().hex}")
+
+
+def test_write_file_reports_size_and_hash(destination: Destination) -> None:
+    path = f"{destination.root}/a/b.json"
+    stored = write_file(destination.fs, path, b"{}")
+    assert (stored.bytes, stored.sha256) == (2, hashlib.sha256(b"{}").hexdigest())
+    assert read_file(destination.fs, path) == b"{}"
+    assert read_file(destination.fs, f"{destination.root}/a/missing.json") is None
+
+
+def test_publish_moves_the_run_with_its_manifest(destination: Destination) -> None:
+    run_dir = destination.incomplete_dir("r1")
+    for name in ("doc.json", "parquet/t/part-00000.parquet", MANIFEST_NAME):
+        write_file(destination.fs, f"{run_dir}/{name}", name.encode())
+    assert published_runs(destination) == []
+    target = publish(destination, "r1")
+    assert list_files(destination.fs, target) == sorted(
+        ["doc.json", "parquet/t/part-00000.parquet", MANIFEST_NAME]
+    )
+    assert list_files(destination.fs, run_dir) == []
+    assert published_runs(destination) == ["r1"]
+    assert publish(destination, "r1") == target  # repeating it is harmless
+
+
+def test_a_directory_without_manifest_is_not_a_snapshot(destination: Destination) -> None:
+    write_file(destination.fs, f"{destination.snapshot_dir('half')}/doc.json", b"{}")
+    write_file(destination.fs, f"{destination.snapshot_dir('whole')}/{MANIFEST_NAME}", b"{}")
+    assert published_runs(destination) == ["whole"]
+
+
+def test_delete_snapshot_records_the_deletion(destination: Destination) -> None:
+    write_file(destination.fs, f"{destination.snapshot_dir('old')}/{MANIFEST_NAME}", b"{}")
+    delete_snapshot(destination, "old", b'{"run_id": "old"}')
+    assert published_runs(destination) == []
+    assert (
+        read_file(destination.fs, f"{destination.root}/.deleted/old.json") == b'{"run_id": "old"}'
+    )
+
+
+def test_remove_empty_dirs_keeps_files(tmp_path: Path) -> None:
+    destination = open_destination(str(tmp_path))
+    write_file(destination.fs, f"{destination.root}/keep/x.json", b"1")
+    (tmp_path / "empty" / "deeper").mkdir(parents=True)
+    remove_empty_dirs(destination.fs, destination.root)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]
+
+
+@pytest.mark.parametrize("run_id", ["", ".incomplete", "../x", "a/b", "x" * 81, "a b"])
+def test_unsafe_run_ids_are_refused(run_id: str) -> None:
+    with pytest.raises(TerminalLoadError, match="run id"):
+        check_run_id(run_id)
+
+
+def test_writing_where_a_file_blocks_the_directory_is_a_load_error(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("x")
+    destination = open_destination(str(tmp_path / "blocker"))
+    with pytest.raises(TerminalLoadError, match="blocker"):
+        write_file(destination.fs, f"{destination.root}/doc.json", b"{}")
+
+
+@pytest.mark.parametrize("url", ["nosuchproto://user:hunter2@host/x", "s3://key:hunter2@bucket/x"])
+def test_a_destination_that_cannot_open_is_reported_without_the_url(url: str) -> None:
+    with pytest.raises(TerminalLoadError, match="cannot open the destination") as caught:
+        open_destination(url)
+    assert "hunter2" not in str(caught.value)
