@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, task
@@ -160,6 +161,9 @@ def archive_learners(
         )
         status: Literal["complete", "already-complete"] = "complete"
         chunks_run = len(pending)
+        if options.audit_log:
+            lines = run.audit_run(Path(options.audit_log), manifest, job.exported_by)
+            logger.info("run %s: %d lines appended to the audit log", job.run_id, lines)
     else:
         logger.info("run %s is already complete: nothing to do", job.run_id)
         status, chunks_run = "already-complete", 0

@@ -37,6 +37,11 @@ class ArchiveOptions(BaseModel):
     keep: int | None = Field(
         default=None, gt=0, description="Keep only this many newest snapshots (retention)."
     )
+    audit_log: str | None = Field(
+        default=None,
+        description="Local JSON-lines audit log that gets one line per learner of a finished run "
+        "(the file the HTTP endpoint appends to); none: no audit lines.",
+    )
 
     @field_validator("dest")
     @classmethod

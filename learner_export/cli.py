@@ -114,6 +114,7 @@ def _run_demo_db(args: argparse.Namespace, settings: Settings) -> None:
 def _run_export(args: argparse.Namespace, settings: Settings) -> None:
     from extract.engine import create_source_engine, snapshot
     from extract.reader import read_learner
+    from load.audit import AuditRecord, append_audit
     from load.files import write_atomic
     from load.names import document_filename
     from transform.document import LESSON_CAP, build_document, problem_lines
@@ -130,6 +131,21 @@ def _run_export(args: argparse.Namespace, settings: Settings) -> None:
     built = build_document(rows, export_date=export_date, exported_by=exported_by)
     written = write_atomic(
         args.out, document_filename(args.learner_id, export_date), encode_document(built.document)
+    )
+    append_audit(
+        settings.audit_log_path,
+        AuditRecord(
+            at=export_date,
+            via="cli",
+            user_id=exported_by,
+            learner_id=args.learner_id,
+            status=200,
+            sha256=written.sha256,
+            size=written.size,
+            complete=True,
+            lessons_exported=built.lessons_exported,
+            lessons_total=built.lessons_total,
+        ),
     )
     for line in problem_lines([built]):
         print(f"{PROG}: warning: {line}", file=sys.stderr)

@@ -160,6 +160,7 @@ def _options(args: argparse.Namespace, settings: Settings) -> ArchiveOptions:
         parquet=args.parquet,
         tolerate_failures=args.tolerate_failures,
         keep=args.keep,
+        audit_log=str(settings.audit_log_path),
     )
 
 

@@ -50,6 +50,29 @@ def test_every_learner_gets_exactly_one_valid_document_and_the_manifest_verifies
     assert (report.documents, report.problems) == (len(learners), [])
 
 
+def test_a_finished_run_appends_one_audit_line_per_learner(
+    sqlite_demo: DemoSource, tmp_path: Path
+) -> None:
+    audit = tmp_path / "audit.jsonl"
+    run_archive(sqlite_demo, tmp_path / "dest", run_id="a1", chunk_size=5, exported_by=2,
+                audit_log=str(audit))  # fmt: skip
+    manifest = Manifest.model_validate_json((tmp_path / "dest/a1/manifest.json").read_bytes())
+    lines = [orjson.loads(line) for line in audit.read_bytes().splitlines()]
+    by_learner = {line["learnerId"]: line for line in lines}
+    assert len(lines) == len(by_learner) == len(sqlite_demo.rows.learner_ids)
+    for entry in manifest.files:
+        line = by_learner[entry.learner_id]
+        assert (line["via"], line["userId"], line["status"]) == ("archive", 2, 200)
+        assert (line["sha256"], line["bytes"]) == (entry.sha256, entry.bytes)
+        assert line["truncated"] is entry.truncated
+    names = [u["name"].encode() for u in sqlite_demo.rows.users]
+    assert not any(name in audit.read_bytes() for name in names)
+    again = run_archive(sqlite_demo, tmp_path / "dest", run_id="a1", chunk_size=5,
+                        exported_by=2, audit_log=str(audit))  # fmt: skip
+    assert again.status == "already-complete"
+    assert len(audit.read_bytes().splitlines()) == len(lines)  # nothing was exported again
+
+
 def test_running_again_after_a_finished_run_changes_nothing(
     sqlite_demo: DemoSource, tmp_path: Path
 ) -> None:

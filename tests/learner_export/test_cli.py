@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -19,6 +20,11 @@ def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedP
         [sys.executable, "-m", "learner_export.cli", *args],
         capture_output=True, text=True, env=env, cwd=cwd, timeout=120, check=False,
     )  # fmt: skip
+
+
+def env_dir(env: dict[str, str]) -> Path:
+    """The data directory (audit log, demo database) of the command's environment."""
+    return Path(env["LEARNER_EXPORT_DATA_DIR"])
 
 
 @pytest.fixture
@@ -41,6 +47,13 @@ def test_export_writes_the_contract_file_and_prints_its_path(
     document = orjson.loads(path.read_bytes())
     assert schema_errors(document) == []
     assert document["learner"]["id"] == 3 and document["exportedBy"] == 2
+    audit = [
+        orjson.loads(line) for line in (env_dir(env) / "audit.jsonl").read_bytes().splitlines()
+    ]
+    assert [(a["via"], a["userId"], a["learnerId"], a["status"]) for a in audit] == [
+        ("cli", 2, 3, 200)
+    ]
+    assert audit[0]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     if demo_source.kind == "sqlite":  # the one malformed spec is reported, by row only
         assert "lessons.spec of row" in result.stderr and "malformed JSON" in result.stderr
 
