@@ -32,7 +32,7 @@ from load.manifest import (
 )
 from load.manifest import to_json as record_json
 from load.names import document_filename
-from load.snapshot import Destination, open_destination, sync_directory, write_file
+from load.snapshot import Destination, FileBatch, open_destination, write_file
 from transform.document import LESSON_CAP, build_document
 from transform.encoding import encode_document
 
@@ -81,13 +81,19 @@ def archive_chunk(job: ChunkJob, index: int, learner_ids: list[int]) -> ChunkPar
     fernet = fernet_from_key(job.encryption_key) if job.encryption_key else None
     files: list[FileEntry] = []
     failures = []
-    for learner_id in sorted(rows):
-        try:
-            files.append(_store_document(job, destination, run_dir, rows[learner_id], fernet))
-        except TransientLoadError:
-            raise
-        except Exception as exc:
-            failures.append(Failure(learner_id=learner_id, chunk=index, error=_reason(exc)))
+    # The chunk's documents are made durable together, before its part record says they exist.
+    batch = FileBatch(destination.fs, run_dir)
+    try:
+        for learner_id in sorted(rows):
+            try:
+                files.append(_store_document(job, batch, rows[learner_id], fernet))
+            except TransientLoadError:
+                raise
+            except Exception as exc:
+                failures.append(Failure(learner_id=learner_id, chunk=index, error=_reason(exc)))
+        batch.commit()
+    finally:
+        batch.abort()
     parquet = (
         write_analyst_tables(job, destination, run_dir, index, rows) if job.parquet and rows else []
     )
@@ -114,8 +120,12 @@ def export_one(job: ChunkJob, learner_id: int) -> FileEntry:
     finally:
         engine.dispose()
     fernet = fernet_from_key(job.encryption_key) if job.encryption_key else None
-    entry = _store_document(job, destination, destination.root, rows, fernet)
-    sync_directory(destination.fs, destination.root)
+    batch = FileBatch(destination.fs, destination.root)
+    try:
+        entry = _store_document(job, batch, rows, fernet)
+        batch.commit()
+    finally:
+        batch.abort()
     return entry
 
 
@@ -131,19 +141,14 @@ def _extract(job: ChunkJob, learner_ids: list[int]) -> dict[int, LearnerRows]:
 
 
 def _store_document(
-    job: ChunkJob,
-    destination: Destination,
-    directory: str,
-    rows: LearnerRows,
-    fernet: Fernet | None,
+    job: ChunkJob, batch: FileBatch, rows: LearnerRows, fernet: Fernet | None
 ) -> FileEntry:
-    """Build, encode and store one document in `directory`; `path` is its bare name."""
+    """Build, encode and store one document in the batch's directory; `path` is its bare name."""
     built = build_document(rows, export_date=job.export_date, exported_by=job.exported_by)
     data = encode_stored(encode_document(built.document), job.compress, fernet)
     suffix = stored_suffix(job.compress, encrypted=fernet is not None)
     name = document_filename(rows.learner_id, job.export_date, suffix=suffix)
-    # The directory is flushed once per chunk, before its part record (`_finish`).
-    stored = write_file(destination.fs, posixpath.join(directory, name), data, sync_directory=False)
+    stored = batch.write(name, data)
     return FileEntry(
         path=name,
         learner_id=rows.learner_id,
@@ -198,8 +203,6 @@ def write_analyst_tables(
 def _finish(destination: Destination, run_dir: str, part: ChunkPart, started: float) -> ChunkPart:
     """Record the chunk as finished: its part is written only after all of its files."""
     part = part.model_copy(update={"seconds": round(time.perf_counter() - started, 3)})
-    if part.files:  # the documents' renames are durable before the part says they are done
-        sync_directory(destination.fs, run_dir)
     write_file(destination.fs, posixpath.join(run_dir, part_path(part.index)), record_json(part))
     return part
 

@@ -28,7 +28,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from load.errors import LoadError, TerminalLoadError, TransientLoadError
-from load.files import fsync_directory, write_atomic
+from load.files import AtomicBatch, fsync_directory, write_atomic
 
 MANIFEST_NAME = "manifest.json"
 INCOMPLETE_DIR = ".incomplete"
@@ -129,19 +129,16 @@ def translated(fs: fsspec.AbstractFileSystem, path: str, action: str) -> Iterato
         raise TerminalLoadError(f"{action} {where} failed ({reason})") from None
 
 
-def write_file(
-    fs: fsspec.AbstractFileSystem, path: str, data: bytes, *, sync_directory: bool = True
-) -> StoredFile:
+def write_file(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> StoredFile:
     """Write `data` at `path` so that the file is either absent or complete, replacing any file
     of that name; returns its size and sha256.
 
-    Local disk: a temporary name in the same directory, fsync, rename (`load.files.write_atomic`);
-    with `sync_directory=False` the caller flushes the directory later (`sync_directory`).
+    Local disk: a temporary name in the same directory, fsync, rename (`load.files.write_atomic`).
     Object stores: one PUT, which stores the whole object or nothing.
     """
     if isinstance(fs, LocalFileSystem):
         directory, name = Path(posixpath.dirname(path)), posixpath.basename(path)
-        written = write_atomic(directory, name, data, sync_directory=sync_directory)
+        written = write_atomic(directory, name, data)
         return StoredFile(path=path, bytes=written.size, sha256=written.sha256)
     with translated(fs, path, "writing"):
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
@@ -149,12 +146,34 @@ def write_file(
     return StoredFile(path=path, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
 
 
-def sync_directory(fs: fsspec.AbstractFileSystem, directory: str) -> None:
-    """Make the files written into `directory` with `sync_directory=False` durable (local disk;
-    object stores need nothing)."""
-    if isinstance(fs, LocalFileSystem):
-        with translated(fs, directory, "flushing"):
-            fsync_directory(Path(directory))
+class FileBatch:
+    """Files written into one directory of a destination and made durable together.
+
+    Local disk: an `AtomicBatch` (temporary names, one flush for the batch, renames, the
+    directory flushed); nothing is visible under its name before `commit`. Object stores: each
+    `write` is one PUT, complete or absent on its own, and `commit` has nothing left to do.
+    """
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, directory: str) -> None:
+        self.fs = fs
+        self.directory = directory
+        self._local = AtomicBatch(Path(directory)) if isinstance(fs, LocalFileSystem) else None
+
+    def write(self, name: str, data: bytes) -> StoredFile:
+        path = posixpath.join(self.directory, name)
+        if self._local is None:
+            return write_file(self.fs, path, data)
+        written = self._local.add(name, data)
+        return StoredFile(path=path, bytes=written.size, sha256=written.sha256)
+
+    def commit(self) -> None:
+        if self._local is not None:
+            self._local.commit()
+
+    def abort(self) -> None:
+        """Remove what was written and not committed (local disk)."""
+        if self._local is not None:
+            self._local.abort()
 
 
 def read_file(fs: fsspec.AbstractFileSystem, path: str) -> bytes | None:

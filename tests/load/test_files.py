@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from load.errors import TerminalLoadError
-from load.files import write_atomic
+from load.files import AtomicBatch, write_atomic
 
 
 def test_writes_the_bytes_and_reports_size_and_sha256(tmp_path: Path) -> None:
@@ -44,3 +44,31 @@ def test_an_unwritable_destination_is_terminal(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(TerminalLoadError):
         write_atomic(blocker / "sub", "doc.json", b"{}")
+
+
+def test_a_batch_shows_nothing_under_final_names_before_commit(tmp_path: Path) -> None:
+    batch = AtomicBatch(tmp_path)
+    written = [batch.add(f"doc-{i}.json", b"x" * i) for i in range(3)]
+    assert not any((tmp_path / f"doc-{i}.json").exists() for i in range(3))
+    assert all(p.name.startswith(".doc-") and p.name.endswith(".tmp") for p in tmp_path.iterdir())
+    batch.commit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["doc-0.json", "doc-1.json", "doc-2.json"]
+    for i, file in enumerate(written):
+        assert file.path.read_bytes() == b"x" * i
+        assert file.sha256 == hashlib.sha256(b"x" * i).hexdigest()
+        assert stat.S_IMODE(file.path.stat().st_mode) == 0o600
+
+
+def test_a_batch_interrupted_by_an_error_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), AtomicBatch(tmp_path) as batch:
+        batch.add("a.json", b"{}")
+        raise RuntimeError("the chunk failed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_commit_names_the_path_and_removes_temporaries(tmp_path: Path) -> None:
+    (tmp_path / "b.json").mkdir()  # the rename of b.json cannot happen
+    with pytest.raises(TerminalLoadError, match=r"b\.json"), AtomicBatch(tmp_path) as batch:
+        batch.add("a.json", b"{}")
+        batch.add("b.json", b"{}")
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
