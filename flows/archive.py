@@ -33,6 +33,7 @@ from flows.errors import OptionUnavailable
 from flows.options import ArchiveOptions, ArchiveSecrets
 from flows.progress import chunk_progress
 from flows.summary import ArchiveResult, summary_markdown
+from load.audit import audit_manifest
 from load.codec import fernet_from_key
 from load.errors import LoadError, TransientLoadError
 from load.manifest import ChunkPart, FileEntry, Manifest, RunParameters, RunPlan
@@ -162,7 +163,7 @@ def archive_learners(
         status: Literal["complete", "already-complete"] = "complete"
         chunks_run = len(pending)
         if options.audit_log:
-            lines = run.audit_run(Path(options.audit_log), manifest, job.exported_by)
+            lines = audit_manifest(Path(options.audit_log), manifest, job.exported_by)
             logger.info("run %s: %d lines appended to the audit log", job.run_id, lines)
     else:
         logger.info("run %s is already complete: nothing to do", job.run_id)

@@ -17,14 +17,12 @@ import posixpath
 import re
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import TypeVar
 
 import orjson
 from pydantic import ValidationError
 
 from flows.errors import RunFailed, RunMismatch
-from load.audit import AuditRecord, append_audit
 from load.errors import TerminalLoadError
 from load.manifest import (
     PARTS_DIR,
@@ -230,41 +228,3 @@ def _read_record(destination: Destination, path: str, model: type[_R]) -> _R | N
             f"{destination.name}: {posixpath.basename(path)} of this run is not a valid "
             f"{model.__name__} record"
         ) from None
-
-
-ARCHIVE_CHANNEL = "archive"
-
-
-def audit_run(audit_log: Path, manifest: Manifest, exported_by: int | None) -> int:
-    """Append one audit line per learner of a just-finished run to `audit_log`: 200 with the
-    stored file's sha256 and size for each document, 500 for each learner that failed. Returns
-    the number of lines. Lines hold ids, counts and hashes only."""
-    at = datetime.fromisoformat(manifest.finished_at)
-    records = [
-        AuditRecord(
-            at=at,
-            via=ARCHIVE_CHANNEL,
-            user_id=exported_by,
-            learner_id=entry.learner_id,
-            status=200,
-            sha256=entry.sha256,
-            size=entry.bytes,
-            complete=True,
-            lessons_exported=entry.lessons_exported,
-            lessons_total=entry.lessons_total,
-        )
-        for entry in manifest.files
-    ]
-    records += [
-        AuditRecord(
-            at=at,
-            via=ARCHIVE_CHANNEL,
-            user_id=exported_by,
-            learner_id=failure.learner_id,
-            status=500,
-        )
-        for failure in manifest.failures
-    ]
-    for record in records:
-        append_audit(audit_log, record)
-    return len(records)

@@ -114,7 +114,7 @@ def _run_demo_db(args: argparse.Namespace, settings: Settings) -> None:
 def _run_export(args: argparse.Namespace, settings: Settings) -> None:
     from extract.engine import create_source_engine, snapshot
     from extract.reader import read_learner
-    from load.audit import AuditRecord, append_audit
+    from load.audit import append_audit, written_record
     from load.files import write_atomic
     from load.names import document_filename
     from transform.document import LESSON_CAP, build_document, problem_lines
@@ -134,15 +134,13 @@ def _run_export(args: argparse.Namespace, settings: Settings) -> None:
     )
     append_audit(
         settings.audit_log_path,
-        AuditRecord(
+        written_record(
             at=export_date,
             via="cli",
             user_id=exported_by,
             learner_id=args.learner_id,
-            status=200,
             sha256=written.sha256,
             size=written.size,
-            complete=True,
             lessons_exported=built.lessons_exported,
             lessons_total=built.lessons_total,
         ),

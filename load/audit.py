@@ -24,6 +24,10 @@ import orjson
 
 from load.errors import LoadError, TerminalLoadError, TransientLoadError
 from load.files import FILE_MODE
+from load.manifest import Manifest
+
+ARCHIVE_CHANNEL = "archive"
+"""`via` of the lines an archive run appends."""
 
 _TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.EBUSY})
 
@@ -71,6 +75,61 @@ class AuditRecord:
         if self.lessons_total is not None and self.lessons_exported is not None:
             line["truncated"] = self.lessons_total > self.lessons_exported
         return line
+
+
+def written_record(
+    *,
+    at: datetime,
+    via: str,
+    user_id: int | None,
+    learner_id: int,
+    sha256: str,
+    size: int,
+    lessons_exported: int,
+    lessons_total: int,
+) -> AuditRecord:
+    """The record of a document written whole to a file (status 200, complete)."""
+    return AuditRecord(
+        at=at,
+        via=via,
+        user_id=user_id,
+        learner_id=learner_id,
+        status=200,
+        sha256=sha256,
+        size=size,
+        complete=True,
+        lessons_exported=lessons_exported,
+        lessons_total=lessons_total,
+    )
+
+
+def audit_manifest(path: Path, manifest: Manifest, exported_by: int | None) -> int:
+    """Append one line per learner of a finished archive run to the log at `path`: 200 with the
+    stored file's sha256 and size for each document, 500 for each learner that failed. Returns
+    the number of lines."""
+    at = datetime.fromisoformat(manifest.finished_at)
+    records = [
+        written_record(
+            at=at,
+            via=ARCHIVE_CHANNEL,
+            user_id=exported_by,
+            learner_id=entry.learner_id,
+            sha256=entry.sha256,
+            size=entry.bytes,
+            lessons_exported=entry.lessons_exported,
+            lessons_total=entry.lessons_total,
+        )
+        for entry in manifest.files
+    ]
+    records += [
+        AuditRecord(
+            at=at, via=ARCHIVE_CHANNEL, user_id=exported_by, learner_id=f.learner_id, status=500
+        )
+        for f in manifest.failures
+    ]
+    for record in records:
+        append_audit(path, record)
+    return len(records)
 
 
 def append_audit(path: Path, record: AuditRecord) -> None:

@@ -110,3 +110,34 @@ def test_ensure_fails_where_nothing_can_be_appended(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a directory")
     with pytest.raises(TerminalLoadError, match=r"audit\.jsonl"):
         ensure_audit_log(tmp_path / "file" / "audit.jsonl")
+
+
+def test_an_archive_manifest_gives_one_line_per_learner_failures_included(tmp_path: Path) -> None:
+    from load.audit import audit_manifest
+    from load.manifest import Failure, FileEntry, Manifest
+
+    manifest = Manifest.model_construct(
+        finished_at="2024-01-15T02:00:00.123456+00:00",
+        files=[
+            FileEntry(
+                path="learner-data-3-2024-01-15.json",
+                learner_id=3,
+                bytes=10,
+                sha256="ab" * 32,
+                lessons_exported=1000,
+                lessons_total=1050,
+                truncated=True,
+            ),
+        ],
+        failures=[Failure(learner_id=4, chunk=0, error="reading the source failed (42P01)")],
+    )
+    log = tmp_path / "audit.jsonl"
+    assert audit_manifest(log, manifest, exported_by=2) == 2
+    lines = [orjson.loads(line) for line in log.read_bytes().splitlines()]
+    assert lines == [
+        {"at": "2024-01-15T02:00:00.123Z", "via": "archive", "userId": 2, "learnerId": 3,
+         "status": 200, "sha256": "ab" * 32, "bytes": 10, "complete": True,
+         "lessonsExported": 1000, "lessonsTotal": 1050, "truncated": True},
+        {"at": "2024-01-15T02:00:00.123Z", "via": "archive", "userId": 2, "learnerId": 4,
+         "status": 500},
+    ]  # fmt: skip
