@@ -43,6 +43,10 @@ def iso_timestamp(value: Any) -> str | None:
     optional zone) or epoch numbers (seconds, or milliseconds when very large). None stays None.
     Raises ValueError when the value is none of these.
     """
+    if type(value) is datetime and value.tzinfo is None:
+        # What PostgreSQL's `timestamp` columns give, so nearly every call: straight to the
+        # formatting below, past the type tests.
+        return value.isoformat(timespec="milliseconds") + "Z"
     if value is None:
         return None
     moment = _to_datetime(value)
