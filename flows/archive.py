@@ -10,7 +10,10 @@ the tasks that do I/O and fire only on transient errors; results stay in memory
 from __future__ import annotations
 
 import dataclasses
+import gc
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +33,7 @@ from extract.reader import all_learner_ids
 from flows import run
 from flows.chunk import ChunkJob, archive_chunk, export_one
 from flows.errors import OptionUnavailable
-from flows.options import ArchiveOptions, ArchiveSecrets
+from flows.options import DEFAULT_WORKERS, ArchiveOptions, ArchiveSecrets
 from flows.progress import chunk_progress
 from flows.summary import ArchiveResult, summary_markdown
 from load.audit import audit_manifest
@@ -41,7 +44,6 @@ from load.snapshot import check_run_id, open_destination, remove_incomplete_root
 
 TASK_RETRIES = 3
 TASK_RETRY_DELAYS = [2, 10, 30]
-DEFAULT_WORKERS = 4
 ARTIFACT_KEY = "learner-archive-summary"
 
 
@@ -202,7 +204,7 @@ def _run_chunks(
     }
     parts: dict[int, ChunkPart] = {}
     errors: dict[int, str] = {}
-    with chunk_progress(len(plan.chunks), already) as advance:
+    with _long_lived_objects_frozen(), chunk_progress(len(plan.chunks), already) as advance:
         for future in as_completed(list(futures)):
             index = futures[future]
             outcome = future.result(raise_on_failure=False)
@@ -217,6 +219,24 @@ def _run_chunks(
                 logger.error("chunk %d failed: %s", index, errors[index])
             advance()
     return parts, errors
+
+
+@contextmanager
+def _long_lived_objects_frozen() -> Iterator[None]:
+    """Keep the objects alive before the chunks run out of the garbage collector's full
+    collections while they run.
+
+    Those objects (Prefect's, SQLAlchemy's, pydantic's: over 100,000) live as long as the
+    process, while the chunks allocate millions of short-lived rows and document parts that
+    trigger full collections, each of which would walk every long-lived object again: several
+    percent of an archive's time, all of it holding the GIL. Unfrozen afterwards, so a long-lived
+    process (`learner-export schedule`) collects them between runs as usual.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _error_text(error: object) -> str:

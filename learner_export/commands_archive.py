@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flows.options import DEFAULT_CHUNK_SIZE, DEFAULT_WORKERS
 from learner_export.cli import PROG, UserError, _add_database_option, _positive_int
 from learner_export.settings import Settings
 
@@ -42,9 +43,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     archive.add_argument(
         "--workers",
         type=_positive_int,
-        default=4,
+        default=DEFAULT_WORKERS,
         metavar="N",
-        help="chunks exported at once, in threads (default 4; ignored with --dask-address)",
+        help=f"chunks exported at once, in threads (default {DEFAULT_WORKERS}; ignored with "
+        "--dask-address)",
     )
     _add_database_option(archive)
     archive.set_defaults(run=run_archive)
@@ -113,7 +115,7 @@ def _add_archive_options(parser: argparse.ArgumentParser) -> None:
         "--chunk-size",
         type=_positive_int,
         metavar="N",
-        help="learners per chunk task (default 100)",
+        help=f"learners per chunk task (default {DEFAULT_CHUNK_SIZE})",
     )
     parser.add_argument("--compress", choices=["gzip", "zstd"], help="compress each document")
     parser.add_argument(
@@ -144,7 +146,7 @@ def _add_archive_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace, settings: Settings) -> ArchiveOptions:
-    from flows.options import DEFAULT_CHUNK_SIZE, ArchiveOptions
+    from flows.options import ArchiveOptions
 
     dest = str(args.dest)
     if "://" not in dest:  # a local path: absolute, so workers elsewhere write the same place
