@@ -1,24 +1,27 @@
 """Runs the queries of `extract.queries` and groups the rows by learner.
 
 A chunk of learners costs four statements whatever its size (users, profiles, lessons,
-achievements) plus one count when lessons are capped, all inside the caller's snapshot.
+achievements) plus one count when lessons are capped, all inside the caller's snapshot. The
+lessons, nearly all of the bytes, are streamed: `iter_learners` hands over each learner as soon
+as its lessons have arrived, so a chunk's memory is one learner's rows, not all of them.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Generator, Iterator
 from typing import Any, cast
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Result
 
 from extract import queries
 from extract.errors import LearnerNotFound
 from extract.records import Account, LearnerRows, Row
 
-LESSON_BATCH_ROWS = 2_000
-"""Lesson rows fetched per round trip: specs run to hundreds of KB, so the driver streams them
-(a server-side cursor on PostgreSQL) instead of buffering a whole chunk's lessons twice."""
+STREAM_ROWS = 500
+"""Lesson rows PostgreSQL sends per message while streaming (libpq's chunked-rows mode): a few MB
+at most, however many lessons a chunk holds."""
 
 
 def read_learner(conn: Connection, learner_id: int, *, lesson_limit: int | None) -> LearnerRows:
@@ -32,11 +35,24 @@ def read_learner(conn: Connection, learner_id: int, *, lesson_limit: int | None)
 def read_learners(
     conn: Connection, learner_ids: Collection[int], *, lesson_limit: int | None
 ) -> dict[int, LearnerRows]:
-    """The rows of every id in `learner_ids` that is a LEARNER user, keyed by id.
+    """The rows of every id in `learner_ids` that is a LEARNER user, keyed by id: all of
+    `iter_learners`, held at once."""
+    return {
+        rows.learner_id: rows
+        for rows in iter_learners(conn, learner_ids, lesson_limit=lesson_limit)
+    }
 
-    Ids that do not exist or are not learners are simply absent from the result. With
-    `lesson_limit`, at most that many lessons per learner are read (the most recent), and
-    `LearnerRows.lesson_total` still counts them all.
+
+def iter_learners(
+    conn: Connection, learner_ids: Collection[int], *, lesson_limit: int | None
+) -> Generator[LearnerRows, None, None]:
+    """The rows of every id in `learner_ids` that is a LEARNER user, one learner at a time in
+    ascending id order, each as soon as its lessons have been read.
+
+    Ids that do not exist or are not learners are skipped. With `lesson_limit`, at most that many
+    lessons per learner are read (the most recent), and `LearnerRows.lesson_total` still counts
+    them all. The small statements run first; the lessons statement then streams, and the
+    connection serves nothing else until the iterator is exhausted or closed.
     """
     dialect = conn.dialect.name
     ids = sorted(set(learner_ids))
@@ -46,43 +62,39 @@ def read_learners(
         if row.role == "LEARNER"
     }
     if not users:
-        return {}
+        return
     ids = sorted(users)
     profiles: dict[int, Row] = {}
     for row in conn.execute(queries.profiles_query(dialect, ids)):
         profiles.setdefault(row.user_id, _mapping(row))  # first in order is the one kept
-    # yield_per on the statement, not the connection: Connection.execution_options() sets
-    # options on the connection itself in SQLAlchemy 2, so every later statement of the
-    # snapshot would open a server-side cursor too (three extra round trips each).
-    lessons_statement = queries.lessons_query(dialect, ids, limit_per_learner=lesson_limit)
-    lessons = _grouped(
-        conn.execute(lessons_statement.execution_options(yield_per=LESSON_BATCH_ROWS)),
-        key="learner_id",
+    achievements = _grouped(
+        conn.execute(queries.achievements_query(dialect, ids)), key="learner_id"
     )
-    if lesson_limit is None:
-        totals = {learner_id: len(rows) for learner_id, rows in lessons.items()}
-    else:
+    totals: dict[int, int] | None = None
+    if lesson_limit is not None:
         # Rows unpack as tuples (SQLAlchemy 2.1 deprecates Result.tuples()).
         totals = {
             learner_id: count
             for learner_id, count in conn.execute(queries.lesson_counts_query(ids))
         }
-    achievements = _grouped(
-        conn.execute(queries.achievements_query(dialect, ids)), key="learner_id"
-    )
+    lessons = _stream(conn, queries.lessons_query(dialect, ids, limit_per_learner=lesson_limit))
     json_checked = dialect == queries.POSTGRESQL
-    return {
-        learner_id: LearnerRows(
+    # Lessons come ordered by learner id, as `ids` are: each learner's are the next run of rows.
+    pending = next(lessons, None)
+    for learner_id in ids:
+        own: list[Row] = []
+        while pending is not None and pending["learner_id"] == learner_id:
+            own.append(pending)
+            pending = next(lessons, None)
+        yield LearnerRows(
             learner_id=learner_id,
-            user=user,
+            user=users[learner_id],
             profile=profiles.get(learner_id),
-            lessons=lessons.get(learner_id, []),
-            lesson_total=totals.get(learner_id, 0),
+            lessons=own,
+            lesson_total=len(own) if totals is None else totals.get(learner_id, 0),
             achievements=achievements.get(str(learner_id), []),
             json_checked=json_checked,
         )
-        for learner_id, user in users.items()
-    }
 
 
 def read_accounts(conn: Connection, user_ids: Collection[int]) -> dict[int, Account]:
@@ -103,6 +115,38 @@ def read_accounts(conn: Connection, user_ids: Collection[int]) -> dict[int, Acco
 def all_learner_ids(conn: Connection) -> list[int]:
     """Every LEARNER user's id, ascending."""
     return list(conn.execute(queries.learner_ids_query()).scalars())
+
+
+def _stream(conn: Connection, statement: queries.AnySelect) -> Iterator[Row]:
+    """The statement's rows as dicts keyed by column name, read as they arrive.
+
+    On PostgreSQL through psycopg's `Cursor.stream`: the server keeps running the query and
+    sending rows while the caller builds documents from the ones already here, so the database's
+    work and ours overlap (SQLAlchemy's `stream_results` is a server-side cursor instead, on which
+    the server computes each batch only when asked for it, so the two take turns: a
+    single-threaded archive took 11 s where streaming takes 8). Driver errors are raised as
+    SQLAlchemy's, like every other statement's, for `extract.engine.snapshot` to translate.
+    SQLite runs in this process and yields rows as it finds them anyway.
+    """
+    if conn.dialect.name != queries.POSTGRESQL:
+        result = conn.execute(statement)
+        names = tuple(result.keys())
+        for row in result:
+            yield dict(zip(names, row, strict=True))
+        return
+    compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    sql, params = str(compiled), compiled.params
+    driver = conn.connection.driver_connection
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    try:
+        with driver.cursor() as cursor:  # type: ignore[union-attr]
+            columns: tuple[str, ...] | None = None
+            for row in cursor.stream(sql, params, size=STREAM_ROWS):
+                if columns is None:  # known once the first rows are in
+                    columns = tuple(column.name for column in cursor.description)
+                yield dict(zip(columns, row, strict=True))
+    except dbapi_error as exc:
+        raise sa.exc.DBAPIError.instance(sql, params, exc, dbapi_error) from None
 
 
 def _grouped(result: Result[Any], *, key: str) -> dict[Any, list[Row]]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import posixpath
 import time
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,7 +18,7 @@ from cryptography.fernet import Fernet
 
 from extract.engine import create_source_engine, snapshot
 from extract.errors import ExtractError, TerminalExtractError
-from extract.reader import read_learner, read_learners
+from extract.reader import iter_learners, read_learner
 from extract.records import LearnerRows
 from load.codec import Compression, encode_stored, fernet_from_key, stored_suffix
 from load.errors import LoadError, TransientLoadError
@@ -62,47 +63,60 @@ class ChunkJob:
 def archive_chunk(job: ChunkJob, index: int, learner_ids: list[int]) -> ChunkPart:
     """Export chunk `index` (these learner ids) into the run's incomplete directory.
 
-    Every document and Parquet file is complete before the chunk's part record is written, so a
-    part on disk means a finished chunk; rerunning a chunk overwrites its files by name (the same
-    names), so an interrupted chunk leaves no duplicates. Transient errors propagate (the task
-    retries the chunk); a learner that cannot be exported is listed in `failures`.
+    Learners are streamed from the source (one snapshot for the chunk) and each document is
+    built and stored as soon as its rows are in, so the database keeps sending while documents
+    are built. Every document and Parquet file is complete before the chunk's part record is
+    written, so a part on disk means a finished chunk; rerunning a chunk overwrites its files by
+    name (the same names), so an interrupted chunk leaves no duplicates. Transient errors
+    propagate (the task retries the chunk); a learner that cannot be exported is listed in
+    `failures`, and when the source cannot be read at all, every learner of the chunk is.
     """
     started = time.perf_counter()
     destination = open_destination(job.destination_url)
     run_dir = destination.incomplete_dir(job.run_id)
-    try:
-        rows = _extract(job, learner_ids)
-    except TerminalExtractError as exc:
-        failures = [Failure(learner_id=i, chunk=index, error=str(exc)) for i in learner_ids]
-        part = ChunkPart(
-            index=index, learner_ids=learner_ids, files=[], failures=failures, seconds=0
-        )
-        return _finish(destination, run_dir, part, started)
     fernet = fernet_from_key(job.encryption_key) if job.encryption_key else None
     files: list[FileEntry] = []
-    failures = []
+    failures: list[Failure] = []
+    found: dict[int, LearnerRows] = {}  # every learner's rows, kept only for the Parquet tables
+    found_ids: list[int] = []
     # The chunk's documents are made durable together, before its part record says they exist.
     batch = FileBatch(destination.fs, run_dir)
     try:
-        for learner_id in sorted(rows):
-            try:
-                files.append(_store_document(job, batch, rows[learner_id], fernet))
-            except TransientLoadError:
-                raise
-            except Exception as exc:
-                failures.append(Failure(learner_id=learner_id, chunk=index, error=_reason(exc)))
+        try:
+            with closing(_extract(job, learner_ids)) as learners:
+                for rows in learners:
+                    found_ids.append(rows.learner_id)
+                    if job.parquet:
+                        found[rows.learner_id] = rows
+                    try:
+                        files.append(_store_document(job, batch, rows, fernet))
+                    except TransientLoadError:
+                        raise
+                    except Exception as exc:
+                        failures.append(
+                            Failure(learner_id=rows.learner_id, chunk=index, error=_reason(exc))
+                        )
+        except TerminalExtractError as exc:
+            batch.abort()
+            unread = [Failure(learner_id=i, chunk=index, error=str(exc)) for i in learner_ids]
+            part = ChunkPart(
+                index=index, learner_ids=learner_ids, files=[], failures=unread, seconds=0
+            )
+            return _finish(destination, run_dir, part, started)
         batch.commit()
     finally:
         batch.abort()
     parquet = (
-        write_analyst_tables(job, destination, run_dir, index, rows) if job.parquet and rows else []
+        write_analyst_tables(job, destination, run_dir, index, found)
+        if job.parquet and found
+        else []
     )
     part = ChunkPart(
         index=index,
         learner_ids=learner_ids,
         files=files,
         parquet=parquet,
-        not_found=sorted(set(learner_ids) - set(rows)),
+        not_found=sorted(set(learner_ids) - set(found_ids)),
         failures=failures,
         seconds=0,
     )
@@ -129,13 +143,17 @@ def export_one(job: ChunkJob, learner_id: int) -> FileEntry:
     return entry
 
 
-def _extract(job: ChunkJob, learner_ids: list[int]) -> dict[int, LearnerRows]:
+def _extract(job: ChunkJob, learner_ids: list[int]) -> Generator[LearnerRows, None, None]:
+    """The chunk's learners as they are read, in one snapshot; close it to end the snapshot."""
     # Parquet keeps every lesson; documents alone need only the most recent LESSON_CAP.
     lesson_limit = None if job.parquet else LESSON_CAP
     engine = create_source_engine(job.source_url)
     try:
-        with snapshot(engine) as conn:
-            return read_learners(conn, learner_ids, lesson_limit=lesson_limit)
+        with (
+            snapshot(engine) as conn,
+            closing(iter_learners(conn, learner_ids, lesson_limit=lesson_limit)) as learners,
+        ):
+            yield from learners
     finally:
         engine.dispose()
 

@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from extract.engine import create_source_engine, snapshot
-from extract.errors import LearnerNotFound
-from extract.reader import all_learner_ids, read_learner, read_learners
+from extract.errors import LearnerNotFound, TerminalExtractError
+from extract.reader import _stream, all_learner_ids, iter_learners, read_learner, read_learners
 from learner_export.demo import BIG_LEARNER_LESSONS
 from tests.conftest import DemoSource
 
@@ -114,3 +114,44 @@ def test_extra_tables_and_columns_are_ignored(engine: sa.Engine) -> None:
         assert set(read_learner(conn, 3, lesson_limit=1).user) == {
             "id", "username", "email", "name", "role", "parent_id", "created_at"
         }  # fmt: skip
+
+
+def test_learners_stream_one_at_a_time_in_id_order(
+    engine: sa.Engine, demo_source: DemoSource
+) -> None:
+    ids = demo_source.rows.learner_ids
+    with snapshot(engine) as conn:
+        whole = read_learners(conn, ids, lesson_limit=1000)
+        streamed = iter_learners(conn, [*reversed(ids), 999_999, 1], lesson_limit=1000)
+        assert [rows.learner_id for rows in streamed] == sorted(ids)
+    assert sorted(whole) == sorted(ids)
+
+
+def test_closing_the_stream_early_leaves_the_snapshot_usable(
+    engine: sa.Engine, demo_source: DemoSource
+) -> None:
+    """Closed after the first learner, with the big learner's lessons still to come: the
+    connection must be free again (on PostgreSQL the query is cancelled and drained)."""
+    first_two = demo_source.rows.learner_ids[:2]  # the second is the big learner
+    with snapshot(engine) as conn:
+        learners = iter_learners(conn, first_two, lesson_limit=None)
+        first = next(learners)
+        learners.close()
+        assert first.learner_id == first_two[0]
+        # the same transaction answers the next statement
+        assert all_learner_ids(conn) == demo_source.rows.learner_ids
+
+
+@pytest.mark.postgres
+def test_a_failing_streamed_statement_is_reported_like_any_other(
+    postgres_demo: DemoSource,
+) -> None:
+    """Rows the driver streams itself (PostgreSQL only) still fail through SQLAlchemy's errors,
+    which `snapshot` translates, with the SQLSTATE and never the database's message."""
+    engine = create_source_engine(postgres_demo.url)
+    failing = sa.select((sa.literal(1) / sa.literal(0)).label("x"))
+    try:
+        with pytest.raises(TerminalExtractError, match=r"\(22012\)"), snapshot(engine) as conn:
+            list(_stream(conn, failing))
+    finally:
+        engine.dispose()

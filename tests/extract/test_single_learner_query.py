@@ -27,8 +27,9 @@ def test_single_learner_limit_matches_the_chunk_window(demo_source: DemoSource) 
 
 
 def test_reading_leaves_the_connection_options_alone(demo_source: DemoSource) -> None:
-    """Only the lessons statement streams: SQLAlchemy 2's Connection.execution_options() would
-    set yield_per on the connection, and every later statement would open a server-side cursor."""
+    """Reading sets no option on the connection: SQLAlchemy 2's Connection.execution_options()
+    sets them on the connection itself, so a yield_per there would make every later statement of
+    the snapshot open a server-side cursor."""
     engine = create_source_engine(demo_source.url)
     try:
         with snapshot(engine) as conn:
