@@ -221,21 +221,29 @@ def _run_chunks(
     return parts, errors
 
 
+_CHUNK_PHASE_GC_THRESHOLD = 50_000
+"""Allocations between young-generation collections while chunks run (Python's default: 700)."""
+
+
 @contextmanager
 def _long_lived_objects_frozen() -> Iterator[None]:
-    """Keep the objects alive before the chunks run out of the garbage collector's full
-    collections while they run.
+    """Keep the garbage collector out of the chunks' way while they run.
 
-    Those objects (Prefect's, SQLAlchemy's, pydantic's: over 100,000) live as long as the
-    process, while the chunks allocate millions of short-lived rows and document parts that
-    trigger full collections, each of which would walk every long-lived object again: several
-    percent of an archive's time, all of it holding the GIL. Unfrozen afterwards, so a long-lived
-    process (`learner-export schedule`) collects them between runs as usual.
+    The objects alive before the chunks (Prefect's, SQLAlchemy's, pydantic's: over 100,000) live
+    as long as the process; frozen, the full collections the chunks trigger do not walk them
+    again and again. The chunks allocate millions of short-lived, acyclic rows and document
+    parts, freed by reference counting: with a higher young-generation threshold they are mostly
+    gone before a collection looks at them. Measured on the 2,000-learner bench: 0.6 -> 0.2 s in
+    collections, all of it holding the GIL. Restored afterwards, so a long-lived process
+    (`learner-export schedule`) collects as usual between runs.
     """
+    thresholds = gc.get_threshold()
     gc.freeze()
+    gc.set_threshold(_CHUNK_PHASE_GC_THRESHOLD, *thresholds[1:])
     try:
         yield
     finally:
+        gc.set_threshold(*thresholds)
         gc.unfreeze()
 
 
