@@ -7,6 +7,7 @@ sessions start with `default_transaction_read_only=on`.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -101,7 +102,34 @@ def _postgres_engine(url: URL, **engine_kwargs: Any) -> Engine:
     connect_args["options"] = f"{options} -c default_transaction_read_only=on".strip()
     connect_args.setdefault("connect_timeout", 10)
     connect_args.setdefault("application_name", "learner-export")
-    return sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True, **engine_kwargs)
+    # Text arrives as UTF-8 whatever the database's encoding, so stored JSON can go into the
+    # (UTF-8) documents byte for byte.
+    connect_args["client_encoding"] = "utf8"
+    engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True, **engine_kwargs)
+
+    @sa.event.listens_for(engine, "connect")
+    def _json_as_bytes(dbapi_connection: Any, _record: Any) -> None:
+        # psycopg would parse every json/jsonb value into Python objects (and a str would cost a
+        # decode): the builder passes stored JSON through unparsed, so hand its text over as
+        # the bytes that arrived. Text result format only, which is all this package asks for.
+        loader = _json_text_loader()
+        for type_name in ("json", "jsonb"):
+            dbapi_connection.adapters.register_loader(type_name, loader)
+
+    return engine
+
+
+@functools.cache
+def _json_text_loader() -> type:
+    """A psycopg loader that returns a value's text as bytes (made on first use, so SQLite-only
+    processes never import psycopg)."""
+    from psycopg.adapt import Loader
+
+    class JsonTextLoader(Loader):
+        def load(self, data: Any) -> bytes:
+            return bytes(data)
+
+    return JsonTextLoader
 
 
 @contextmanager

@@ -5,7 +5,7 @@ chunk of thousands. They are dialect-aware only where the two backends would oth
 
 * text ids are ordered by code point (`COLLATE "C"` on PostgreSQL, SQLite's default BINARY), so
   ties break the same way on both and the documents are byte-identical;
-* JSON columns come back as the stored text (`json::text` on PostgreSQL), never parsed here;
+* JSON columns come back as the stored text, never parsed here (bytes on PostgreSQL);
 * timestamps and UUIDs bypass SQLAlchemy's result processing, which raises on the odd formats a
   SQLite file may hold; the transform stage reads them.
 """
@@ -32,9 +32,15 @@ def _raw(column: sa.Column[object]) -> ColumnElement[Any]:
 
 
 def _as_text(column: sa.Column[object], dialect: str) -> ColumnElement[Any]:
-    """JSON and UUID columns as stored text: cast on PostgreSQL, untouched on SQLite."""
+    """UUID columns as text: cast on PostgreSQL, untouched on SQLite."""
     if dialect == POSTGRESQL:
         return sa.cast(column, sa.Text).label(column.name)
+    return _raw(column)
+
+
+def _stored_json(column: sa.Column[object]) -> ColumnElement[Any]:
+    """A JSON column as the database returns it, never parsed: on PostgreSQL the source engines
+    load `json` values as their UTF-8 text in bytes (`extract.engine`), on SQLite it is TEXT."""
     return _raw(column)
 
 
@@ -76,8 +82,8 @@ def profiles_query(dialect: str, user_ids: Collection[int]) -> AnySelect:
             p.id,
             p.user_id,
             p.grade_level,
-            *(_as_text(c, dialect) for c in (p.graph, p.subjects, p.subject_performance)),
-            *(_as_text(c, dialect) for c in (p.recommended_subjects, p.struggling_areas)),
+            *(_stored_json(c) for c in (p.graph, p.subjects, p.subject_performance)),
+            *(_stored_json(c) for c in (p.recommended_subjects, p.struggling_areas)),
             _raw(p.created_at),
         )
         .where(p.user_id.in_(list(user_ids)))
@@ -96,8 +102,8 @@ def _lesson_columns(dialect: str) -> list[ColumnElement[Any]]:
         c.category,
         c.difficulty,
         c.score,
-        _as_text(c.spec, dialect),
-        _as_text(c.image_paths, dialect),
+        _stored_json(c.spec),
+        _stored_json(c.image_paths),
         _as_text(c.template_id, dialect),
         _raw(c.created_at),
         _raw(c.completed_at),
@@ -163,7 +169,7 @@ def achievements_query(dialect: str, learner_ids: Collection[int]) -> AnySelect:
             _as_text(a.id, dialect),
             a.learner_id,
             a.type,
-            _as_text(a.payload, dialect),
+            _stored_json(a.payload),
             _raw(a.awarded_at),
         )
         .where(a.learner_id.in_([str(i) for i in learner_ids]))

@@ -52,7 +52,8 @@ def iter_learners(
     Ids that do not exist or are not learners are skipped. With `lesson_limit`, at most that many
     lessons per learner are read (the most recent), and `LearnerRows.lesson_total` still counts
     them all. The small statements run first; the lessons statement then streams, and the
-    connection serves nothing else until the iterator is exhausted or closed.
+    connection serves nothing else until the iterator is exhausted. Closing it early cancels the
+    statement on PostgreSQL, which aborts the transaction: end the snapshot then.
     """
     dialect = conn.dialect.name
     ids = sorted(set(learner_ids))

@@ -20,8 +20,8 @@ class LearnerRows:
     Invariants: `user` is a LEARNER `users` row without `password`; `lessons` are ordered
     `created_at` descending (NULL last), then `id` ascending by code point, and may have been capped
     at read time, while `lesson_total` always counts every lesson in the source; `achievements` are
-    ordered `awarded_at` descending (NULL last), then `id`. JSON columns hold the stored text (str),
-    or whatever SQLite handed back; `json_checked` is True when the database itself guarantees
+    ordered `awarded_at` descending (NULL last), then `id`. JSON columns hold the stored text (its UTF-8
+    bytes from PostgreSQL; from SQLite whatever it handed back); `json_checked` is True when the database itself guarantees
     that text is valid JSON (PostgreSQL's `json` type), so it need not be parsed again.
     """
 

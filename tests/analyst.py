@@ -46,7 +46,7 @@ def question_counts(rows: DemoRows) -> dict[str, int]:
     return {lesson["id"]: len(_questions(lesson["spec"])) for lesson in rows.lessons}
 
 
-def _questions(spec_text: str | None) -> list[Any]:
+def _questions(spec_text: str | bytes | None) -> list[Any]:
     if spec_text is None:
         return []
     try:

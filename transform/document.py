@@ -165,7 +165,7 @@ class _Values:
 
     def json(self, row: Row, table: str, column: str) -> Any:
         stored = row[column]
-        if self.checked and type(stored) is str:
+        if self.checked and (type(stored) is bytes or type(stored) is str):
             return orjson.Fragment(stored)  # stored_json's answer, without its type tests
         try:
             return stored_json(stored, checked=self.checked)

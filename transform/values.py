@@ -71,16 +71,16 @@ def _to_datetime(value: Any) -> datetime:
 def stored_json(value: Any, *, checked: bool) -> Any:
     """The stored JSON of a column, unchanged, ready for the encoder.
 
-    Text is passed through byte for byte (`orjson.Fragment`), so the document holds exactly what
-    the application stored. When `checked` is False (SQLite, where JSON is plain TEXT) the text is
-    parsed once to prove it valid. Numbers are what SQLite makes of numeric JSON text. Returns
+    Text (str, or its UTF-8 bytes) is passed through byte for byte (`orjson.Fragment`), so the
+    document holds exactly what the application stored. When `checked` is False (SQLite, where
+    JSON is plain TEXT) the text is parsed once to prove it valid. Numbers are what SQLite makes of numeric JSON text. Returns
     None for SQL NULL; raises ValueError for anything that is not valid JSON.
     """
     if value is None:
         return None
     if isinstance(value, bytes | bytearray | memoryview):
-        value = bytes(value).decode("utf-8")  # UnicodeDecodeError is a ValueError
-    if isinstance(value, str):
+        value = bytes(value)  # orjson parses bytes only if they are UTF-8
+    if isinstance(value, str | bytes):
         if not checked:
             orjson.loads(value)  # JSONDecodeError is a ValueError
         return orjson.Fragment(value)

@@ -19,10 +19,11 @@ def test_password_is_never_selected() -> None:
         assert "password" not in sql(queries.users_query(dialect, [3]), dialect)
 
 
-def test_postgresql_orders_text_ids_by_code_point_and_reads_json_as_text() -> None:
+def test_postgresql_orders_text_ids_by_code_point_and_reads_json_as_stored() -> None:
     text = sql(queries.lessons_query("postgresql", [3]), "postgresql")
     assert 'lessons.id COLLATE "C"' in text
-    assert "CAST(lessons.spec AS TEXT)" in text
+    assert "lessons.spec AS spec," in text and "CAST(lessons.spec" not in text  # loaded as bytes
+    assert "CAST(lessons.template_id AS TEXT)" in text  # a UUID
     assert "lessons.created_at DESC NULLS LAST" in text
 
 

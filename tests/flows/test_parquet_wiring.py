@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 TABLES = ("achievements", "learners", "lessons", "quiz_questions")
 
 
-def _question_count(spec: str | None) -> int:
+def _question_count(spec: str | bytes | None) -> int:
     if spec is None or spec == MALFORMED_SPEC:
         return 0
     questions = orjson.loads(spec).get("questions")
