@@ -23,6 +23,9 @@ STREAM_ROWS = 500
 """Lesson rows PostgreSQL sends per message while streaming (libpq's chunked-rows mode): a few MB
 at most, however many lessons a chunk holds."""
 
+_CHUNKED_ROWS_LIBPQ = 170_000
+"""The first libpq version (as `psycopg.pq.version()` numbers it) with chunked-rows mode."""
+
 
 def read_learner(conn: Connection, learner_id: int, *, lesson_limit: int | None) -> LearnerRows:
     """One learner's rows; `LearnerNotFound` when the id is not a LEARNER user."""
@@ -138,16 +141,19 @@ def _stream(conn: Connection, statement: queries.AnySelect) -> Iterator[Row]:
     compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     sql, params = str(compiled), compiled.params
     driver = conn.connection.driver_connection
-    dbapi_error = conn.dialect.loaded_dbapi.Error
+    dbapi = conn.dialect.loaded_dbapi
+    # Chunked rows need libpq 17 (psycopg's binary wheel ships a newer one); an older libpq
+    # streams row by row, slower but the same rows.
+    size = STREAM_ROWS if dbapi.pq.version() >= _CHUNKED_ROWS_LIBPQ else 1
     try:
         with driver.cursor() as cursor:  # type: ignore[union-attr]
             columns: tuple[str, ...] | None = None
-            for row in cursor.stream(sql, params, size=STREAM_ROWS):
+            for row in cursor.stream(sql, params, size=size):
                 if columns is None:  # known once the first rows are in
                     columns = tuple(column.name for column in cursor.description)
                 yield dict(zip(columns, row, strict=True))
-    except dbapi_error as exc:
-        raise sa.exc.DBAPIError.instance(sql, params, exc, dbapi_error) from None
+    except dbapi.Error as exc:
+        raise sa.exc.DBAPIError.instance(sql, params, exc, dbapi.Error) from None
 
 
 def _grouped(result: Result[Any], *, key: str) -> dict[Any, list[Row]]:

@@ -167,3 +167,23 @@ def test_a_failing_streamed_statement_is_reported_like_any_other(
 def read_learner_rows(engine: sa.Engine, learner_id: int) -> LearnerRows:
     with snapshot(engine) as conn:
         return read_learner(conn, learner_id, lesson_limit=None)
+
+
+@pytest.mark.postgres
+def test_an_older_libpq_streams_row_by_row_with_the_same_rows(
+    postgres_demo: DemoSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libpq before 17 has no chunked-rows mode; this machine's is newer, so its version is the
+    one thing faked here."""
+    import psycopg
+
+    engine = create_source_engine(postgres_demo.url)
+    try:
+        with snapshot(engine) as conn:
+            chunked = read_learners(conn, postgres_demo.rows.learner_ids, lesson_limit=None)
+        monkeypatch.setattr(psycopg.pq, "version", lambda: 160_004)
+        with snapshot(engine) as conn:
+            single = read_learners(conn, postgres_demo.rows.learner_ids, lesson_limit=None)
+    finally:
+        engine.dispose()
+    assert single == chunked
