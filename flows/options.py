@@ -20,7 +20,7 @@ DEFAULT_WORKERS = 2
 """Chunks exported at once, in threads of one process. Building documents holds the GIL, so
 Python work never runs in more than one of them at a time: a second thread keeps it busy while
 the first waits for the database, a third and fourth only wait for the GIL while holding their
-chunk's rows in memory (measured: no faster, more memory; see bench/archive.py)."""
+chunk's rows in memory (measured on bench/archive.py's database: no faster)."""
 
 
 class ArchiveOptions(BaseModel):
