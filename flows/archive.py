@@ -204,7 +204,7 @@ def _run_chunks(
     }
     parts: dict[int, ChunkPart] = {}
     errors: dict[int, str] = {}
-    with _long_lived_objects_frozen(), chunk_progress(len(plan.chunks), already) as advance:
+    with _collector_kept_out_of_the_chunks(), chunk_progress(len(plan.chunks), already) as advance:
         for future in as_completed(list(futures)):
             index = futures[future]
             outcome = future.result(raise_on_failure=False)
@@ -226,7 +226,7 @@ _CHUNK_PHASE_GC_THRESHOLD = 50_000
 
 
 @contextmanager
-def _long_lived_objects_frozen() -> Iterator[None]:
+def _collector_kept_out_of_the_chunks() -> Iterator[None]:
     """Keep the garbage collector out of the chunks' way while they run.
 
     The objects alive before the chunks (Prefect's, SQLAlchemy's, pydantic's: over 100,000) live

@@ -13,8 +13,9 @@ from learner_export.settings import Settings
 DEFAULT_CHUNK_SIZE = 200
 """Learners per chunk task: large enough that Prefect's per-task cost (tens of ms in this process
 and about as much in its API server) and a chunk's fixed cost (a connection, five statements, a
-flush) are noise, small enough that a chunk's rows (every lesson of 200 learners, ~80 MB at 100
-lessons each) stay well under the memory of a small machine."""
+flush) are noise. Documents alone hold one learner's rows at a time whatever the size; with the
+Parquet side outputs a chunk's rows stay in memory until its parts are written (~80 MB for 200
+learners at 100 lessons each)."""
 
 DEFAULT_WORKERS = 2
 """Chunks exported at once, in threads of one process. Building documents holds the GIL, so

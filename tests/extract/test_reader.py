@@ -11,7 +11,14 @@ import sqlalchemy as sa
 
 from extract.engine import create_source_engine, snapshot
 from extract.errors import LearnerNotFound, TerminalExtractError
-from extract.reader import _stream, all_learner_ids, iter_learners, read_learner, read_learners
+from extract.reader import (
+    STREAM_ROWS,
+    _stream,
+    all_learner_ids,
+    iter_learners,
+    read_learner,
+    read_learners,
+)
 from extract.records import LearnerRows
 from learner_export.demo import BIG_LEARNER_LESSONS
 from tests.conftest import DemoSource
@@ -122,7 +129,7 @@ def test_extra_tables_and_columns_are_ignored(engine: sa.Engine) -> None:
         }  # fmt: skip
 
 
-def test_learners_stream_one_at_a_time_in_id_order(
+def test_learners_come_in_id_order_and_only_learners(
     engine: sa.Engine, demo_source: DemoSource
 ) -> None:
     ids = demo_source.rows.learner_ids
@@ -174,9 +181,17 @@ def test_an_older_libpq_streams_row_by_row_with_the_same_rows(
     postgres_demo: DemoSource, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """libpq before 17 has no chunked-rows mode; this machine's is newer, so its version is the
-    one thing faked here."""
+    one thing faked here. The sizes psycopg is asked to stream with are recorded."""
     import psycopg
 
+    sizes: list[int] = []
+    stream = psycopg.Cursor.stream
+
+    def recording_stream(self: Any, *args: Any, size: int = 1, **kwargs: Any) -> Any:
+        sizes.append(size)
+        return stream(self, *args, size=size, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "stream", recording_stream)
     engine = create_source_engine(postgres_demo.url)
     try:
         with snapshot(engine) as conn:
@@ -186,4 +201,5 @@ def test_an_older_libpq_streams_row_by_row_with_the_same_rows(
             single = read_learners(conn, postgres_demo.rows.learner_ids, lesson_limit=None)
     finally:
         engine.dispose()
+    assert sizes == [STREAM_ROWS, 1]
     assert single == chunked
