@@ -13,14 +13,16 @@ ever replaces what would have followed) → 403 (not PARENT/ADMIN) → 400 (lear
 parent asking for anyone but their own child, existing or not) → 404 (an admin asking for an id
 that is no learner). Every attempt, served or refused, is appended to the audit log.
 
-Run it with `python serve.py` or `learner-export serve` (see `learner_export.commands_serve`);
+Run it with `python serve.py` or `learner-export serve` (options: `learner_export.serving`);
 `uvicorn --factory serve:create_app_from_environment` works too.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import logging
+import os
 import re
 import sys
 import warnings
@@ -43,7 +45,9 @@ from extract.engine import create_source_engine, snapshot
 from extract.errors import ExtractError, LearnerNotFound
 from extract.reader import read_accounts, read_learner
 from extract.records import Account
+from learner_export.arguments import UserError
 from learner_export.ratelimit import RateLimiter
+from learner_export.serving import DESCRIPTION, add_arguments, prepare
 from learner_export.settings import Settings, get_settings
 from learner_export.tokens import MAX_USER_ID, InvalidToken, verify_token
 from load.audit import AuditRecord, append_audit, ensure_audit_log
@@ -607,20 +611,65 @@ def create_app_from_environment() -> FastAPI:
 # --- running ----------------------------------------------------------------------------------
 
 
+def serve_forever(args: argparse.Namespace, settings: Settings) -> None:
+    """Check the options and configuration (`learner_export.serving.prepare`), then serve with
+    uvicorn until interrupted. Raises `UserError` when the server cannot start safely."""
+    _run_uvicorn(args, settings, prepare(args, settings))
+
+
+def _run_uvicorn(args: argparse.Namespace, settings: Settings, secret: str) -> None:
+    import uvicorn
+
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "ssl_keyfile": args.ssl_keyfile,
+        "ssl_certfile": args.ssl_certfile,
+        # The access log would write request URLs (learner ids) and client addresses to stderr;
+        # the audit log is the record of exports.
+        "access_log": False,
+        "server_header": False,
+        "ws": "none",
+    }
+    if args.workers == 1:
+        uvicorn.run(create_app(settings, secret=secret), **options)
+        return
+    if args.demo:
+        # Worker processes build their settings from the environment: hand them the demo secret.
+        os.environ["JWT_SECRET"] = secret
+    _run_workers("serve:create_app_from_environment", workers=args.workers, options=options)
+
+
+def _run_workers(factory: str, *, workers: int, options: dict[str, Any]) -> None:
+    """What `uvicorn.run` does for several workers, but with TCP_NODELAY on the shared socket.
+
+    uvicorn binds that socket without naming the TCP protocol, so asyncio does not turn Nagle's
+    algorithm off on the connections it accepts (it does when uvicorn binds in-process, with one
+    worker). Every response is two writes (headers, then body), so the body's last segment would
+    wait for the client's delayed ACK: ~40 ms on a one-client request. Linux copies TCP_NODELAY
+    from a listening socket to the connections it accepts.
+    """
+    import socket
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(factory, factory=True, workers=workers, **options)
+    sock = config.bind_socket()
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    Multiprocess(config, sockets=[sock]).run()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python serve.py [options]`: the same as `learner-export serve [options]`."""
-    import argparse
-
     from pydantic import ValidationError
 
-    from learner_export import commands_serve
-    from learner_export.cli import UserError
-
-    parser = argparse.ArgumentParser(prog="serve.py", description=commands_serve.DESCRIPTION)
-    commands_serve.add_arguments(parser)
+    parser = argparse.ArgumentParser(prog="serve.py", description=DESCRIPTION)
+    add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        commands_serve.run(args, get_settings())
+        serve_forever(args, get_settings())
     except (UserError, ValidationError) as exc:
         print(f"serve.py: error: {exc}", file=sys.stderr)
         return 1

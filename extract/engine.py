@@ -17,7 +17,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
-from extract.errors import ExtractError, TerminalExtractError, TransientExtractError
+from extract.errors import (
+    ExtractError,
+    TerminalExtractError,
+    TransientExtractError,
+    classify_database_error,
+)
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -152,24 +157,11 @@ def snapshot(engine: Engine) -> Iterator[Connection]:
         raise _translate(exc, engine) from None
 
 
-# SQLSTATE classes after which the same read may well succeed: connection exceptions, transaction
-# rollbacks (serialization failure, deadlock), insufficient resources, operator intervention.
-_TRANSIENT_SQLSTATE_PREFIXES = ("08", "40", "53", "57P")
-_TRANSIENT_SQLITE_ERRORS = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_PROTOCOL")
-
-
 def _translate(exc: sa.exc.DBAPIError, engine: Engine) -> ExtractError:
+    fault = classify_database_error(exc)
     where = f"{engine.dialect.name} source"
-    sqlstate = getattr(exc.orig, "sqlstate", None)
-    sqlite_name = getattr(exc.orig, "sqlite_errorname", None)
-    code = sqlstate or sqlite_name or type(exc.orig).__name__
-    if sqlstate:
-        transient = sqlstate.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
-    elif sqlite_name:
-        transient = sqlite_name.startswith(_TRANSIENT_SQLITE_ERRORS)
-    else:
-        # No code at all: the driver failed before the server answered (refused, reset, timeout).
-        transient = isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
-    if transient or exc.connection_invalidated:
-        return TransientExtractError(f"reading the {where} failed ({code}); it may be retried")
-    return TerminalExtractError(f"reading the {where} failed ({code})")
+    if fault.transient:
+        return TransientExtractError(
+            f"reading the {where} failed ({fault.code}); it may be retried"
+        )
+    return TerminalExtractError(f"reading the {where} failed ({fault.code})")

@@ -1,7 +1,8 @@
-"""What extract hands to transform: one learner's rows, already in contract order.
+"""What extract hands on: one learner's rows, already in contract order, and accounts.
 
-Plain data, free of SQLAlchemy, so the pure `transform` stage can take it without importing the
-database layer. Rows are read-only mappings keyed by the source column names (snake_case).
+Plain data, free of SQLAlchemy. `LearnerRows` is the shape `transform.records` declares as the
+input it takes (transform owns that interface and imports nothing of extract). Rows are read-only
+mappings keyed by the source column names (snake_case).
 """
 
 from __future__ import annotations
@@ -15,14 +16,9 @@ Row = Mapping[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class LearnerRows:
-    """Everything the document needs about one learner, read in one snapshot.
-
-    Invariants: `user` is a LEARNER `users` row without `password`; `lessons` are ordered
-    `created_at` descending (NULL last), then `id` ascending by code point, and may have been capped
-    at read time, while `lesson_total` always counts every lesson in the source; `achievements` are
-    ordered `awarded_at` descending (NULL last), then `id`. JSON columns hold the stored text (its UTF-8
-    bytes from PostgreSQL; from SQLite whatever it handed back); `json_checked` is True when the database itself guarantees
-    that text is valid JSON (PostgreSQL's `json` type), so it need not be parsed again.
+    """Everything the document needs about one learner, read in one snapshot: what
+    `transform.records.LearnerRows` asks for, with the invariants its docstring states (order of
+    lessons and achievements, the lesson cap and `lesson_total`, stored JSON text, `json_checked`).
     """
 
     learner_id: int

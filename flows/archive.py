@@ -28,19 +28,19 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import SecretStr
 
 from extract.engine import create_source_engine, snapshot
-from extract.errors import ExtractError, TransientExtractError
+from extract.errors import TransientExtractError
 from extract.reader import all_learner_ids
 from flows import run
 from flows.chunk import ChunkJob, archive_chunk, export_one
-from flows.errors import OptionUnavailable
+from flows.errors import OptionUnavailable, error_text
 from flows.options import DEFAULT_WORKERS, ArchiveOptions, ArchiveSecrets
 from flows.progress import chunk_progress
 from flows.summary import ArchiveResult, summary_markdown
 from load.audit import audit_manifest
 from load.codec import fernet_from_key
-from load.errors import LoadError, TransientLoadError
+from load.destination import check_run_id, open_destination, remove_incomplete_root
+from load.errors import TransientLoadError
 from load.manifest import ChunkPart, FileEntry, Manifest, RunParameters, RunPlan
-from load.snapshot import check_run_id, open_destination, remove_incomplete_root
 
 TASK_RETRIES = 3
 TASK_RETRY_DELAYS = [2, 10, 30]
@@ -215,7 +215,7 @@ def _run_chunks(
                     len(outcome.failures),
                 )  # fmt: skip
             else:
-                errors[index] = _error_text(outcome)
+                errors[index] = error_text(outcome)
                 logger.error("chunk %d failed: %s", index, errors[index])
             advance()
     return parts, errors
@@ -245,12 +245,6 @@ def _collector_kept_out_of_the_chunks() -> Iterator[None]:
     finally:
         gc.set_threshold(*thresholds)
         gc.unfreeze()
-
-
-def _error_text(error: object) -> str:
-    if isinstance(error, LoadError | ExtractError):
-        return str(error)
-    return f"unexpected {type(error).__name__} (a bug in the exporter)"
 
 
 def _parameters(options: ArchiveOptions) -> RunParameters:

@@ -17,23 +17,24 @@ from datetime import datetime
 from cryptography.fernet import Fernet
 
 from extract.engine import create_source_engine, snapshot
-from extract.errors import ExtractError, TerminalExtractError
+from extract.errors import TerminalExtractError
 from extract.reader import iter_learners, read_learner
 from extract.records import LearnerRows
+from flows.errors import error_text
 from load.codec import Compression, encode_stored, fernet_from_key, stored_suffix
-from load.errors import LoadError, TransientLoadError
+from load.destination import Destination, FileBatch, open_destination, write_file
+from load.errors import TransientLoadError
 from load.manifest import (
     ChunkPart,
     Failure,
     FileEntry,
+    NulledValue,
     ParquetPartEntry,
-    Problem,
     parquet_part_path,
     part_path,
 )
 from load.manifest import to_json as record_json
 from load.names import document_filename
-from load.snapshot import Destination, FileBatch, open_destination, write_file
 from transform.document import LESSON_CAP, build_document
 from transform.encoding import encode_document
 
@@ -59,6 +60,10 @@ class ChunkJob:
     def __repr__(self) -> str:  # never print the URL (password) or the keys
         return f"ChunkJob(run_id={self.run_id!r})"
 
+    def fernet(self) -> Fernet | None:
+        """The Fernet that encrypts this run's documents, or None when they are stored plain."""
+        return fernet_from_key(self.encryption_key) if self.encryption_key else None
+
 
 def archive_chunk(job: ChunkJob, index: int, learner_ids: list[int]) -> ChunkPart:
     """Export chunk `index` (these learner ids) into the run's incomplete directory.
@@ -74,7 +79,7 @@ def archive_chunk(job: ChunkJob, index: int, learner_ids: list[int]) -> ChunkPar
     started = time.perf_counter()
     destination = open_destination(job.destination_url)
     run_dir = destination.incomplete_dir(job.run_id)
-    fernet = fernet_from_key(job.encryption_key) if job.encryption_key else None
+    fernet = job.fernet()
     files: list[FileEntry] = []
     failures: list[Failure] = []
     found: dict[int, LearnerRows] = {}  # every learner's rows, kept only for the Parquet tables
@@ -94,7 +99,7 @@ def archive_chunk(job: ChunkJob, index: int, learner_ids: list[int]) -> ChunkPar
                         raise
                     except Exception as exc:
                         failures.append(
-                            Failure(learner_id=rows.learner_id, chunk=index, error=_reason(exc))
+                            Failure(learner_id=rows.learner_id, chunk=index, error=error_text(exc))
                         )
         except TerminalExtractError as exc:
             batch.abort()
@@ -133,7 +138,7 @@ def export_one(job: ChunkJob, learner_id: int) -> FileEntry:
             rows = read_learner(conn, learner_id, lesson_limit=LESSON_CAP)
     finally:
         engine.dispose()
-    fernet = fernet_from_key(job.encryption_key) if job.encryption_key else None
+    fernet = job.fernet()
     batch = FileBatch(destination.fs, destination.root)
     try:
         entry = _store_document(job, batch, rows, fernet)
@@ -176,7 +181,7 @@ def _store_document(
         lessons_total=built.lessons_total,
         truncated=built.truncated,
         problems=[
-            Problem(table=p.table, column=p.column, row_id=p.row_id, kind=p.kind)
+            NulledValue(table=p.table, column=p.column, row_id=p.row_id, kind=p.kind)
             for p in built.problems
         ],
     )
@@ -223,11 +228,3 @@ def _finish(destination: Destination, run_dir: str, part: ChunkPart, started: fl
     part = part.model_copy(update={"seconds": round(time.perf_counter() - started, 3)})
     write_file(destination.fs, posixpath.join(run_dir, part_path(part.index)), record_json(part))
     return part
-
-
-def _reason(exc: Exception) -> str:
-    """A failure's reason for the manifest: our own errors' messages (written to name no
-    content), otherwise only the exception's type, since its message might quote data."""
-    if isinstance(exc, LoadError | ExtractError):
-        return str(exc)
-    return f"unexpected {type(exc).__name__} (a bug in the exporter)"

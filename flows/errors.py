@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from extract.errors import ExtractError
+from load.errors import LoadError
+
 
 class ArchiveError(Exception):
     """Base class: the run cannot go on, for a reason the user can act on."""
@@ -27,3 +30,11 @@ class RunFailed(ArchiveError):
         )
         self.run_id = run_id
         self.failed = failed
+
+
+def error_text(error: object) -> str:
+    """What a run records and logs of an error: the message of our own errors (written to name no
+    content), otherwise only the exception's type, since its message might quote data."""
+    if isinstance(error, LoadError | ExtractError):
+        return str(error)
+    return f"unexpected {type(error).__name__} (a bug in the exporter)"

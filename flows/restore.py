@@ -1,6 +1,6 @@
 """The `restore_learners` flow: a whole snapshot back into a database.
 
-A recipe over `load.restore`: verify the snapshot (manifest read, every file's size and sha256
+A recipe over `flows.restore_steps`: verify the snapshot (manifest read, every file's size and sha256
 checked before anything is written), make sure the target has the tables, then restore each
 document in its own transaction. The run fails at the end, after restoring what it could, when
 anything was refused; its log lists each outcome (learner ids and file names, never content).
@@ -14,14 +14,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cryptography.fernet import Fernet
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
+from flows.restore_steps import (
+    RestoreOutcome,
+    RestoreReport,
+    Source,
+    Status,
+    plan_sources,
+    restore_source,
+)
 from learner_export.settings import get_settings
-from load.document_files import fernet_key
-from load.restore import Outcome, RestoreReport, Source, Status, plan_sources, restore_source
+from load.codec import configured_fernet
 from load.restore_target import MissingParent, OnConflict, open_target, prepare_target
 
 
@@ -30,7 +38,7 @@ class RestoreIncomplete(RuntimeError):
 
 
 @task(cache_policy=NO_CACHE)
-def verify_snapshot(snapshot: Path) -> tuple[list[Source], list[Outcome]]:
+def plan_restore(snapshot: Path) -> tuple[list[Source], list[RestoreOutcome]]:
     """Read the manifest and check every listed file; the documents to restore and the refusals."""
     return plan_sources([snapshot])
 
@@ -45,13 +53,13 @@ def prepare_target_tables(engine: Engine) -> bool:
 def restore_document(
     engine: Engine,
     source: Source,
-    key: bytes | None,
+    fernet: Fernet | None,
     on_conflict: OnConflict,
     missing_parent: MissingParent,
-) -> Outcome:
-    """One learner, one transaction; refusals come back as an Outcome, never raised."""
+) -> RestoreOutcome:
+    """One learner, one transaction; refusals come back as a RestoreOutcome, never raised."""
     return restore_source(
-        engine, source, key=key, on_conflict=on_conflict, missing_parent=missing_parent
+        engine, source, fernet=fernet, on_conflict=on_conflict, missing_parent=missing_parent
     )
 
 
@@ -69,16 +77,18 @@ def restore_learners(
     others) when any was refused.
     """
     logger = get_run_logger()
-    key = fernet_key(get_settings().encryption_key)
-    sources, refused = verify_snapshot(snapshot)
+    fernet = configured_fernet(get_settings().encryption_key)
+    sources, refused = plan_restore(snapshot)
     report = RestoreReport(outcomes=list(refused))
-    if sources:  # as in `load.restore.restore_paths`: the target is touched only after the check
+    if (
+        sources
+    ):  # as in `flows.restore_steps.restore_paths`: the target is touched only after the check
         engine = open_target(database_url.get_secret_value())
         try:
             report.created_tables = prepare_target_tables(engine)
             for source in sources:
                 report.outcomes.append(
-                    restore_document(engine, source, key, on_conflict, missing_parent)
+                    restore_document(engine, source, fernet, on_conflict, missing_parent)
                 )
         finally:
             engine.dispose()

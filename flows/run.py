@@ -1,6 +1,6 @@
 """Starting, resuming and finishing a run: the steps before and after the chunks.
 
-Plain functions over `load.snapshot` and `load.manifest`; `flows.archive` wraps them in tasks.
+Plain functions over `load.destination` and `load.manifest`; `flows.archive` wraps them in tasks.
 A run moves through three states, each recognisable on the destination, which is what makes it
 resumable after a kill at any moment:
 
@@ -23,8 +23,20 @@ import orjson
 from pydantic import ValidationError
 
 from flows.errors import RunFailed, RunMismatch
+from load.destination import (
+    Destination,
+    delete_snapshot,
+    list_files,
+    publish,
+    published_runs,
+    read_if_exists,
+    remove_empty_dirs,
+    remove_files,
+    write_file,
+)
 from load.errors import TerminalLoadError
 from load.manifest import (
+    MANIFEST_NAME,
     PARTS_DIR,
     PLAN_NAME,
     ChunkPart,
@@ -36,18 +48,6 @@ from load.manifest import (
     chunked,
     part_path,
     to_json,
-)
-from load.snapshot import (
-    MANIFEST_NAME,
-    Destination,
-    delete_snapshot,
-    list_files,
-    publish,
-    published_runs,
-    read_file,
-    remove_empty_dirs,
-    remove_files,
-    write_file,
 )
 from transform.values import iso_timestamp
 
@@ -218,7 +218,7 @@ _R = TypeVar("_R", RunPlan, ChunkPart, Manifest)
 
 
 def _read_record(destination: Destination, path: str, model: type[_R]) -> _R | None:
-    data = read_file(destination.fs, path)
+    data = read_if_exists(destination.fs, path)
     if data is None:
         return None
     try:

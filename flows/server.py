@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,13 +21,9 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from learner_export.processes import free_port, stop_process
+
 STARTUP_SECONDS = 120
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -38,7 +33,7 @@ def local_server(
     """Start a Prefect server on a free port of 127.0.0.1 (its database under `home`); yields
     its API URL. Without `services` it runs like Prefect's temporary server (no scheduler)."""
     home.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "flows.server", "--port", str(port)]
     server_env = {**os.environ, **(env or {}), "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "0"}
     server_env.pop("PREFECT_API_URL", None)
@@ -54,12 +49,7 @@ def local_server(
             _wait_healthy(url, process, home)
             yield url
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], home: Path) -> None:

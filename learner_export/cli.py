@@ -14,9 +14,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from learner_export.arguments import PROG, UserError, add_database_option, positive_int
 from learner_export.settings import Settings, get_settings
-
-PROG = "learner-export"
 
 COMMAND_MODULES: tuple[str, ...] = (
     "learner_export.commands_archive",
@@ -25,24 +24,6 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 """Modules adding subcommands: each has `register(subparsers)`, which must import nothing heavy
 (the run function imports what it needs), so `--help` and `export` stay fast."""
-
-
-class UserError(Exception):
-    """A failure the user can act on: printed as one line, exit code 1."""
-
-
-def _positive_int(text: str) -> int:
-    if not text.isascii() or not text.isdigit() or text.startswith("0"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
-    return int(text)
-
-
-def _add_database_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--database-url",
-        metavar="URL",
-        help="source database (default: $DATABASE_URL, else the embedded demo database)",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,12 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create the contract's tables and fill them with deterministic demo data: "
         "the same --learners and --seed give the same rows and ids on SQLite and PostgreSQL.",
     )
-    demo.add_argument("--learners", type=_positive_int, default=12, help="learners (default 12)")
+    demo.add_argument("--learners", type=positive_int, default=12, help="learners (default 12)")
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     demo.add_argument(
         "--replace", action="store_true", help="drop and rebuild the tables if they already exist"
     )
-    _add_database_option(demo)
+    add_database_option(demo)
     demo.set_defaults(run=_run_demo_db)
 
     export = commands.add_parser(
@@ -71,17 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="export one learner's document to a file",
         description="Write learner-data-{id}-{YYYY-MM-DD}.json for one learner and print its path.",
     )
-    export.add_argument("learner_id", type=_positive_int, metavar="LEARNER_ID")
+    export.add_argument("learner_id", type=positive_int, metavar="LEARNER_ID")
     export.add_argument(
         "--out", type=Path, default=Path(), help="directory to write to (default: current)"
     )
     export.add_argument(
         "--exported-by",
-        type=_positive_int,
+        type=positive_int,
         metavar="ID",
         help="user id recorded as exportedBy (default: $LEARNER_EXPORT_EXPORTED_BY, else null)",
     )
-    _add_database_option(export)
+    add_database_option(export)
     export.set_defaults(run=_run_export)
 
     for module in COMMAND_MODULES:

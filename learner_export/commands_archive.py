@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flows.options import DEFAULT_CHUNK_SIZE, DEFAULT_WORKERS
-from learner_export.cli import PROG, UserError, _add_database_option, _positive_int
+from learner_export.arguments import (
+    PROG,
+    UserError,
+    add_database_option,
+    learner_list,
+    positive_int,
+)
 from learner_export.settings import Settings
 
 if TYPE_CHECKING:
@@ -42,13 +48,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     archive.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_WORKERS,
         metavar="N",
         help=f"chunks exported at once, in threads (default {DEFAULT_WORKERS}; ignored with "
         "--dask-address)",
     )
-    _add_database_option(archive)
+    add_database_option(archive)
     archive.set_defaults(run=run_archive)
 
     verify = commands.add_parser(
@@ -89,15 +95,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     schedule.set_defaults(run=run_schedule)
 
 
-def _learner_list(text: str) -> list[int]:
-    try:
-        return [_positive_int(part.strip()) for part in text.split(",")]
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a comma-separated list of learner ids"
-        ) from None
-
-
 def _add_archive_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dest",
@@ -109,11 +106,11 @@ def _add_archive_options(parser: argparse.ArgumentParser) -> None:
         "--run-id", metavar="ID", help="snapshot name (default: the UTC date, YYYY-MM-DD)"
     )
     parser.add_argument(
-        "--learners", type=_learner_list, metavar="1,2,3", help="only these learner ids"
+        "--learners", type=learner_list, metavar="1,2,3", help="only these learner ids"
     )
     parser.add_argument(
         "--chunk-size",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help=f"learners per chunk task (default {DEFAULT_CHUNK_SIZE})",
     )
@@ -125,7 +122,7 @@ def _add_archive_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--exported-by",
-        type=_positive_int,
+        type=positive_int,
         metavar="ID",
         help="user id recorded as exportedBy (default: $LEARNER_EXPORT_EXPORTED_BY, else null)",
     )
@@ -141,7 +138,7 @@ def _add_archive_options(parser: argparse.ArgumentParser) -> None:
         help="publish the snapshot even if some learners could not be exported",
     )
     parser.add_argument(
-        "--keep", type=_positive_int, metavar="N", help="then delete all but the N newest snapshots"
+        "--keep", type=positive_int, metavar="N", help="then delete all but the N newest snapshots"
     )
 
 
@@ -236,12 +233,11 @@ def _reveal(secret: Any) -> str | None:
 
 def run_verify(args: argparse.Namespace, settings: Settings) -> None:
     from learner_export.verify import verify_snapshot
-    from load.codec import fernet_from_key
-    from load.snapshot import open_snapshot
+    from load.codec import configured_fernet
+    from load.destination import open_snapshot
 
-    key = _reveal(settings.encryption_key)
     fs, directory = open_snapshot(args.snapshot)
-    report = verify_snapshot(fs, directory, fernet_from_key(key) if key else None)
+    report = verify_snapshot(fs, directory, configured_fernet(settings.encryption_key))
     for problem in report.problems:
         print(f"{PROG}: mismatch: {problem}", file=sys.stderr)
     if report.problems:
@@ -253,19 +249,19 @@ def run_verify(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def run_decrypt(args: argparse.Namespace, settings: Settings) -> None:
-    from load.codec import ENCRYPTION_SUFFIX, decode_stored, fernet_from_key, plain_name
+    from load.codec import configured_fernet, decode_stored, plain_name, stored_format
+    from load.destination import open_snapshot, read_if_exists
     from load.files import write_atomic
-    from load.snapshot import open_snapshot, read_file
 
-    key = _reveal(settings.encryption_key)
     name = Path(str(args.file)).name
-    if name.endswith(ENCRYPTION_SUFFIX) and not key:
+    fernet = configured_fernet(settings.encryption_key)
+    if stored_format(name).encrypted and fernet is None:
         raise UserError("decrypting needs the key: set LEARNER_EXPORT_ENCRYPTION_KEY")
     fs, path = open_snapshot(args.file)
-    stored = read_file(fs, path)
+    stored = read_if_exists(fs, path)
     if stored is None:
         raise UserError(f"{args.file}: no such file")
-    document = decode_stored(name, stored, fernet_from_key(key) if key else None)
+    document = decode_stored(name, stored, fernet)
     print(write_atomic(args.out, plain_name(name), document).path)
 
 

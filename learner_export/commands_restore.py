@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from learner_export.cli import PROG, UserError
+from learner_export.arguments import PROG, UserError
 from learner_export.settings import Settings
 
 if TYPE_CHECKING:
-    from load.restore import Outcome, RestoreReport
+    from flows.restore_steps import RestoreOutcome, RestoreReport
 
 ON_CONFLICT = ("skip", "replace", "fail")
 MISSING_PARENT = ("create", "fail")
@@ -41,9 +40,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     restore.add_argument(
         "sources",
         nargs="+",
-        type=Path,
         metavar="FILE_OR_SNAPSHOT",
-        help="a document file (learner-data-*.json[.gz|.zst][.enc]) or a snapshot directory",
+        help="a document file (learner-data-*.json[.gz|.zst][.enc]) or a snapshot directory, "
+        "as a path or an fsspec URL",
     )
     restore.add_argument(
         "--database-url",
@@ -71,14 +70,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _run(args: argparse.Namespace, settings: Settings) -> None:
     from extract.engine import describe
-    from load.document_files import fernet_key
-    from load.restore import restore_paths
+    from flows.restore_steps import restore_paths
+    from load.codec import configured_fernet
     from load.restore_target import MissingParent, OnConflict
 
     report = restore_paths(
         args.database_url,
         args.sources,
-        key=fernet_key(settings.encryption_key),
+        fernet=configured_fernet(settings.encryption_key),
         on_conflict=OnConflict(args.on_conflict),
         missing_parent=MissingParent(args.missing_parent),
         on_outcome=_print_outcome,
@@ -90,8 +89,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
         raise UserError(f"{report.refused} refused; nothing was written for them (see above)")
 
 
-def _print_outcome(outcome: Outcome) -> None:
-    from load.restore import Status
+def _print_outcome(outcome: RestoreOutcome) -> None:
+    from flows.restore_steps import Status
 
     stream = sys.stderr if outcome.status is Status.REFUSED else sys.stdout
     print(outcome.line(), file=stream)

@@ -1,4 +1,4 @@
-"""Re-checking a published snapshot against its manifest.
+"""Re-checking a published snapshot against its manifest (`learner-export verify`).
 
 Every document: present, the recorded size and sha256, decryptable when encrypted (with the
 configured key), valid JSON, valid against the document schema, about the learner the manifest
@@ -9,19 +9,26 @@ checks, never content.
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 from dataclasses import dataclass, field
 
 import fsspec
 import orjson
 from cryptography.fernet import Fernet
-from pydantic import ValidationError
 
-from load.codec import ENCRYPTION_SUFFIX, decode_stored
+from load.codec import decode_stored, stored_format
+from load.destination import read_if_exists
 from load.errors import LoadError
-from load.manifest import FileEntry, Manifest
-from load.snapshot import MANIFEST_NAME, list_files, read_file
+from load.manifest import FileEntry, ParquetPartEntry
+from load.parquet import read_parquet_rows
+from load.snapshot_files import (
+    MISSING,
+    SnapshotError,
+    bytes_problem,
+    file_problem,
+    read_manifest,
+    unlisted_files,
+)
 from transform.schema import schema_errors
 
 
@@ -39,62 +46,39 @@ def verify_snapshot(
 ) -> VerifyReport:
     """Check the snapshot in `directory` against its manifest.json."""
     report = VerifyReport()
-    data = read_file(fs, posixpath.join(directory, MANIFEST_NAME))
-    if data is None:
-        report.problems.append(f"{MANIFEST_NAME}: missing (not a finished snapshot)")
-        return report
     try:
-        manifest = Manifest.model_validate_json(data)
-    except ValidationError:
-        report.problems.append(f"{MANIFEST_NAME}: not a valid manifest")
+        manifest = read_manifest(fs, directory, "manifest")
+    except SnapshotError as exc:
+        report.problems.append(str(exc).removeprefix("manifest: "))
         return report
     for entry in manifest.files:
         report.documents += 1
-        report.problems += _check_document(fs, directory, entry.path, entry, fernet)
+        report.problems += _document_problems(fs, directory, entry, fernet)
     for table in manifest.parquet.values():
         for part in table.parts:
             report.parquet_parts += 1
-            report.problems += _check_parquet(fs, directory, part.path, part.rows)
-            stored = read_file(fs, posixpath.join(directory, part.path))
-            if stored is not None:
-                report.problems += _check_bytes(part.path, stored, part.bytes, part.sha256)
-    listed = {MANIFEST_NAME} | {f.path for f in manifest.files}
-    listed |= {p.path for t in manifest.parquet.values() for p in t.parts}
+            report.problems += _parquet_problems(fs, directory, part)
     report.problems += [
-        f"{name}: not listed in the manifest"
-        for name in list_files(fs, directory)
-        if name not in listed
+        f"{name}: not listed in the manifest" for name in unlisted_files(fs, directory, manifest)
     ]
     return report
 
 
-def _check_bytes(path: str, stored: bytes, size: int, sha256: str) -> list[str]:
-    if len(stored) != size:
-        return [f"{path}: {len(stored)} bytes, the manifest says {size}"]
-    if hashlib.sha256(stored).hexdigest() != sha256:
-        return [f"{path}: sha256 differs from the manifest"]
-    return []
-
-
-def _check_document(
-    fs: fsspec.AbstractFileSystem,
-    directory: str,
-    path: str,
-    entry: FileEntry,
-    fernet: Fernet | None,
+def _document_problems(
+    fs: fsspec.AbstractFileSystem, directory: str, entry: FileEntry, fernet: Fernet | None
 ) -> list[str]:
-    stored = read_file(fs, posixpath.join(directory, path))
+    path = entry.path
+    stored = read_if_exists(fs, posixpath.join(directory, path))
     if stored is None:
-        return [f"{path}: missing"]
-    problems = _check_bytes(path, stored, entry.bytes, entry.sha256)
-    if problems:
-        return problems
-    if path.endswith(ENCRYPTION_SUFFIX) and fernet is None:
+        return [f"{path}: {MISSING}"]
+    if problem := bytes_problem(stored, entry.bytes, entry.sha256):
+        return [f"{path}: {problem}"]
+    if stored_format(path).encrypted and fernet is None:
         return [f"{path}: encrypted, and no encryption key is configured to check it"]
     try:
         document = orjson.loads(decode_stored(path, stored, fernet))
     except LoadError as exc:
-        return [f"{path}: {exc}"]
+        return [str(exc)]
     except orjson.JSONDecodeError:
         return [f"{path}: not valid JSON"]
     problems = [f"{path}: schema: {line}" for line in schema_errors(document)]
@@ -104,19 +88,20 @@ def _check_document(
     return problems
 
 
-def _check_parquet(
-    fs: fsspec.AbstractFileSystem, directory: str, path: str, rows: int
+def _parquet_problems(
+    fs: fsspec.AbstractFileSystem, directory: str, part: ParquetPartEntry
 ) -> list[str]:
-    import pyarrow.parquet as pq
-
-    full = posixpath.join(directory, path)
-    if not fs.exists(full):
-        return [f"{path}: missing"]
+    """The part's size and sha256, and (even when those differ, to say more) its footer's row
+    count, against the manifest."""
+    full = posixpath.join(directory, part.path)
+    problem = file_problem(fs, full, part.bytes, part.sha256)
+    if problem == MISSING:
+        return [f"{part.path}: {problem}"]
+    problems = [f"{part.path}: {problem}"] if problem else []
     try:
-        with fs.open(full, "rb") as handle:
-            found = pq.read_metadata(handle).num_rows
-    except Exception:  # any unreadable footer is a mismatch, whatever pyarrow raises
-        return [f"{path}: not a readable Parquet file"]
-    if found != rows:
-        return [f"{path}: {found} rows, the manifest says {rows}"]
-    return []
+        rows = read_parquet_rows(fs, full)
+    except LoadError:
+        return [*problems, f"{part.path}: not a readable Parquet file"]
+    if rows != part.rows:
+        problems.append(f"{part.path}: {rows} rows, the manifest says {part.rows}")
+    return problems

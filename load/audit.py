@@ -12,7 +12,6 @@ which child's data).
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,14 +21,12 @@ from typing import Any
 
 import orjson
 
-from load.errors import LoadError, TerminalLoadError, TransientLoadError
+from load.errors import TerminalLoadError, os_error
 from load.files import FILE_MODE
 from load.manifest import Manifest
 
 ARCHIVE_CHANNEL = "archive"
 """`via` of the lines an archive run appends."""
-
-_TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.EBUSY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +141,7 @@ def append_audit(path: Path, record: AuditRecord) -> None:
         finally:
             os.close(descriptor)
     except OSError as exc:
-        raise _translate(exc, path) from None
+        raise os_error(exc, f"appending to {path}") from None
     if written != len(line):
         # A regular file only writes short when the disk is full; the line is then torn.
         raise TerminalLoadError(f"appending to {path} wrote {written} of {len(line)} bytes")
@@ -158,7 +155,7 @@ def ensure_audit_log(path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE))
     except OSError as exc:
-        raise _translate(exc, path) from None
+        raise os_error(exc, f"appending to {path}") from None
 
 
 def read_audit(path: Path) -> list[dict[str, Any]]:
@@ -168,10 +165,3 @@ def read_audit(path: Path) -> list[dict[str, Any]]:
     except FileNotFoundError:
         return []
     return [orjson.loads(line) for line in data.splitlines() if line.strip()]
-
-
-def _translate(exc: OSError, path: Path) -> LoadError:
-    reason = exc.strerror or type(exc).__name__
-    if exc.errno in _TRANSIENT_ERRNOS:
-        return TransientLoadError(f"appending to {path} failed ({reason}); it may be retried")
-    return TerminalLoadError(f"appending to {path} failed ({reason})")

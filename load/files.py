@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from load.errors import LoadError, TerminalLoadError, TransientLoadError
+from load.errors import os_error
 
 FILE_MODE = 0o600
 """Exports hold children's data: readable and writable by their owner only."""
-
-_TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.EBUSY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +64,7 @@ class AtomicBatch:
                 temporary.unlink(missing_ok=True)
                 raise
         except OSError as exc:
-            raise _translate(exc, target) from None
+            raise os_error(exc, f"writing {target}") from None
         self._pending.append((temporary, target))
         return WrittenFile(path=target, size=len(data), sha256=hashlib.sha256(data).hexdigest())
 
@@ -86,7 +83,7 @@ class AtomicBatch:
             self._pending.clear()
             fsync_directory(self.directory)
         except OSError as exc:
-            raise _translate(exc, target) from None
+            raise os_error(exc, f"writing {target}") from None
 
     def abort(self) -> None:
         """Remove the temporary files of everything added and not committed."""
@@ -114,10 +111,3 @@ def fsync_directory(directory: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
-
-
-def _translate(exc: OSError, target: Path) -> LoadError:
-    reason = exc.strerror or type(exc).__name__
-    if exc.errno in _TRANSIENT_ERRNOS:
-        return TransientLoadError(f"writing {target} failed ({reason}); it may be retried")
-    return TerminalLoadError(f"writing {target} failed ({reason})")

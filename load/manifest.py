@@ -10,23 +10,41 @@ row/column names of values exported as null.
 * `parts/chunk-NNNNN.json`, written after every file of a chunk is complete, marks that chunk
   finished; a resumed run skips it.
 * `manifest.json`, built from the plan and the parts, is written last.
+
+These models are the one reader of the records as well as their writer: a record is read with
+`model_validate_json`, lenient about keys it does not know (a newer writer may add some) and
+strict about the ones it declares (types, ranges, paths that stay inside the snapshot).
 """
 
 from __future__ import annotations
 
 import posixpath
-from typing import Literal
+from pathlib import PurePosixPath
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 FORMAT = "learner-export-snapshot/1"
+MANIFEST_NAME = "manifest.json"
 PLAN_NAME = "plan.json"
 PARTS_DIR = "parts"
 PARQUET_DIR = "parquet"
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+def _inside_the_snapshot(relative: str) -> str:
+    """A plain relative POSIX path that cannot leave the snapshot (no `..`, not absolute)."""
+    path = PurePosixPath(relative)
+    if not relative or path.is_absolute() or ".." in path.parts or "\\" in relative:
+        raise ValueError("must be a relative path inside the snapshot")
+    return relative
+
+
+RelativePath = Annotated[str, AfterValidator(_inside_the_snapshot)]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 class RunParameters(_Record):
@@ -52,8 +70,9 @@ class RunPlan(_Record):
     chunks: list[list[int]]
 
 
-class Problem(_Record):
-    """A stored value exported as null: where it is, never what it was."""
+class NulledValue(_Record):
+    """A stored value exported as null (`transform.values.Problem`): where it is, never what it
+    was."""
 
     table: str
     column: str
@@ -65,14 +84,14 @@ class FileEntry(_Record):
     """One learner's document as stored. `path` is relative to the snapshot directory; `bytes`
     and `sha256` describe the file as stored (after compression and encryption)."""
 
-    path: str
-    learner_id: int
-    bytes: int
-    sha256: str
-    lessons_exported: int
-    lessons_total: int
+    path: RelativePath
+    learner_id: int = Field(ge=1)
+    bytes: int = Field(ge=0)
+    sha256: Sha256
+    lessons_exported: int = Field(ge=0)
+    lessons_total: int = Field(ge=0)
     truncated: bool
-    problems: list[Problem] = []
+    problems: list[NulledValue] = []
 
 
 class Failure(_Record):
@@ -87,10 +106,10 @@ class ParquetPartEntry(_Record):
     """One Parquet file a chunk wrote; `path` is relative to the snapshot directory."""
 
     table: str
-    path: str
-    rows: int
-    bytes: int
-    sha256: str
+    path: RelativePath
+    rows: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+    sha256: Sha256
 
 
 class ChunkPart(_Record):
@@ -138,6 +157,15 @@ class Manifest(_Record):
     not_found: list[int]
     failures: list[Failure]
     chunks: int
+
+    @model_validator(mode="after")
+    def _one_file_per_learner(self) -> Manifest:
+        seen: set[int] = set()
+        for entry in self.files:
+            if entry.learner_id in seen:
+                raise ValueError(f"learner {entry.learner_id} is listed twice")
+            seen.add(entry.learner_id)
+        return self
 
 
 def part_path(index: int) -> str:

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from load.errors import LoadError, TerminalLoadError, TransientLoadError
+from load.errors import TerminalLoadError, os_error
 from load.files import write_atomic
 
 PARQUET_DIRECTORY = "parquet"
@@ -103,11 +103,4 @@ def _write_via_move(fs: fsspec.AbstractFileSystem, directory: str, name: str, da
                 fs.rm(temporary)
             raise
     except OSError as exc:
-        raise _translate(exc, target) from None
-
-
-def _translate(exc: OSError, target: str) -> LoadError:
-    reason = exc.strerror or type(exc).__name__
-    if isinstance(exc, TimeoutError | ConnectionError):
-        return TransientLoadError(f"writing {target} failed ({reason}); it may be retried")
-    return TerminalLoadError(f"writing {target} failed ({reason})")
+        raise os_error(exc, f"writing {target}") from None

@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 
 from extract.engine import normalize_url, sqlite_path
+from extract.errors import classify_database_error
 from extract.tables import achievements, learner_profiles, lessons, metadata, users
 from load.database import insert_rows, reset_id_sequence
 from load.errors import LoadError, TerminalLoadError, TransientLoadError
@@ -280,21 +281,14 @@ def _translated(engine: Engine, doing: str) -> Iterator[None]:
         raise _translate(exc, engine, doing) from None
 
 
-_TRANSIENT_SQLSTATE_PREFIXES = ("08", "40", "53", "57P")
-
-
 def _translate(exc: sa.exc.DBAPIError, engine: Engine, doing: str) -> LoadError:
-    sqlstate = getattr(exc.orig, "sqlstate", None)
-    sqlite_name = getattr(exc.orig, "sqlite_errorname", None)
-    code = sqlstate or sqlite_name or type(exc.orig).__name__
+    fault = classify_database_error(exc)
     target = f"the {engine.dialect.name} target"
-    no_answer = sqlstate is None and sqlite_name is None
-    if no_answer and isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
-        # No SQLSTATE: the driver failed before the server answered (refused, reset, timeout).
-        return TransientLoadError(f"{doing}: cannot reach {target} ({code}); it may be retried")
-    where = f"{doing} in {target} failed ({code})"
-    if (sqlstate and sqlstate.startswith(_TRANSIENT_SQLSTATE_PREFIXES)) or (
-        exc.connection_invalidated
-    ):
+    if not fault.answered and fault.transient:
+        return TransientLoadError(
+            f"{doing}: cannot reach {target} ({fault.code}); it may be retried"
+        )
+    where = f"{doing} in {target} failed ({fault.code})"
+    if fault.transient:
         return TransientLoadError(f"{where}; it may be retried")
     return TerminalLoadError(where)

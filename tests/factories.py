@@ -89,3 +89,20 @@ def learner_rows(
         achievements=[achievement_row()] if achievements is None else achievements,
         json_checked=json_checked,
     )
+
+
+def zstd_bomb(inflated_bytes: int) -> bytes:
+    """A valid Zstandard frame of zeros, `inflated_bytes` long once decompressed, built by hand
+    from RLE blocks (4 bytes each for 128 KiB): the densest expansion Zstandard allows, ~32,000x,
+    in a fraction of a second and without ever holding the inflated bytes."""
+    block = 128 * 1024
+    count, rest = divmod(inflated_bytes, block)
+    assert count > 0 and rest == 0, "a whole number of 128 KiB blocks"
+    # Frame header: magic; a descriptor announcing an 8-byte content size; a 128 KiB window
+    # (log 17 = 10 + exponent 7), so a decoder needs no more; the content size.
+    header = (0xFD2FB528).to_bytes(4, "little") + bytes([0b1100_0000, 7 << 3])
+    header += inflated_bytes.to_bytes(8, "little")
+    rle = (1 << 1) | (block << 3)  # Block_Type 1 (RLE) in bits 1-2, Block_Size from bit 3
+    blocks = (rle.to_bytes(3, "little") + b"\0") * (count - 1)
+    last = (rle | 1).to_bytes(3, "little") + b"\0"
+    return header + blocks + last

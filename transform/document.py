@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from extract.records import LearnerRows, Row
+from transform.records import LearnerRows, Row
 from transform.values import (
     MALFORMED_JSON,
     UNREADABLE_TIMESTAMP,

@@ -20,9 +20,9 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from extract.records import LearnerRows, Row
 from transform.pseudonyms import check_key, pseudonym
 from transform.quiz import spec_questions, spec_title, text_items
+from transform.records import LearnerRows, Row
 from transform.values import (
     MALFORMED_JSON,
     UNREADABLE_TIMESTAMP,

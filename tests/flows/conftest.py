@@ -21,7 +21,6 @@ from flows.options import ArchiveOptions, ArchiveSecrets
 from flows.server import drain_prefect_queues, local_server
 from flows.summary import ArchiveResult
 from tests.conftest import DemoSource
-from tests.load.conftest import fernet_key, new_target, sqlite_exports  # noqa: F401 - fixtures
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from flows.archive import ARTIFACT_KEY, export_learner
 from flows.errors import OptionUnavailable, RunFailed
 from flows.server import drain_prefect_queues
 from learner_export.verify import verify_snapshot
+from load.destination import open_destination, open_snapshot
 from load.manifest import Manifest
-from load.snapshot import open_destination, open_snapshot
 from tests.conftest import DemoSource
 from tests.flows.conftest import PrefectServer, run_archive
 

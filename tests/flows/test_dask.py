@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from learner_export.verify import verify_snapshot
-from load.snapshot import open_snapshot
+from load.destination import open_snapshot
 from tests.conftest import DemoSource
 from tests.flows.conftest import PrefectServer, run_archive
 

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from learner_export.verify import verify_snapshot
-from load.snapshot import open_snapshot
+from load.destination import open_snapshot
 from tests.conftest import DemoSource, make_postgres_demo, make_sqlite_demo
 from tests.flows.conftest import PrefectServer
 

@@ -14,7 +14,7 @@ import pytest
 
 from learner_export.demo import MALFORMED_SPEC
 from learner_export.verify import verify_snapshot
-from load.snapshot import open_snapshot
+from load.destination import open_snapshot
 from tests.conftest import DemoSource
 from tests.flows.conftest import run_archive
 from transform.tables import TABLE_SCHEMAS

@@ -9,8 +9,8 @@ from prefect.client.orchestration import get_client
 from pydantic import SecretStr
 
 from flows.restore import RestoreIncomplete, restore_learners
-from tests.load.conftest import NewTarget
-from tests.load.restore_helpers import export_all, learner_row_counts, make_snapshot
+from tests.conftest import NewTarget
+from tests.restore_helpers import export_all, learner_row_counts, make_snapshot
 
 pytestmark = pytest.mark.usefixtures("prefect_backend")
 

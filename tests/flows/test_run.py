@@ -7,8 +7,8 @@ import pytest
 
 from flows import run
 from flows.errors import RunFailed, RunMismatch
+from load.destination import MANIFEST_NAME, Destination, open_destination, write_file
 from load.manifest import ChunkPart, Failure, FileEntry, RunParameters, part_path, to_json
-from load.snapshot import MANIFEST_NAME, Destination, open_destination, write_file
 
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 PARAMETERS = RunParameters(

@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from learner_export.cli import main
-from tests.load.conftest import NewTarget
-from tests.load.restore_helpers import (
+from tests.conftest import NewTarget
+from tests.restore_helpers import (
     edited,
     export_all,
     learner_row_counts,
@@ -185,5 +185,5 @@ def test_nothing_touches_the_target_when_every_file_fails_its_checksum(
 
     assert main(["restore", str(snapshot), "--database-url", target]) == 1
 
-    assert "sha256 checksum mismatch" in capsys.readouterr().err
+    assert "sha256 differs from the manifest" in capsys.readouterr().err
     assert not Path(target.removeprefix("sqlite:///")).exists()

@@ -50,7 +50,7 @@ def test_manifest_counts_and_orders_what_the_parts_say() -> None:
             learner_ids=[5, 6],
             files=[_file(6)],
             not_found=[5],
-            parquet=[ParquetPartEntry(table="t", path="p1", rows=4, bytes=1, sha256="a")],
+            parquet=[ParquetPartEntry(table="t", path="p1", rows=4, bytes=1, sha256="a" * 64)],
             seconds=1,
         ),
         ChunkPart(
@@ -58,7 +58,7 @@ def test_manifest_counts_and_orders_what_the_parts_say() -> None:
             learner_ids=[3, 4],
             files=[_file(4, truncated=True)],
             failures=[Failure(learner_id=3, chunk=0, error="x")],
-            parquet=[ParquetPartEntry(table="t", path="p0", rows=3, bytes=1, sha256="b")],
+            parquet=[ParquetPartEntry(table="t", path="p0", rows=3, bytes=1, sha256="b" * 64)],
             seconds=1,
         ),
     ]

@@ -18,8 +18,8 @@ from load.restore_target import (
     prepare_target,
     write_learner,
 )
-from tests.load.conftest import NewTarget
-from tests.load.restore_helpers import learner_row_counts, user_ids
+from tests.conftest import NewTarget
+from tests.restore_helpers import learner_row_counts, user_ids
 from transform.restore_rows import restore_rows
 
 

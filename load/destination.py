@@ -1,4 +1,7 @@
-"""Snapshot directories under a destination: any fsspec URL, local disk by default.
+"""Where snapshots are written: a destination (any fsspec URL, local disk by default), its run
+directories, atomic writes into them, publishing and retention.
+
+Reading a published snapshot back against its manifest is `load.snapshot_files`.
 
 Layout, for a destination `<dest>` and a run id `<run>`:
 
@@ -15,7 +18,6 @@ last, so a snapshot prefix without manifest.json is not (yet) a snapshot.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import posixpath
 import re
@@ -27,15 +29,14 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from load.errors import LoadError, TerminalLoadError, TransientLoadError
+from load.errors import LoadError, TerminalLoadError, os_error
 from load.files import AtomicBatch, fsync_directory, write_atomic
+from load.manifest import MANIFEST_NAME
 
-MANIFEST_NAME = "manifest.json"
 INCOMPLETE_DIR = ".incomplete"
 DELETED_DIR = ".deleted"
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
-_TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.EBUSY})
 
 
 def check_run_id(run_id: str) -> str:
@@ -114,19 +115,8 @@ def translated(fs: fsspec.AbstractFileSystem, path: str, action: str) -> Iterato
         yield
     except LoadError:
         raise
-    except (TimeoutError, ConnectionError) as exc:
-        where = _printable(fs, path)
-        raise TransientLoadError(
-            f"{action} {where} failed ({type(exc).__name__}); it may be retried"
-        ) from None
     except OSError as exc:
-        where = _printable(fs, path)
-        reason = exc.strerror or type(exc).__name__
-        if exc.errno in _TRANSIENT_ERRNOS:
-            raise TransientLoadError(
-                f"{action} {where} failed ({reason}); it may be retried"
-            ) from None
-        raise TerminalLoadError(f"{action} {where} failed ({reason})") from None
+        raise os_error(exc, f"{action} {_printable(fs, path)}") from None
 
 
 def write_file(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> StoredFile:
@@ -176,8 +166,8 @@ class FileBatch:
             self._local.abort()
 
 
-def read_file(fs: fsspec.AbstractFileSystem, path: str) -> bytes | None:
-    """The bytes at `path`, or None when there is no such file."""
+def read_if_exists(fs: fsspec.AbstractFileSystem, path: str) -> bytes | None:
+    """The bytes at `path`, or None when there is no such file (other errors are LoadErrors)."""
     with translated(fs, path, "reading"):
         try:
             data: bytes = fs.cat_file(path)

@@ -1,4 +1,4 @@
-"""Round trips and refusals of `load.restore`: export -> restore into an empty database -> export
+"""Round trips and refusals of `flows.restore_steps`: export -> restore into an empty database -> export
 again gives the same bytes, for every demo learner, between every pair of backends."""
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from extract.tables import users
+from flows.restore_steps import RestoreOutcome, RestoreReport, Status, restore_paths
 from learner_export.demo import BIG_LEARNER_LESSONS
-from load.restore import Outcome, RestoreReport, Status, restore_paths
 from load.restore_target import MissingParent, OnConflict
-from tests.conftest import make_sqlite_demo
-from tests.load.conftest import NewTarget
-from tests.load.restore_helpers import (
+from tests.conftest import NewTarget, make_sqlite_demo
+from tests.restore_helpers import (
     edited,
     export_all,
     learner_row_counts,
@@ -42,12 +41,13 @@ def restore(
     on_conflict: OnConflict = OnConflict.FAIL,
     missing_parent: MissingParent = MissingParent.CREATE,
 ) -> RestoreReport:
+    fernet = Fernet(key) if key is not None else None
     return restore_paths(
-        url, paths, key=key, on_conflict=on_conflict, missing_parent=missing_parent
+        url, paths, fernet=fernet, on_conflict=on_conflict, missing_parent=missing_parent
     )
 
 
-def by_learner(report: RestoreReport) -> dict[int | None, Outcome]:
+def by_learner(report: RestoreReport) -> dict[int | None, RestoreOutcome]:
     return {outcome.learner_id: outcome for outcome in report.outcomes}
 
 

@@ -1,33 +1,36 @@
 """Restoring export documents into a database: the steps the `restore` command and the
-`restore_learners` flow share.
+`restore_learners` flow share. Plain functions, free of Prefect: a composition of `load` (reading
+stored documents and snapshots, writing the target) and `transform` (the inverse builder), kept
+here with the other compositions, not inside `load/`.
 
-1. `plan_sources` turns the arguments into documents to restore: a file is one document; a
-   directory is a snapshot, whose manifest is read and whose every file is checked against its
-   size and sha256 *before anything is written*. Files that fail are refused there.
+1. `plan_sources` turns the arguments (local paths or fsspec URLs) into documents to restore: a
+   file is one document; a directory is a snapshot, whose manifest is read and whose every file
+   is checked against its size and sha256 *before anything is written*. Files that fail are
+   refused there.
 2. `restore_source` restores one document in one transaction: read (decrypt, decompress), check
    the bytes against the manifest again (they are what gets written), parse, validate against the
    JSON Schema, turn into rows (`transform.restore_rows`), write (`load.restore_target`).
-   It never raises for a problem of that one document: the `Outcome` says restored, skipped or
+   It never raises for a problem of that one document: the `RestoreOutcome` says restored, skipped or
    refused, and why, naming the learner id and file, never personal content.
 """
 
 from __future__ import annotations
 
 import enum
+import posixpath
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import fsspec
 import orjson
+from cryptography.fernet import Fernet
 from sqlalchemy.engine import Engine
 
-from load.document_files import (
-    DocumentFormat,
-    decode_document_bytes,
-    document_format,
-    read_file,
-)
+from load.codec import decode_stored, document_format
+from load.destination import open_destination, read_if_exists, translated
 from load.errors import LoadError
+from load.manifest import FileEntry
 from load.restore_target import (
     MissingParent,
     OnConflict,
@@ -36,7 +39,7 @@ from load.restore_target import (
     prepare_target,
     write_learner,
 )
-from load.snapshots import ManifestEntry, check_entry, read_manifest, verify_entry
+from load.snapshot_files import bytes_problem, file_problem, read_manifest
 from transform.document import LESSON_CAP
 from transform.restore_rows import DocumentRefused, RestoreRows, is_canonical, restore_rows
 
@@ -49,15 +52,17 @@ class Status(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """One document file to restore; `entry` is its manifest entry when it came from a snapshot."""
+    """One document file to restore: `path` in the file system `fs`, `where` its printable name;
+    `entry` is its manifest entry when it came from a snapshot."""
 
-    path: Path
-    fmt: DocumentFormat
-    entry: ManifestEntry | None = None
+    fs: fsspec.AbstractFileSystem
+    path: str
+    where: str
+    entry: FileEntry | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class RestoreOutcome:
     """What became of one document (or of a whole snapshot whose manifest was refused).
 
     `subject` names it for people: "learner 3" when the id is known, else the file or snapshot.
@@ -95,7 +100,7 @@ class RestoreReport:
     """Every outcome of a restore run, in the order the documents were taken; `created_tables`
     when the run gave an empty target the contract's tables."""
 
-    outcomes: list[Outcome] = field(default_factory=list)
+    outcomes: list[RestoreOutcome] = field(default_factory=list)
     created_tables: bool = False
 
     def count(self, status: Status) -> int:
@@ -117,8 +122,9 @@ class RestoreReport:
         )
 
 
-def plan_sources(paths: Sequence[Path]) -> tuple[list[Source], list[Outcome]]:
-    """The documents named by `paths` and the refusals found before any write.
+def plan_sources(paths: Sequence[str | Path]) -> tuple[list[Source], list[RestoreOutcome]]:
+    """The documents named by `paths` (local paths or fsspec URLs) and the refusals found before
+    any write.
 
     A directory is a snapshot: its manifest is read and every listed file verified now (size and
     sha256), so a damaged snapshot is known before the target is touched. A file is a document
@@ -126,49 +132,69 @@ def plan_sources(paths: Sequence[Path]) -> tuple[list[Source], list[Outcome]]:
     match its entry is refused here; everything else is returned, in argument/manifest order.
     """
     sources: list[Source] = []
-    refused: list[Outcome] = []
-    for path in paths:
-        if path.is_dir():
-            try:
-                entries = read_manifest(path)
-            except LoadError as exc:
-                reason = str(exc).removeprefix(f"{path}: ")
-                refused.append(_refused(f"snapshot {path}", str(path), reason))
+    refused: list[RestoreOutcome] = []
+    for argument in paths:
+        where = str(argument)
+        try:
+            destination = open_destination(where)
+            fs, path = destination.fs, destination.root
+            with translated(fs, path, "reading"):
+                is_dir, is_file = fs.isdir(path), fs.isfile(path)
+            if is_dir:
+                sources += _snapshot_sources(fs, path, where, refused)
                 continue
-            for entry in entries:
-                fmt = document_format(entry.path.name)
-                assert fmt is not None  # read_manifest keeps document entries only
-                if problem := verify_entry(entry):
-                    subject = f"learner {entry.learner_id}"
-                    refused.append(_refused(subject, str(entry.path), problem, entry.learner_id))
-                else:
-                    sources.append(Source(entry.path, fmt, entry))
+        except LoadError as exc:
+            refused.append(_refused(f"file {where}", where, str(exc)))
             continue
-        fmt = document_format(path.name)
-        if not path.is_file():
-            refused.append(_refused(f"file {path}", str(path), "does not exist"))
-        elif fmt is None:
+        if not is_file:
+            refused.append(_refused(f"file {where}", where, "does not exist"))
+        elif document_format(posixpath.basename(path)) is None:
             refused.append(
                 _refused(
-                    f"file {path}",
-                    str(path),
+                    f"file {where}",
+                    where,
                     "is neither a snapshot directory nor a document file "
                     "(.json, .json.gz, .json.zst, optionally .enc)",
                 )
             )
         else:
-            sources.append(Source(path, fmt))
+            sources.append(Source(fs, path, where))
     return sources, refused
+
+
+def _snapshot_sources(
+    fs: fsspec.AbstractFileSystem, directory: str, where: str, refused: list[RestoreOutcome]
+) -> list[Source]:
+    """The documents of the snapshot in `directory` whose files match the manifest; the others,
+    or the whole snapshot when its manifest cannot be trusted, are added to `refused`."""
+    try:
+        manifest = read_manifest(fs, directory, where)
+    except LoadError as exc:
+        refused.append(_refused(f"snapshot {where}", where, str(exc).removeprefix(f"{where}: ")))
+        return []
+    sources = []
+    for entry in manifest.files:
+        if document_format(posixpath.basename(entry.path)) is None:
+            continue  # not a learner document: nothing to restore
+        path = posixpath.join(directory, entry.path)
+        shown = posixpath.join(where, entry.path)
+        if problem := file_problem(fs, path, entry.bytes, entry.sha256):
+            refused.append(
+                _refused(f"learner {entry.learner_id}", shown, problem, entry.learner_id)
+            )
+        else:
+            sources.append(Source(fs, path, shown, entry))
+    return sources
 
 
 def restore_paths(
     target_url: str,
-    paths: Sequence[Path],
+    paths: Sequence[str | Path],
     *,
-    key: bytes | None,
+    fernet: Fernet | None,
     on_conflict: OnConflict,
     missing_parent: MissingParent,
-    on_outcome: Callable[[Outcome], None] | None = None,
+    on_outcome: Callable[[RestoreOutcome], None] | None = None,
 ) -> RestoreReport:
     """Restore every document named by `paths` into the database at `target_url`.
 
@@ -188,7 +214,11 @@ def restore_paths(
         report.created_tables = prepare_target(engine)
         for source in sources:
             outcome = restore_source(
-                engine, source, key=key, on_conflict=on_conflict, missing_parent=missing_parent
+                engine,
+                source,
+                fernet=fernet,
+                on_conflict=on_conflict,
+                missing_parent=missing_parent,
             )
             _record(report, outcome, on_outcome)
     finally:
@@ -197,7 +227,9 @@ def restore_paths(
 
 
 def _record(
-    report: RestoreReport, outcome: Outcome, on_outcome: Callable[[Outcome], None] | None
+    report: RestoreReport,
+    outcome: RestoreOutcome,
+    on_outcome: Callable[[RestoreOutcome], None] | None,
 ) -> None:
     report.outcomes.append(outcome)
     if on_outcome is not None:
@@ -208,21 +240,23 @@ def restore_source(
     engine: Engine,
     source: Source,
     *,
-    key: bytes | None,
+    fernet: Fernet | None,
     on_conflict: OnConflict,
     missing_parent: MissingParent,
-) -> Outcome:
+) -> RestoreOutcome:
     """Restore one document into `engine`'s database, all or nothing; never raises for a problem
-    of this document (see `Outcome`)."""
+    of this document (see `RestoreOutcome`)."""
     entry = source.entry
-    where = str(source.path)
-    subject = f"learner {entry.learner_id}" if entry else f"file {source.path}"
+    where = source.where
+    subject = f"learner {entry.learner_id}" if entry else f"file {where}"
     learner_id = entry.learner_id if entry else None
     try:
-        data = read_file(source.path)
-        if entry is not None and (problem := check_entry(entry, data)):
+        data = read_if_exists(source.fs, source.path)
+        if data is None:
+            return _refused(subject, where, "is missing", learner_id)
+        if entry is not None and (problem := bytes_problem(data, entry.bytes, entry.sha256)):
             return _refused(subject, where, problem, learner_id)
-        plain = decode_document_bytes(data, source.fmt, key=key, name=where)
+        plain = decode_stored(where, data, fernet)
         try:
             document = orjson.loads(plain)
         except orjson.JSONDecodeError:
@@ -246,14 +280,14 @@ def restore_source(
     except LoadError as exc:
         return _refused(subject, where, _without_prefix(str(exc), learner_id), learner_id)
     if not written.written:
-        return Outcome(
+        return RestoreOutcome(
             Status.SKIPPED,
             subject,
             where,
             learner_id,
             reason="already in the target (--on-conflict skip)",
         )
-    return Outcome(
+    return RestoreOutcome(
         Status.RESTORED,
         subject,
         where,
@@ -267,7 +301,7 @@ def restore_source(
 
 
 def _notes(
-    rows: RestoreRows, entry: ManifestEntry | None, *, canonical: bool, parent: WriteResult
+    rows: RestoreRows, entry: FileEntry | None, *, canonical: bool, parent: WriteResult
 ) -> tuple[str, ...]:
     learner = f"learner {rows.learner_id}"
     notes = []
@@ -311,8 +345,10 @@ def _claimed_learner(document: object) -> int | None:
     return learner_id if isinstance(learner_id, int) and not isinstance(learner_id, bool) else None
 
 
-def _refused(subject: str, where: str, reason: str, learner_id: int | None = None) -> Outcome:
-    return Outcome(Status.REFUSED, subject, where, learner_id, reason=reason)
+def _refused(
+    subject: str, where: str, reason: str, learner_id: int | None = None
+) -> RestoreOutcome:
+    return RestoreOutcome(Status.REFUSED, subject, where, learner_id, reason=reason)
 
 
 def _without_prefix(message: str, learner_id: int | None) -> str:

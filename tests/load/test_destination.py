@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from load.errors import TerminalLoadError
-from load.snapshot import (
+from load.destination import (
     MANIFEST_NAME,
     Destination,
     check_run_id,
@@ -16,10 +15,11 @@ from load.snapshot import (
     open_destination,
     publish,
     published_runs,
-    read_file,
+    read_if_exists,
     remove_empty_dirs,
     write_file,
 )
+from load.errors import TerminalLoadError
 
 
 @pytest.fixture(params=["local", "memory"])
@@ -33,8 +33,8 @@ def test_write_file_reports_size_and_hash(destination: Destination) -> None:
     path = f"{destination.root}/a/b.json"
     stored = write_file(destination.fs, path, b"{}")
     assert (stored.bytes, stored.sha256) == (2, hashlib.sha256(b"{}").hexdigest())
-    assert read_file(destination.fs, path) == b"{}"
-    assert read_file(destination.fs, f"{destination.root}/a/missing.json") is None
+    assert read_if_exists(destination.fs, path) == b"{}"
+    assert read_if_exists(destination.fs, f"{destination.root}/a/missing.json") is None
 
 
 def test_publish_moves_the_run_with_its_manifest(destination: Destination) -> None:
@@ -62,7 +62,8 @@ def test_delete_snapshot_records_the_deletion(destination: Destination) -> None:
     delete_snapshot(destination, "old", b'{"run_id": "old"}')
     assert published_runs(destination) == []
     assert (
-        read_file(destination.fs, f"{destination.root}/.deleted/old.json") == b'{"run_id": "old"}'
+        read_if_exists(destination.fs, f"{destination.root}/.deleted/old.json")
+        == b'{"run_id": "old"}'
     )
 
 

@@ -18,9 +18,11 @@ from cryptography.fernet import Fernet
 from extract.engine import create_source_engine, snapshot
 from extract.reader import all_learner_ids, read_learners
 from extract.tables import achievements, learner_profiles, lessons, users
+from load.manifest import MANIFEST_NAME, Counts, FileEntry, Manifest, RunParameters, to_json
 from load.names import document_filename
 from transform.document import LESSON_CAP, build_document
 from transform.encoding import encode_document
+from transform.values import iso_timestamp
 
 EXPORT_DATE = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 EXPORTED_BY = 1
@@ -82,22 +84,61 @@ def make_snapshot(
     key: bytes | None = None,
     extra: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> Path:
-    """A snapshot directory as the archival flow writes it: the files and `manifest.json`."""
+    """A snapshot directory as the archival flow writes it: the files and `manifest.json` (built
+    with the manifest model; `extra` overrides fields of a learner's file entry)."""
     paths = write_documents(directory, documents, suffix=suffix, key=key)
     files = []
     for learner_id, path in zip(sorted(documents), paths, strict=True):
         data = path.read_bytes()
+        lessons = len(orjson.loads(documents[learner_id])["lessons"])
         entry: dict[str, Any] = {
             "path": path.name,
             "learner_id": learner_id,
             "bytes": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),
+            "lessons_exported": lessons,
+            "lessons_total": lessons,
+            "truncated": False,
         }
         entry.update((extra or {}).get(learner_id, {}))
-        files.append(entry)
-    manifest = {"created_at": "2024-01-15T12:00:00.000Z", "files": files}
-    (directory / "manifest.json").write_bytes(orjson.dumps(manifest))
+        files.append(FileEntry.model_validate(entry))
+    (directory / MANIFEST_NAME).write_bytes(to_json(manifest_of(files)))
     return directory
+
+
+def manifest_of(files: list[FileEntry]) -> Manifest:
+    """A manifest listing `files`, as a run of documents only would write it."""
+    at = iso_timestamp(EXPORT_DATE)
+    return Manifest(
+        run_id="2024-01-15",
+        export_date=at,
+        started_at=at,
+        finished_at=at,
+        duration_seconds=1.0,
+        parameters=RunParameters(
+            learners="all",
+            chunk_size=200,
+            compress=None,
+            encrypt=False,
+            exported_by=EXPORTED_BY,
+            parquet=False,
+        ),
+        counts=Counts(
+            learners_requested=len(files),
+            learners_exported=len(files),
+            files=len(files),
+            bytes=sum(f.bytes for f in files),
+            truncated=sum(f.truncated for f in files),
+            not_found=0,
+            failed=0,
+            problems=0,
+        ),
+        files=files,
+        parquet={},
+        not_found=[],
+        failures=[],
+        chunks=1,
+    )
 
 
 def learner_row_counts(url: str, learner_id: int) -> dict[str, int]:

@@ -1,0 +1,40 @@
+"""What every subcommand shares: the program's name, the user error, and argument types.
+
+Its own module so that `cli` and the command modules it loads import it, never each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+PROG = "learner-export"
+
+
+class UserError(Exception):
+    """A failure the user can act on: printed as one line, exit code 1."""
+
+
+def positive_int(text: str) -> int:
+    """A plain positive decimal integer: ASCII digits only, no sign, space or leading zero."""
+    if not text.isascii() or not text.isdigit() or text.startswith("0"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+def learner_list(text: str) -> list[int]:
+    """A comma-separated list of learner ids (`3,4,5`)."""
+    try:
+        return [positive_int(part.strip()) for part in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of learner ids"
+        ) from None
+
+
+def add_database_option(parser: argparse.ArgumentParser) -> None:
+    """`--database-url`: the source database, defaulting to the settings' source."""
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="source database (default: $DATABASE_URL, else the embedded demo database)",
+    )

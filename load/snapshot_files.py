@@ -1,0 +1,87 @@
+"""A published snapshot read back: its manifest, and each listed file checked against its entry.
+
+`verify` and `restore` both read snapshots through here, on a local path or any fsspec URL:
+
+    SNAPSHOT/manifest.json   a `load.manifest.Manifest` (read with the model itself)
+    SNAPSHOT/<entry.path>    each file the manifest lists, `bytes` long, with that `sha256`
+
+`bytes` and `sha256` describe a file exactly as stored (after compression and encryption). A
+manifest that cannot be trusted as a whole (missing, not valid JSON, not a manifest, a path
+leaving the snapshot, a learner listed twice) is a `SnapshotError`; a file that does not match its
+entry is reported per file (`file_problem`), so the other files can still be used. Messages name
+paths, ids and checks, never content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+
+import fsspec
+from pydantic import ValidationError
+
+from load.destination import list_files, read_if_exists, translated
+from load.errors import TerminalLoadError
+from load.manifest import MANIFEST_NAME, Manifest
+
+_HASH_STEP = 1024 * 1024
+MISSING = "is missing from the snapshot"
+
+
+class SnapshotError(TerminalLoadError):
+    """The snapshot's manifest is missing or cannot be trusted; nothing of it is used."""
+
+
+def read_manifest(fs: fsspec.AbstractFileSystem, directory: str, name: str) -> Manifest:
+    """The manifest of the snapshot in `directory`; `name` is how messages call the snapshot."""
+    data = read_if_exists(fs, posixpath.join(directory, MANIFEST_NAME))
+    if data is None:
+        raise SnapshotError(f"{name}: not a finished snapshot (no {MANIFEST_NAME})")
+    try:
+        return Manifest.model_validate_json(data)
+    except ValidationError as exc:
+        raise SnapshotError(
+            f"{name}: {MANIFEST_NAME} is not a valid manifest ({_first(exc)})"
+        ) from None
+
+
+def _first(exc: ValidationError) -> str:
+    """The first validation error: where and what, without the offending value."""
+    error = exc.errors(include_input=False, include_url=False)[0]
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg']}" if where else str(error["msg"])
+
+
+def bytes_problem(data: bytes, size: int, sha256: str) -> str | None:
+    """Why `data` (a listed file's whole content) is not the file its entry lists; None if it is."""
+    if len(data) != size:
+        return f"is {len(data)} bytes, the manifest lists {size}"
+    if hashlib.sha256(data).hexdigest() != sha256:
+        return "sha256 differs from the manifest: the file is damaged or not the one listed"
+    return None
+
+
+def file_problem(fs: fsspec.AbstractFileSystem, path: str, size: int, sha256: str) -> str | None:
+    """Why the file at `path` does not match its entry (missing, other size, other checksum);
+    None if it matches. Reads it in pieces, so checking a snapshot holds one piece at a time."""
+    with translated(fs, path, "reading"):
+        try:
+            found = int(fs.size(path))
+        except FileNotFoundError:
+            return MISSING
+        if found != size:
+            return f"is {found} bytes, the manifest lists {size}"
+        digest = hashlib.sha256()
+        with fs.open(path, "rb") as handle:
+            while piece := handle.read(_HASH_STEP):
+                digest.update(piece)
+    if digest.hexdigest() != sha256:
+        return "sha256 differs from the manifest: the file is damaged or not the one listed"
+    return None
+
+
+def unlisted_files(fs: fsspec.AbstractFileSystem, directory: str, manifest: Manifest) -> list[str]:
+    """Files in the snapshot directory that its manifest does not list (relative paths)."""
+    listed = {MANIFEST_NAME} | {entry.path for entry in manifest.files}
+    listed |= {part.path for table in manifest.parquet.values() for part in table.parts}
+    return [name for name in list_files(fs, directory) if name not in listed]
