@@ -3,7 +3,7 @@
 
     python3 dev.py demo     # set up, build the demo database, run the main job on it
     python3 dev.py test     # set up, run the whole test suite (extra args go to pytest)
-    python3 dev.py lint     # set up, run ruff (lint + format check) and mypy
+    python3 dev.py lint     # set up, run ruff (lint + format check), mypy and the layer contracts
     python3 dev.py setup    # only set up
 
 Only the standard library is used here, so it runs with nothing but python3 (3.11+). The virtual
@@ -101,6 +101,9 @@ def lint() -> int:
         [str(BIN / "ruff"), "check", "."],
         [str(BIN / "ruff"), "format", "--check", "."],
         [str(BIN / "mypy")],
+        # The import contracts of pyproject's [tool.importlinter]: the layers, where Prefect may be
+        # imported, no circles.
+        [str(BIN / "lint-imports"), "--no-cache"],
     ]
     return max(subprocess.run(c, cwd=ROOT).returncode for c in checks)
 
