@@ -355,6 +355,13 @@ _ERROR_BODY = {
 }
 
 
+def _retry_after(description: str) -> dict[str, Any]:
+    """The OpenAPI description of a `Retry-After` response header (whole seconds)."""
+    return {
+        "Retry-After": {"description": description, "schema": {"type": "integer", "minimum": 1}}
+    }
+
+
 def _error(description: str, **extra: Any) -> dict[str, Any]:
     return {
         "description": description,
@@ -395,21 +402,11 @@ _EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: _error("An ADMIN asked for an id that is not a LEARNER user (`Learner not found`)."),
     429: _error(
         "The user asked for more exports than the per-minute limit allows.",
-        headers={
-            "Retry-After": {
-                "description": "Seconds until a request will be admitted.",
-                "schema": {"type": "integer", "minimum": 1},
-            }
-        },
+        headers=_retry_after("Seconds until a request will be admitted."),
     ),
     503: _error(
         "The source database cannot be read right now.",
-        headers={
-            "Retry-After": {
-                "description": "Seconds after which a retry may succeed.",
-                "schema": {"type": "integer", "minimum": 1},
-            }
-        },
+        headers=_retry_after("Seconds after which a retry may succeed."),
     ),
 }
 

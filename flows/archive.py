@@ -100,24 +100,7 @@ def archive_chunk_task(job: ChunkJob, index: int, learner_ids: list[int]) -> Chu
     return archive_chunk(job, index, learner_ids)
 
 
-@task(name="finish-run", **_IO_TASK)
-def finish_run(
-    job: ChunkJob,
-    plan: RunPlan,
-    parts: dict[int, ChunkPart],
-    chunk_errors: dict[int, str],
-    tolerate_failures: bool,
-    seconds: float,
-) -> Manifest:
-    return run.complete_run(
-        open_destination(job.destination_url),
-        plan,
-        parts,
-        chunk_errors=chunk_errors,
-        tolerate_failures=tolerate_failures,
-        now=datetime.now(UTC),
-        seconds=seconds,
-    )
+finish_run = task(name="finish-run", **_IO_TASK)(run.complete_run)
 
 
 @task(name="apply-retention", **_IO_TASK)
@@ -160,7 +143,13 @@ def archive_learners(
         done, errors = _run_chunks(job, plan, pending, len(plan.chunks) - len(pending))
         parts.update(done)
         manifest = finish_run(
-            job, plan, parts, errors, options.tolerate_failures, time.perf_counter() - clock
+            open_destination(job.destination_url),
+            plan,
+            parts,
+            chunk_errors=errors,
+            tolerate_failures=options.tolerate_failures,
+            now=datetime.now(UTC),
+            seconds=time.perf_counter() - clock,
         )
         status: Literal["complete", "already-complete"] = "complete"
         chunks_run = len(pending)

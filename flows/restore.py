@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cryptography.fernet import Fernet
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
@@ -49,18 +48,8 @@ def prepare_target_tables(engine: Engine) -> bool:
     return prepare_target(engine)
 
 
-@task(cache_policy=NO_CACHE)
-def restore_document(
-    engine: Engine,
-    source: Source,
-    fernet: Fernet | None,
-    on_conflict: OnConflict,
-    missing_parent: MissingParent,
-) -> RestoreOutcome:
-    """One learner, one transaction; refusals come back as a RestoreOutcome, never raised."""
-    return restore_source(
-        engine, source, fernet=fernet, on_conflict=on_conflict, missing_parent=missing_parent
-    )
+restore_document = task(name="restore-document", cache_policy=NO_CACHE)(restore_source)
+"""One learner, one transaction; refusals come back as a RestoreOutcome, never raised."""
 
 
 @flow(name="restore-learners")
@@ -88,7 +77,13 @@ def restore_learners(
             report.created_tables = prepare_target_tables(engine)
             for source in sources:
                 report.outcomes.append(
-                    restore_document(engine, source, fernet, on_conflict, missing_parent)
+                    restore_document(
+                        engine,
+                        source,
+                        fernet=fernet,
+                        on_conflict=on_conflict,
+                        missing_parent=missing_parent,
+                    )
                 )
         finally:
             engine.dispose()

@@ -6,6 +6,12 @@ Its own module so that `cli` and the command modules it loads import it, never e
 from __future__ import annotations
 
 import argparse
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from learner_export.settings import Settings
 
 PROG = "learner-export"
 
@@ -38,3 +44,23 @@ def add_database_option(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="source database (default: $DATABASE_URL, else the embedded demo database)",
     )
+
+
+Run = Callable[[argparse.Namespace, "Settings"], None]
+
+
+def add_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    run: Run,
+    *,
+    help: str,
+    description: str | None = None,
+) -> argparse.ArgumentParser:
+    """Add subcommand `name`, run by `run`; `help` is its line in `learner-export --help`. Its
+    description is `run`'s docstring, written for users (one home for what the command does),
+    unless another is given."""
+    description = description or inspect.cleandoc(run.__doc__ or "") or None
+    parser = commands.add_parser(name, help=help, description=description)
+    parser.set_defaults(run=run)
+    return parser

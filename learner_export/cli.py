@@ -14,7 +14,13 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from learner_export.arguments import PROG, UserError, add_database_option, positive_int
+from learner_export.arguments import (
+    PROG,
+    UserError,
+    add_command,
+    add_database_option,
+    positive_int,
+)
 from learner_export.settings import Settings, get_settings
 
 COMMAND_MODULES: tuple[str, ...] = (
@@ -33,11 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser(
+    demo = add_command(
+        commands,
         "demo-db",
+        _run_demo_db,
         help="create the demo database (embedded SQLite by default)",
-        description="Create the contract's tables and fill them with deterministic demo data: "
-        "the same --learners and --seed give the same rows and ids on SQLite and PostgreSQL.",
     )
     demo.add_argument("--learners", type=positive_int, default=12, help="learners (default 12)")
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
@@ -45,12 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--replace", action="store_true", help="drop and rebuild the tables if they already exist"
     )
     add_database_option(demo)
-    demo.set_defaults(run=_run_demo_db)
 
-    export = commands.add_parser(
-        "export",
-        help="export one learner's document to a file",
-        description="Write learner-data-{id}-{YYYY-MM-DD}.json for one learner and print its path.",
+    export = add_command(
+        commands, "export", _run_export, help="export one learner's document to a file"
     )
     export.add_argument("learner_id", type=positive_int, metavar="LEARNER_ID")
     export.add_argument(
@@ -63,7 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="user id recorded as exportedBy (default: $LEARNER_EXPORT_EXPORTED_BY, else null)",
     )
     add_database_option(export)
-    export.set_defaults(run=_run_export)
 
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(commands)
@@ -75,6 +77,8 @@ def _source_url(args: argparse.Namespace, settings: Settings) -> str:
 
 
 def _run_demo_db(args: argparse.Namespace, settings: Settings) -> None:
+    """Create the contract's tables and fill them with deterministic demo data: the same --learners
+    and --seed give the same rows and ids on SQLite and PostgreSQL."""
     from extract.engine import describe
     from learner_export.demo import DemoDatabaseExists, build_demo_database
 
@@ -93,48 +97,40 @@ def _run_demo_db(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _run_export(args: argparse.Namespace, settings: Settings) -> None:
-    from extract.engine import create_source_engine, snapshot
-    from extract.reader import read_learner
+    """Write learner-data-{id}-{YYYY-MM-DD}.json for one learner and print its path."""
+    # The same function as the export-learner flow's task, called without Prefect.
+    from flows.chunk import ChunkJob, export_one
     from load.audit import append_audit, written_record
-    from load.files import write_atomic
-    from load.names import document_filename
-    from transform.document import LESSON_CAP, build_document, problem_lines
-    from transform.encoding import encode_document
+    from transform.values import Problem
 
     export_date = datetime.now(UTC)
     exported_by = args.exported_by or settings.exported_by
-    engine = create_source_engine(_source_url(args, settings))
-    try:
-        with snapshot(engine) as conn:
-            rows = read_learner(conn, args.learner_id, lesson_limit=LESSON_CAP)
-    finally:
-        engine.dispose()
-    built = build_document(rows, export_date=export_date, exported_by=exported_by)
-    written = write_atomic(
-        args.out, document_filename(args.learner_id, export_date), encode_document(built.document)
+    job = ChunkJob(
+        destination_url=str(args.out.resolve()),
+        run_id="single",
+        source_url=_source_url(args, settings),
+        export_date=export_date,
+        exported_by=exported_by,
+        compress=None,
+        encryption_key=None,
+        parquet=False,
+        pseudonym_key=None,
     )
+    entry = export_one(job, args.learner_id)
     append_audit(
         settings.audit_log_path,
-        written_record(
-            at=export_date,
-            via="cli",
-            user_id=exported_by,
-            learner_id=args.learner_id,
-            sha256=written.sha256,
-            size=written.size,
-            lessons_exported=built.lessons_exported,
-            lessons_total=built.lessons_total,
-        ),
+        written_record(at=export_date, via="cli", user_id=exported_by, entry=entry),
     )
-    for line in problem_lines([built]):
-        print(f"{PROG}: warning: {line}", file=sys.stderr)
-    if built.truncated:
+    for nulled in entry.problems:
+        problem = Problem(**nulled.model_dump())
+        print(f"{PROG}: warning: learner {entry.learner_id}: {problem}", file=sys.stderr)
+    if entry.truncated:
         print(
-            f"{PROG}: note: learner {built.learner_id} has {built.lessons_total} lessons; "
-            f"the document holds the {built.lessons_exported} most recent",
+            f"{PROG}: note: learner {entry.learner_id} has {entry.lessons_total} lessons; "
+            f"the document holds the {entry.lessons_exported} most recent",
             file=sys.stderr,
         )
-    print(written.path.resolve())
+    print(args.out.resolve() / entry.path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from flows.options import DEFAULT_CHUNK_SIZE, DEFAULT_WORKERS
 from learner_export.arguments import (
     PROG,
     UserError,
+    add_command,
     add_database_option,
     learner_list,
     positive_int,
@@ -33,12 +34,11 @@ DEFAULT_CRON = "0 2 * * *"
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    archive = commands.add_parser(
+    archive = add_command(
+        commands,
         "archive",
+        run_archive,
         help="archive every learner (or --learners) into one snapshot",
-        description="Write one snapshot <dest>/<run id>/: every learner's document, "
-        "manifest.json (written last) and Parquet tables for analysts. Run it again after an "
-        "interruption to finish the same snapshot; after it finished, it changes nothing.",
     )
     _add_archive_options(archive)
     archive.add_argument(
@@ -55,44 +55,31 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--dask-address)",
     )
     add_database_option(archive)
-    archive.set_defaults(run=run_archive)
 
-    verify = commands.add_parser(
-        "verify",
-        help="re-check a snapshot against its manifest",
-        description="Check every file of a snapshot against manifest.json: size, sha256, "
-        "decryption, JSON and schema validity, and the Parquet row counts. Exit 1 on any "
-        "mismatch.",
+    verify = add_command(
+        commands, "verify", run_verify, help="re-check a snapshot against its manifest"
     )
     verify.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot directory or URL")
-    verify.set_defaults(run=run_verify)
 
-    decrypt = commands.add_parser(
-        "decrypt",
-        help="decrypt (and decompress) an archived document",
-        description="Write the plain learner-data-{id}-{date}.json inside an encrypted and/or "
-        "compressed document, using LEARNER_EXPORT_ENCRYPTION_KEY; print its path.",
+    decrypt = add_command(
+        commands, "decrypt", run_decrypt, help="decrypt (and decompress) an archived document"
     )
     decrypt.add_argument("file", metavar="FILE", help="a .json.enc/.json.gz/.json.zst file")
     decrypt.add_argument(
         "--out", type=Path, default=Path(), help="directory to write to (default: current)"
     )
-    decrypt.set_defaults(run=run_decrypt)
 
-    schedule = commands.add_parser(
+    schedule = add_command(
+        commands,
         "schedule",
+        run_schedule,
         help="serve the archive as a Prefect deployment on a cron schedule",
-        description="Serve archive-learners on a cron schedule (nightly by default) until "
-        "interrupted. The source and keys come from this process's environment at each run. "
-        "Uses the Prefect server at PREFECT_API_URL, or starts a local one for as long as it "
-        "serves.",
     )
     _add_archive_options(schedule)
     schedule.add_argument(
         "--cron", default=DEFAULT_CRON, help=f"cron expression, UTC (default {DEFAULT_CRON!r})"
     )
     schedule.add_argument("--name", default="nightly", help="deployment name (default nightly)")
-    schedule.set_defaults(run=run_schedule)
 
 
 def _add_archive_options(parser: argparse.ArgumentParser) -> None:
@@ -181,6 +168,9 @@ def configure_prefect(settings: Settings) -> None:
 
 
 def run_archive(args: argparse.Namespace, settings: Settings) -> None:
+    """Write one snapshot <dest>/<run id>/: every learner's document, manifest.json (written last)
+    and Parquet tables for analysts. Run it again after an interruption to finish the same
+    snapshot; after it finished, it changes nothing."""
     configure_prefect(settings)
     from flows.archive import archive_learners, check_options
     from flows.errors import ArchiveError
@@ -232,6 +222,8 @@ def _reveal(secret: Any) -> str | None:
 
 
 def run_verify(args: argparse.Namespace, settings: Settings) -> None:
+    """Check every file of a snapshot against manifest.json: size, sha256, decryption, JSON and
+    schema validity, and the Parquet row counts. Exit 1 on any mismatch."""
     from learner_export.verify import verify_snapshot
     from load.codec import configured_fernet
     from load.destination import open_snapshot
@@ -249,6 +241,8 @@ def run_verify(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def run_decrypt(args: argparse.Namespace, settings: Settings) -> None:
+    """Write the plain learner-data-{id}-{date}.json inside an encrypted and/or compressed document,
+    using LEARNER_EXPORT_ENCRYPTION_KEY; print its path."""
     from load.codec import configured_fernet, decode_stored, plain_name, stored_format
     from load.destination import open_snapshot, read_if_exists
     from load.files import write_atomic
@@ -266,6 +260,9 @@ def run_decrypt(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def run_schedule(args: argparse.Namespace, settings: Settings) -> None:
+    """Serve archive-learners on a cron schedule (nightly by default) until interrupted. The source
+    and keys come from this process's environment at each run. Uses the Prefect server at
+    PREFECT_API_URL, or starts a local one for as long as it serves."""
     configure_prefect(settings)
     from flows.archive import check_options
     from flows.errors import ArchiveError

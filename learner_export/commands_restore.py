@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from learner_export.arguments import PROG, UserError
+from learner_export.arguments import PROG, UserError, add_command
 from learner_export.settings import Settings
 
 if TYPE_CHECKING:
@@ -26,16 +26,8 @@ RESET_NOTE = (
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `restore` to the command line."""
-    restore = commands.add_parser(
-        "restore",
-        help="load export documents or snapshots back into a database",
-        description="Write the learner, profile, lessons and achievements of each document into "
-        "the database at --database-url (its tables are created if it has none). A directory is "
-        "a snapshot: its manifest.json is read and every file's sha256 checked before anything "
-        "is written. Plain, .gz, .zst and encrypted (.enc, key from "
-        "LEARNER_EXPORT_ENCRYPTION_KEY) documents are read. Each learner is written in its own "
-        "transaction: a learner that cannot be restored faithfully is refused, with nothing "
-        "written for it. Exit status 1 when anything was refused.",
+    restore = add_command(
+        commands, "restore", _run, help="load export documents or snapshots back into a database"
     )
     restore.add_argument(
         "sources",
@@ -65,10 +57,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="when the learner's parent is not in the target: create adds a placeholder PARENT "
         "account holding only its id (default), fail refuses the learner",
     )
-    restore.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> None:
+    """Write the learner, profile, lessons and achievements of each document into the database at
+    --database-url (its tables are created if it has none). A directory is a snapshot: its
+    manifest.json is read and every file's sha256 checked before anything is written. Plain, .gz,
+    .zst and encrypted (.enc, key from LEARNER_EXPORT_ENCRYPTION_KEY) documents are read. Each
+    learner is written in its own transaction: a learner that cannot be restored faithfully is
+    refused, with nothing written for it. Exit status 1 when anything was refused."""
     from extract.engine import describe
     from flows.restore_steps import restore_paths
     from load.codec import configured_fernet

@@ -8,17 +8,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from learner_export.arguments import add_command
 from learner_export.serving import DESCRIPTION, add_arguments
 from learner_export.settings import Settings
 
 
 def register(subparsers: Any) -> None:
     """Add `serve` to the `learner-export` command line."""
-    parser = subparsers.add_parser(
-        "serve", help="serve the HTTP export endpoint", description=DESCRIPTION
+    parser = add_command(
+        subparsers, "serve", _run, help="serve the HTTP export endpoint", description=DESCRIPTION
     )
     add_arguments(parser)
-    parser.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> None:

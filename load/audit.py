@@ -23,7 +23,7 @@ import orjson
 
 from load.errors import TerminalLoadError, os_error
 from load.files import FILE_MODE
-from load.manifest import Manifest
+from load.manifest import FileEntry, Manifest
 
 ARCHIVE_CHANNEL = "archive"
 """`via` of the lines an archive run appends."""
@@ -74,29 +74,20 @@ class AuditRecord:
         return line
 
 
-def written_record(
-    *,
-    at: datetime,
-    via: str,
-    user_id: int | None,
-    learner_id: int,
-    sha256: str,
-    size: int,
-    lessons_exported: int,
-    lessons_total: int,
-) -> AuditRecord:
-    """The record of a document written whole to a file (status 200, complete)."""
+def written_record(*, at: datetime, via: str, user_id: int | None, entry: FileEntry) -> AuditRecord:
+    """The record of a document written whole to a file (status 200, complete), from the
+    file's manifest entry (its stored size and sha256, its lesson counts)."""
     return AuditRecord(
         at=at,
         via=via,
         user_id=user_id,
-        learner_id=learner_id,
+        learner_id=entry.learner_id,
         status=200,
-        sha256=sha256,
-        size=size,
+        sha256=entry.sha256,
+        size=entry.bytes,
         complete=True,
-        lessons_exported=lessons_exported,
-        lessons_total=lessons_total,
+        lessons_exported=entry.lessons_exported,
+        lessons_total=entry.lessons_total,
     )
 
 
@@ -106,16 +97,7 @@ def audit_manifest(path: Path, manifest: Manifest, exported_by: int | None) -> i
     the number of lines."""
     at = datetime.fromisoformat(manifest.finished_at)
     records = [
-        written_record(
-            at=at,
-            via=ARCHIVE_CHANNEL,
-            user_id=exported_by,
-            learner_id=entry.learner_id,
-            sha256=entry.sha256,
-            size=entry.bytes,
-            lessons_exported=entry.lessons_exported,
-            lessons_total=entry.lessons_total,
-        )
+        written_record(at=at, via=ARCHIVE_CHANNEL, user_id=exported_by, entry=entry)
         for entry in manifest.files
     ]
     records += [
