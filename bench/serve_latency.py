@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from learner_export.demo import build_demo_database, demo_rows  # noqa: E402
+from learner_export.processes import free_port, stop_process  # noqa: E402
 from learner_export.tokens import issue_token  # noqa: E402
 
 SECRET = "bench-secret-" + "0123456789abcdef" * 3
@@ -134,16 +134,10 @@ def measure(
     return Result(label, clients, latencies, elapsed, results[0][1])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def server(database_url: str, workers: int, data_dir: Path) -> Iterator[str]:
     """`python serve.py` on a free loopback port, until the block ends."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -169,8 +163,7 @@ def server(database_url: str, workers: int, data_dir: Path) -> Iterator[str]:
             bound = bound or "Uvicorn running on" in line
         yield url
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_process(process)
         process.stderr.close()
 
 

@@ -15,10 +15,11 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from learner_export.processes import free_port
 
 SUPERUSER = "postgres"
 READER = "exporter_ro"
@@ -39,12 +40,6 @@ def find_bin_dir() -> Path:
     if candidates:
         return candidates[0].parent
     raise PostgresUnavailable("no PostgreSQL server binaries (pg_ctl, initdb) on this machine")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PostgresCluster:
@@ -81,7 +76,7 @@ class PostgresCluster:
             raise PostgresUnavailable(f"initdb failed: {result.stderr.strip()[-500:]}")
         last_error = ""
         for _ in range(5):  # another process may take the free port before the server does
-            self.port = _free_port()
+            self.port = free_port()
             options = (
                 f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 "
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"

@@ -3,26 +3,25 @@ way the export and archival flows do, and count what a target database holds for
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
-import zstandard
 from cryptography.fernet import Fernet
 
 from extract.engine import create_source_engine, snapshot
 from extract.reader import all_learner_ids, read_learners
 from extract.tables import achievements, learner_profiles, lessons, users
+from load.codec import encode_stored, stored_format
 from load.manifest import MANIFEST_NAME, Counts, FileEntry, Manifest, RunParameters, to_json
 from load.names import document_filename
 from transform.document import LESSON_CAP, build_document
 from transform.encoding import encode_document
-from transform.values import iso_timestamp
 
 EXPORT_DATE = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 EXPORTED_BY = 1
@@ -47,18 +46,6 @@ def export_all(url: str) -> dict[int, bytes]:
     }
 
 
-def encode_file(data: bytes, suffix: str, key: bytes | None = None) -> bytes:
-    """`data` as a file with that suffix holds it: compressed, then encrypted."""
-    if ".gz" in suffix:
-        data = gzip.compress(data, mtime=0)
-    elif ".zst" in suffix:
-        data = zstandard.ZstdCompressor().compress(data)
-    if suffix.endswith(".enc"):
-        assert key is not None
-        data = Fernet(key).encrypt(data)
-    return data
-
-
 def write_documents(
     directory: Path,
     documents: Mapping[int, bytes],
@@ -66,12 +53,19 @@ def write_documents(
     suffix: str = "",
     key: bytes | None = None,
 ) -> list[Path]:
-    """One file per document, named as contract §4 says; the paths in learner id order."""
+    """One file per document, named as contract §4 says and stored as its `suffix` says, by the
+    archive's own encoder (`key` is the Fernet key of a suffix ending in .enc, and is not used
+    otherwise); the paths in learner id order."""
     directory.mkdir(parents=True, exist_ok=True)
+    stored = stored_format(suffix)
+    fernet = None
+    if stored.encrypted:
+        assert key is not None, "a suffix ending in .enc needs the key"
+        fernet = Fernet(key)
     paths = []
     for learner_id in sorted(documents):
         path = directory / document_filename(learner_id, EXPORT_DATE, suffix=suffix)
-        path.write_bytes(encode_file(documents[learner_id], suffix, key))
+        path.write_bytes(encode_stored(documents[learner_id], stored.compression, fernet))
         paths.append(path)
     return paths
 
@@ -108,7 +102,7 @@ def make_snapshot(
 
 def manifest_of(files: list[FileEntry]) -> Manifest:
     """A manifest listing `files`, as a run of documents only would write it."""
-    at = iso_timestamp(EXPORT_DATE)
+    at = EXPORT_DATE.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return Manifest(
         run_id="2024-01-15",
         export_date=at,
@@ -141,39 +135,43 @@ def manifest_of(files: list[FileEntry]) -> Manifest:
     )
 
 
-def learner_row_counts(url: str, learner_id: int) -> dict[str, int]:
-    """How many rows of each table the target holds for this learner (user, profile, ...)."""
+@contextmanager
+def connected(url: str) -> Iterator[sa.Connection]:
+    """A connection to the database at `url`; its engine is disposed of afterwards."""
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
-            if not sa.inspect(conn).has_table("users"):
-                return dict.fromkeys(("users", "learner_profiles", "lessons", "achievements"), 0)
-
-            def count(table: sa.Table, condition: Any) -> int:
-                return int(conn.execute(sa.select(sa.func.count()).where(condition)).scalar_one())
-
-            return {
-                "users": count(users, users.c.id == learner_id),
-                "learner_profiles": count(
-                    learner_profiles, learner_profiles.c.user_id == learner_id
-                ),
-                "lessons": count(lessons, lessons.c.learner_id == learner_id),
-                "achievements": count(achievements, achievements.c.learner_id == str(learner_id)),
-            }
+            yield conn
     finally:
         engine.dispose()
+
+
+def learner_row_counts(url: str, learner_id: int) -> dict[str, int]:
+    """How many rows of each table the target holds for this learner (user, profile, ...); all
+    0 when it has no tables yet."""
+    belongs = {
+        users: users.c.id == learner_id,
+        learner_profiles: learner_profiles.c.user_id == learner_id,
+        lessons: lessons.c.learner_id == learner_id,
+        achievements: achievements.c.learner_id == str(learner_id),
+    }
+    with connected(url) as conn:
+        if not sa.inspect(conn).has_table("users"):
+            return {table.name: 0 for table in belongs}
+        return {
+            table.name: conn.execute(
+                sa.select(sa.func.count()).select_from(table).where(condition)
+            ).scalar_one()
+            for table, condition in belongs.items()
+        }
 
 
 def user_ids(url: str) -> list[int]:
     """Every user id in the target, ascending ([] when it has no tables yet)."""
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            if not sa.inspect(conn).has_table("users"):
-                return []
-            return list(conn.execute(sa.select(users.c.id).order_by(users.c.id)).scalars())
-    finally:
-        engine.dispose()
+    with connected(url) as conn:
+        if not sa.inspect(conn).has_table("users"):
+            return []
+        return list(conn.execute(sa.select(users.c.id).order_by(users.c.id)).scalars())
 
 
 def edited(document: bytes, change: Iterable[tuple[tuple[str | int, ...], Any]]) -> bytes:

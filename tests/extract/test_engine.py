@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from extract.engine import create_source_engine, describe, normalize_url, snapshot
 from extract.errors import TerminalExtractError, TransientExtractError
 from extract.reader import all_learner_ids
+from learner_export.processes import free_port
 from tests.pg import PostgresCluster
 
 
@@ -46,9 +46,7 @@ def test_unsupported_databases_are_refused() -> None:
 
 
 def test_an_unreachable_server_is_transient() -> None:
-    with socket.socket() as sock:  # a loopback port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a loopback port nobody listens on
     engine = create_source_engine(f"postgresql://nobody:pw@127.0.0.1:{port}/none")
     with (
         pytest.raises(TransientExtractError, match="may be retried") as caught,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from load.errors import LoadError, TransientLoadError
 from load.restore_target import (
@@ -14,13 +17,32 @@ from load.restore_target import (
     MissingParent,
     OnConflict,
     TargetError,
+    WriteResult,
     open_target,
     prepare_target,
     write_learner,
 )
 from tests.conftest import NewTarget
 from tests.restore_helpers import learner_row_counts, user_ids
-from transform.restore_rows import restore_rows
+from transform.restore_rows import RestoreRows, restore_rows
+
+
+@contextmanager
+def prepared(url: str) -> Iterator[Engine]:
+    """The target at `url`, given its tables; its engine is disposed of afterwards."""
+    engine = open_target(url)
+    try:
+        prepare_target(engine)
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def write(engine: Engine, rows: RestoreRows) -> WriteResult:
+    """`write_learner` with the command's defaults: refuse a conflict, create a missing parent."""
+    return write_learner(
+        engine, rows, on_conflict=OnConflict.FAIL, missing_parent=MissingParent.CREATE
+    )
 
 
 def test_a_new_sqlite_target_is_created_private_and_gets_the_tables(tmp_path: Path) -> None:
@@ -51,15 +73,8 @@ def test_an_id_a_postgresql_uuid_column_would_not_keep_is_refused(
     document["lessons"][-1]["templateId"] = template_id
     rows = restore_rows(document)
     url = new_target("postgresql")
-    engine = open_target(url)
-    try:
-        prepare_target(engine)
-        with pytest.raises(LearnerRefused) as info:
-            write_learner(
-                engine, rows, on_conflict=OnConflict.FAIL, missing_parent=MissingParent.CREATE
-            )
-    finally:
-        engine.dispose()
+    with prepared(url) as engine, pytest.raises(LearnerRefused) as info:
+        write(engine, rows)
 
     last = len(document["lessons"]) - 1
     assert str(info.value).startswith(f"learner 3: /lessons/{last}/templateId is not a lowercase")
@@ -72,15 +87,8 @@ def test_a_row_the_database_rejects_rolls_back_the_whole_learner(
     # The second of two lessons breaks a NOT NULL constraint the document cannot express.
     rows = restore_rows(orjson.loads(sqlite_exports[3]))
     rows.lessons[1]["status"] = None
-    engine = open_target(target_url)
-    try:
-        prepare_target(engine)
-        with pytest.raises(LoadError) as info:
-            write_learner(
-                engine, rows, on_conflict=OnConflict.FAIL, missing_parent=MissingParent.CREATE
-            )
-    finally:
-        engine.dispose()
+    with prepared(target_url) as engine, pytest.raises(LoadError) as info:
+        write(engine, rows)
 
     code = "23502" if target_url.startswith("postgresql") else "SQLITE_CONSTRAINT_NOTNULL"
     kind = "postgresql" if target_url.startswith("postgresql") else "sqlite"
@@ -92,21 +100,12 @@ def test_a_row_the_database_rejects_rolls_back_the_whole_learner(
 def test_the_postgresql_id_sequence_moves_past_restored_ids(
     sqlite_exports: dict[int, bytes], target_url: str
 ) -> None:
-    engine = open_target(target_url)
-    try:
-        prepare_target(engine)
-        write_learner(
-            engine,
-            restore_rows(orjson.loads(sqlite_exports[18])),
-            on_conflict=OnConflict.FAIL,
-            missing_parent=MissingParent.CREATE,
-        )
+    with prepared(target_url) as engine:
+        write(engine, restore_rows(orjson.loads(sqlite_exports[18])))
         with engine.begin() as conn:  # the platform signs up a new user without giving an id
             new_id = conn.execute(
                 sa.text("INSERT INTO users (username, role) VALUES ('new', 'PARENT') RETURNING id")
             ).scalar_one()
-    finally:
-        engine.dispose()
     assert new_id == 19
 
 

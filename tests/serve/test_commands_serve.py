@@ -9,7 +9,6 @@ import ipaddress
 import os
 import re
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from learner_export.demo import demo_rows
+from learner_export.processes import free_port, stop_process
 from tests.conftest import DemoSource
 from tests.serve.conftest import SECRET, make_token
 
@@ -34,12 +34,6 @@ CLI = Path(sys.executable).parent / "learner-export"
 STARTED = "Uvicorn running on"
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -87,12 +81,7 @@ def running(
         transcript = Transcript(output)
         yield transcript
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         if transcript is not None:
             transcript.rest = process.stdout.read()
         process.stdout.close()
@@ -100,7 +89,7 @@ def running(
 
 def test_refuses_to_start_without_a_secret(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "serve.py", "--port", str(_free_port())],
+        [sys.executable, "serve.py", "--port", str(free_port())],
         cwd=ROOT,
         env=_env(tmp_path),
         capture_output=True,
@@ -114,7 +103,7 @@ def test_refuses_to_start_without_a_secret(tmp_path: Path) -> None:
 
 def test_demo_refuses_a_real_database(tmp_path: Path) -> None:
     result = subprocess.run(
-        [str(CLI), "serve", "--demo", "--port", str(_free_port())],
+        [str(CLI), "serve", "--demo", "--port", str(free_port())],
         cwd=ROOT,
         env=_env(tmp_path, DATABASE_URL="postgresql://somewhere/platform"),
         capture_output=True,
@@ -127,7 +116,7 @@ def test_demo_refuses_a_real_database(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_demo_mode_then_the_printed_curl(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "serve.py", "--demo", "--port", str(port)]
     with running(command, _env(tmp_path / "data")) as output:
         assert "built the demo database" in output
@@ -166,7 +155,7 @@ def test_demo_mode_then_the_printed_curl(tmp_path: Path) -> None:
 
 
 def test_several_workers_share_the_demo_secret(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     command = [str(CLI), "serve", "--demo", "--workers", "2", "--port", str(port)]
     # With workers the parent only binds: the socket listens once a worker has started.
     with running(command, _env(tmp_path), ready="Application startup complete") as output:
@@ -212,7 +201,7 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
 
 def test_https_with_ssl_options(tmp_path: Path, sqlite_demo: DemoSource) -> None:
     key, cert = _self_signed(tmp_path)
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "serve.py", "--port", str(port),
         "--ssl-keyfile", str(key), "--ssl-certfile", str(cert),
@@ -235,7 +224,7 @@ def test_https_with_ssl_options(tmp_path: Path, sqlite_demo: DemoSource) -> None
 def test_refuses_to_start_when_the_audit_log_cannot_be_written(tmp_path: Path) -> None:
     (tmp_path / "blocker").write_text("a file where a directory should be")
     result = subprocess.run(
-        [sys.executable, "serve.py", "--demo", "--port", str(_free_port())],
+        [sys.executable, "serve.py", "--demo", "--port", str(free_port())],
         cwd=ROOT,
         env=_env(tmp_path, LEARNER_EXPORT_AUDIT_LOG=str(tmp_path / "blocker" / "audit.jsonl")),
         capture_output=True,
