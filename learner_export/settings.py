@@ -29,10 +29,11 @@ class Settings(BaseSettings):
         default_factory=_default_data_dir,
         description="Where the embedded demo database and the audit log live by default.",
     )
-    database_url: str | None = Field(
+    database_url: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("DATABASE_URL", "LEARNER_EXPORT_DATABASE_URL"),
-        description="SQLAlchemy URL of the source; default: the embedded SQLite demo database.",
+        description="SQLAlchemy URL of the source; default: the embedded SQLite demo database."
+        " A secret: it may hold a password.",
     )
     exported_by: int | None = Field(
         default=None,
@@ -74,7 +75,9 @@ class Settings(BaseSettings):
     @property
     def source_url(self) -> str:
         """DATABASE_URL, or the embedded demo database when none is set."""
-        return self.database_url or f"sqlite:///{self.demo_database_path}"
+        if self.database_url is not None and self.database_url.get_secret_value():
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.demo_database_path}"
 
 
 @functools.cache

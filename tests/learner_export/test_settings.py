@@ -60,7 +60,6 @@ def test_the_database_url_is_read_under_either_name(
 
     settings = Settings()
 
-    assert settings.database_url == "postgresql://exporter@127.0.0.1/platform"
     assert settings.source_url == "postgresql://exporter@127.0.0.1/platform"
 
 
@@ -142,6 +141,7 @@ def test_bad_values_are_refused_naming_the_setting(
 
 def test_secrets_never_show_in_repr_str_or_a_dump(monkeypatch: pytest.MonkeyPatch) -> None:
     secrets = {
+        "DATABASE_URL": "postgresql://exporter:database-password@127.0.0.1/platform",
         "JWT_SECRET": "jwt-secret-value",
         "LEARNER_EXPORT_ENCRYPTION_KEY": "encryption-key-value",
         "LEARNER_EXPORT_PSEUDONYM_KEY": "pseudonym-key-value",
