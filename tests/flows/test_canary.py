@@ -1,10 +1,14 @@
 """Children's data stays in the snapshot: canary values planted in the source never reach
-Prefect's database, result storage or logs (nor does the source's password)."""
+Prefect's database, result storage or logs (nor do the source's password and the pseudonym key).
+
+The run writes the Parquet tables too, so the pseudonym key travels through Prefect with the
+flow's secrets and the chunk tasks, and the planted values pass through the analyst tables."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
@@ -12,10 +16,12 @@ from flows.server import drain_prefect_queues
 from tests.conftest import DemoSource, make_postgres_demo, make_sqlite_demo
 from tests.flows.conftest import PrefectServer, run_archive
 from tests.pg import READER_PASSWORD
+from transform.pseudonyms import pseudonym
 
 CANARY_NAME = "Qzvxcanary Learnername"
 CANARY_SPEC = "CANARY-SPEC-7731-lesson-text"
 CANARY_PAYLOAD = "CANARY-ACHIEVEMENT-5521"
+CANARY_PSEUDONYM_KEY = "CANARY-PSEUDONYM-KEY-9043-of-this-deployment"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -65,13 +71,24 @@ def test_no_learner_content_reaches_prefect(
         run_id="canary",
         learners=[3, 4, 1],
         tolerate_failures=True,
+        parquet=True,
+        secrets={"pseudonym_key": CANARY_PSEUDONYM_KEY},
     )
     drain_prefect_queues()
-    document = next((tmp_path / "dest" / "canary").glob("learner-data-3-*"))
+    snapshot = tmp_path / "dest" / "canary"
+    document = next(snapshot.glob("learner-data-3-*"))
     planted = (CANARY_NAME, CANARY_SPEC, CANARY_PAYLOAD)
     assert all(c.encode() in document.read_bytes() for c in planted)  # the plant took
+    # ... in the analyst tables too, under learner 3's pseudonym with the configured key.
+    who = pseudonym(3, CANARY_PSEUDONYM_KEY.encode())
+    lessons = pq.read_table(snapshot / "parquet" / "lessons").to_pylist()
+    achievements = pq.read_table(snapshot / "parquet" / "achievements").to_pylist()
+    assert {r["spec_title"] for r in lessons if r["learner_pseudonym"] == who} == {CANARY_SPEC}
+    assert {r["title"] for r in achievements if r["learner_pseudonym"] == who} == {CANARY_PAYLOAD}
     assert result.not_found == [1]
-    secrets = [*planted, READER_PASSWORD] if canary_source.kind == "postgresql" else list(planted)
+    secrets = [*planted, CANARY_PSEUDONYM_KEY]
+    if canary_source.kind == "postgresql":
+        secrets.append(READER_PASSWORD)
     files = _haystacks(prefect_server.home, prefect_server.storage)
     assert any(p.name.startswith("prefect.db") for p, _ in files)
     output = caplog.text + "".join(capsys.readouterr())

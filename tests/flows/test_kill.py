@@ -1,14 +1,21 @@
 """Resumability: kill -9 a real `learner-export archive` at random moments, run it again, and
-get the same documents as an uninterrupted run, with no stray files."""
+get the same documents as an uninterrupted run, with no stray files.
+
+A moment is a state of the run's directory, not a time: once a random number of chunks are
+recorded finished, and then a random number of further files have been written. So a slow
+machine kills at the same points as a fast one."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -26,6 +33,8 @@ KILLS = 5
 LEARNERS = 60
 CHUNKS = 30  # --chunk-size 2
 SEED = int(os.environ.get("KILL_TEST_SEED", "20261127"))
+POLLS = 60_000
+"""How often a kill waits for its moment, every 5 ms: only a run that hangs exhausts it."""
 
 
 def _command(dest: Path) -> list[str]:
@@ -48,7 +57,29 @@ def _documents(snapshot: Path) -> dict[str, object]:
 
 
 def _parts(dest: Path) -> int:
-    return len(list((dest / ".incomplete" / "nightly" / "parts").glob("*.json")))
+    """Chunks recorded finished so far (part records survive a kill)."""
+    try:
+        return sum(
+            p.suffix == ".json" for p in (dest / ".incomplete" / "nightly" / "parts").iterdir()
+        )
+    except FileNotFoundError:  # not started yet, or published
+        return 0
+
+
+def _written(dest: Path) -> int:
+    """Files in the run's directory: documents, temporary files of writes under way, records.
+    (os.walk passes over a directory that goes away while it looks.)"""
+    return sum(len(files) for _, _, files in os.walk(dest / ".incomplete" / "nightly"))
+
+
+def _wait_for(process: subprocess.Popen[bytes], count: Callable[[], int], at_least: int) -> None:
+    """Return once `count()` is at least `at_least` or the process has exited; fail if it does
+    neither (a hung run)."""
+    for _ in range(POLLS):
+        if count() >= at_least or process.poll() is not None:
+            return
+        time.sleep(0.005)
+    pytest.fail(f"the archive neither got to {at_least} nor exited")
 
 
 def _files(root: Path) -> list[str]:
@@ -72,11 +103,9 @@ def test_killed_runs_finish_with_the_same_documents(
         "DATABASE_URL": source.url,
         "LEARNER_EXPORT_DATA_DIR": str(tmp_path / "data"),
     }
-    started = time.monotonic()
     reference = subprocess.run(
         _command(tmp_path / "ref"), env=env, capture_output=True, timeout=300
     )
-    duration = time.monotonic() - started
     assert reference.returncode == 0, reference.stderr[-2000:]
 
     rng = random.Random(SEED)
@@ -87,14 +116,13 @@ def test_killed_runs_finish_with_the_same_documents(
             _command(dest), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,  # its own process group: the kill takes everything it started
         )  # fmt: skip
-        # A random moment of the writing phase: once a random number of chunks are recorded
-        # finished (counting those of earlier attempts), then a random instant later.
-        target = rng.randrange(CHUNKS + 1)
-        deadline = time.monotonic() + duration * 3
-        while _parts(dest) < target and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0, 0.2))
-        os.killpg(process.pid, signal.SIGKILL)
+        # Chunks counted finished include those of earlier attempts; the further files land in
+        # the middle of the next chunks' writes.
+        target, further = rng.randrange(CHUNKS + 1), rng.randrange(3)
+        _wait_for(process, functools.partial(_parts, dest), target)
+        _wait_for(process, functools.partial(_written, dest), _written(dest) + further)
+        with contextlib.suppress(ProcessLookupError):  # a run that finished has no group left
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         stages.append(_parts(dest))
     assert any(0 < done < CHUNKS for done in stages), stages  # some kills hit mid-run

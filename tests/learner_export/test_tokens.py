@@ -18,6 +18,8 @@ from learner_export.tokens import MAX_USER_ID, InvalidToken, issue_token, verify
 
 SECRET = "s" * 40
 NOW = 1_800_000_000.0
+"""The clock of every test that gives `now`: fixed claims such as `exp` 1900000000 (2030) are
+judged at this moment whatever today's date is."""
 
 
 def _b64(data: bytes) -> str:
@@ -47,7 +49,17 @@ def test_the_largest_id_is_accepted_and_the_next_is_not() -> None:
     ok = signed(b'{"userId":"%d","exp":1900000000}' % MAX_USER_ID)
     assert verify_token(ok, SECRET, now=NOW) == MAX_USER_ID
     with pytest.raises(InvalidToken, match="out of the id range"):
-        verify_token(signed(b'{"userId":"%d","exp":1900000000}' % (MAX_USER_ID + 1)), SECRET)
+        verify_token(
+            signed(b'{"userId":"%d","exp":1900000000}' % (MAX_USER_ID + 1)), SECRET, now=NOW
+        )
+
+
+def test_without_now_the_clock_decides() -> None:
+    """Relative to the clock only: one token expired a second ago, one valid for an hour."""
+    moment = int(time.time())
+    assert verify_token(signed(b'{"userId":"3","exp":%d}' % (moment + 3600)), SECRET) == 3
+    with pytest.raises(InvalidToken, match="expired"):
+        verify_token(signed(b'{"userId":"3","exp":%d}' % (moment - 1)), SECRET)
 
 
 @pytest.mark.parametrize(
@@ -131,7 +143,7 @@ def test_any_claims_either_verify_or_raise_invalid_token(claims: dict[str, objec
     except orjson.JSONEncodeError:
         return
     with contextlib.suppress(InvalidToken):
-        verify_token(signed(payload), SECRET, now=time.time())
+        verify_token(signed(payload), SECRET, now=NOW)
 
 
 # Background threads of other tests (Prefect's session-wide test server) draw from the global
@@ -141,4 +153,4 @@ def test_any_claims_either_verify_or_raise_invalid_token(claims: dict[str, objec
 @given(st.text(max_size=300))
 def test_any_text_either_verifies_or_raises_invalid_token(text: str) -> None:
     with contextlib.suppress(InvalidToken):
-        verify_token(text, SECRET)
+        verify_token(text, SECRET, now=NOW)

@@ -6,15 +6,16 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
-import socket
 import stat
-from datetime import UTC, datetime
+import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 from learner_export.cli import main as cli_main
+from learner_export.processes import free_port
 from learner_export.settings import Settings
 from load.audit import read_audit
 from tests.conftest import DemoSource
@@ -31,8 +32,35 @@ def _without_export_fields(body: bytes) -> bytes:
     return stripped
 
 
-def _today() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d")
+def _export_day(document: bytes) -> str:
+    """The UTC date (YYYY-MM-DD) of the document's own exportDate: what its file name must say,
+    read from the export itself, so a run across midnight cannot make a test disagree with it."""
+    export_date: str = orjson.loads(document)["exportDate"]
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z", export_date)
+    return export_date[:10]
+
+
+AUDIT_POLLS = 3_000
+"""How often `_audit_records` looks (every 10 ms): far more than a line ever takes to appear."""
+
+
+def _audit_records(
+    live: LiveServer, before: int, count: int, *, learner_id: int | None = None
+) -> list[dict[str, Any]]:
+    """The audit records after the first `before` (only those of `learner_id`, if given), once
+    there are `count` of them. A streamed export's line is written when its transfer is over,
+    which can be just after the client has read the last byte: wait for the lines, not for a
+    time."""
+    for _ in range(AUDIT_POLLS):
+        records = [
+            r
+            for r in read_audit(live.settings.audit_log_path)[before:]
+            if learner_id is None or r["learnerId"] == learner_id
+        ]
+        if len(records) >= count:
+            return records
+        time.sleep(0.01)
+    pytest.fail(f"{count} audit lines expected, {len(records)} written")
 
 
 @pytest.mark.parametrize("who", ["admin", "parent"])
@@ -42,7 +70,7 @@ def test_success_has_the_contract_headers(live: LiveServer, who: str) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     assert response.headers["content-disposition"] == (
-        f'attachment; filename="learner-data-{ids.child}-{_today()}.json"'
+        f'attachment; filename="learner-data-{ids.child}-{_export_day(response.content)}.json"'
     )
     assert response.headers["cache-control"] == "no-store"
     document = orjson.loads(response.content)
@@ -64,7 +92,7 @@ def test_body_is_the_cli_file_byte_for_byte(
     )
     assert code == 0
     (written,) = tmp_path.iterdir()
-    assert written.name == f"learner-data-{learner_id}-{_today()}.json"
+    assert written.name == f"learner-data-{learner_id}-{_export_day(written.read_bytes())}.json"
     assert _without_export_fields(response.content) == _without_export_fields(written.read_bytes())
 
 
@@ -122,12 +150,13 @@ def test_every_attempt_is_audited(server_pool: ServerPool, demo_source: DemoSour
     live.export(f"learnerId={live.ids.other_child}", token=live.token(live.ids.parent))
     live.export("learnerId=abc", token=live.token(live.ids.admin))
     live.export(f"learnerId={live.ids.child}")
-    records = read_audit(log)[before:]
+    # One line per request; the 200's line may come after the next request's (see above).
+    records = sorted(_audit_records(live, before, 4), key=lambda r: r["status"])
     assert [(r["status"], r["userId"], r["learnerId"]) for r in records] == [
         (200, live.ids.parent, live.ids.child),
-        (403, live.ids.parent, live.ids.other_child),
         (400, live.ids.admin, None),
         (401, None, live.ids.child),
+        (403, live.ids.parent, live.ids.other_child),
     ]
     first = records[0]
     assert first["sha256"] == hashlib.sha256(served.content).hexdigest()
@@ -135,6 +164,7 @@ def test_every_attempt_is_audited(server_pool: ServerPool, demo_source: DemoSour
     assert first["complete"] is True
     assert first["truncated"] is False
     assert all("sha256" not in r for r in records[1:])
+    assert len(read_audit(log)) == before + 4
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
     # Ids, statuses and counts only: none of the demo people's names or addresses.
     text = log.read_text()
@@ -145,8 +175,9 @@ def test_every_attempt_is_audited(server_pool: ServerPool, demo_source: DemoSour
 
 
 def test_truncation_is_recorded_in_the_audit_log(live: LiveServer) -> None:
+    before = len(read_audit(live.settings.audit_log_path))
     live.export(f"learnerId={live.ids.big}", token=live.token(live.ids.admin))
-    record = read_audit(live.settings.audit_log_path)[-1]
+    (record,) = _audit_records(live, before, 1, learner_id=live.ids.big)
     assert (record["learnerId"], record["lessonsExported"], record["lessonsTotal"]) == (
         live.ids.big,
         1000,
@@ -159,6 +190,7 @@ def test_rate_limit_answers_429_with_retry_after(
     server_pool: ServerPool, demo_source: DemoSource
 ) -> None:
     live = server_pool.get(demo_source, exports_per_minute=2)
+    before = len(read_audit(live.settings.audit_log_path))
     token = live.token(live.ids.admin)
     statuses = [live.export(f"learnerId={live.ids.child}", token=token) for _ in range(3)]
     assert [r.status_code for r in statuses] == [200, 200, 429]
@@ -168,7 +200,11 @@ def test_rate_limit_answers_429_with_retry_after(
     # Per user: the parent still has their own allowance.
     other = live.export(f"learnerId={live.ids.child}", token=live.token(live.ids.parent))
     assert other.status_code == 200
-    assert read_audit(live.settings.audit_log_path)[-2]["status"] == 429
+    records = _audit_records(live, before, 4)
+    assert sorted((r["status"], r["userId"]) for r in records) == sorted(
+        [(200, live.ids.admin), (200, live.ids.admin), (429, live.ids.admin),
+         (200, live.ids.parent)]
+    )  # fmt: skip
 
 
 def test_healthz_reports_a_reachable_database(live: LiveServer) -> None:
@@ -177,15 +213,9 @@ def test_healthz_reports_a_reachable_database(live: LiveServer) -> None:
     assert response.json() == {"status": "ok", "database": True}
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_unreachable_database_is_503_not_500(sqlite_demo: DemoSource, tmp_path: Path) -> None:
     settings = Settings(
-        DATABASE_URL=f"postgresql://nobody@127.0.0.1:{_closed_port()}/nothing",
+        DATABASE_URL=f"postgresql://nobody@127.0.0.1:{free_port()}/nothing",
         JWT_SECRET=SECRET,
         data_dir=tmp_path,
     )

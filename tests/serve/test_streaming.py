@@ -51,7 +51,7 @@ def _run(response: AuditedStreamingResponse, fail_after: int | None) -> list[dic
     messages: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
-        await asyncio.sleep(3600)
+        await asyncio.Event().wait()  # a client that never says it left: only `send` fails
         return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:

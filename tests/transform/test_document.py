@@ -1,4 +1,5 @@
-"""transform.document: one test per rule of contract §2, on hand-made rows."""
+"""transform.document: one test per rule of contract §2, on hand-made rows (and, for timestamps,
+on rows read from a real SQLite file and a real PostgreSQL database)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from typing import Any
 
 import orjson
 import pytest
+import sqlalchemy as sa
 
+from extract.tables import metadata
 from tests.factories import (
     EXPORT_DATE,
     achievement_row,
@@ -16,6 +19,7 @@ from tests.factories import (
     profile_row,
     user_row,
 )
+from tests.restore_helpers import export_all
 from transform.document import LESSON_CAP, BuiltDocument, build_document, problem_lines
 from transform.encoding import encode_document
 from transform.schema import schema_errors
@@ -188,6 +192,79 @@ def test_timestamps_are_utc_milliseconds_truncated() -> None:
     lesson = decoded(built)["lessons"][0]
     assert lesson["createdAt"] == "2024-05-06T07:08:09.999Z"
     assert lesson["completedAt"] == "2024-05-06T07:30:00.000Z"
+
+
+AFTER_TICK = "2024-12-31T23:59:59.000Z"  # stored 23:59:59.000999: rounding gives .001
+BEFORE_NEW_YEAR = "2024-12-31T23:59:59.999Z"  # stored 23:59:59.999999: rounding gives 2025
+
+# What each column of learner 3 holds, as each database stores it. SQLite holds whatever the
+# application wrote: its own text form, ISO text with a zone, more than six digits, epoch seconds
+# and epoch milliseconds (REAL). PostgreSQL's `timestamp` holds microseconds.
+_STORED: dict[str, dict[str, Any]] = {
+    "sqlite": {
+        "user": "2024-12-31 23:59:59.999999",
+        "profile": "2024-12-31T23:59:59.000999Z",
+        "l1_created": "2025-01-01T05:29:59.999999+05:30",
+        "l1_completed": 1_735_689_599.999999,
+        "l2_created": "2024-12-31 23:59:59.0009999",
+        "l2_completed": 1_735_689_599_000.999,
+        "achievement": 1_735_689_599_999.999,
+    },
+    "postgresql": {
+        "user": datetime(2024, 12, 31, 23, 59, 59, 999_999),
+        "profile": datetime(2024, 12, 31, 23, 59, 59, 999),
+        "l1_created": datetime(2024, 12, 31, 23, 59, 59, 999_999),
+        "l1_completed": datetime(2024, 12, 31, 23, 59, 59, 999_999),
+        "l2_created": datetime(2024, 12, 31, 23, 59, 59, 999),
+        "l2_completed": datetime(2024, 12, 31, 23, 59, 59, 999),
+        "achievement": datetime(2024, 12, 31, 23, 59, 59, 999_999),
+    },
+}
+_EXPECTED = {
+    "user": BEFORE_NEW_YEAR, "profile": AFTER_TICK, "l1_created": BEFORE_NEW_YEAR,
+    "l1_completed": BEFORE_NEW_YEAR, "l2_created": AFTER_TICK, "l2_completed": AFTER_TICK,
+    "achievement": BEFORE_NEW_YEAR,
+}  # fmt: skip
+
+
+def _store_learner(url: str, stored: dict[str, Any]) -> None:
+    """Learner 3 with a profile, two lessons and an achievement; timestamps bound as given (raw
+    text and numbers on SQLite, where SQLAlchemy's DateTime would refuse them)."""
+    engine = sa.create_engine(url)
+    try:
+        metadata.create_all(engine)
+        with engine.begin() as conn:
+            for sql in (
+                "INSERT INTO users (id, role, created_at) VALUES (3, 'LEARNER', :user)",
+                "INSERT INTO learner_profiles (id, user_id, grade_level, created_at)"
+                " VALUES ('P3', 3, 5, :profile)",
+                "INSERT INTO lessons (id, learner_id, status, created_at, completed_at)"
+                " VALUES ('L1', 3, 'DONE', :l1_created, :l1_completed),"
+                " ('L2', 3, 'DONE', :l2_created, :l2_completed)",
+                "INSERT INTO achievements (id, learner_id, type, awarded_at)"
+                " VALUES ('6f1c2a5e-0000-4000-8000-000000000001', '3', 'X', :achievement)",
+            ):
+                conn.execute(sa.text(sql), stored)
+    finally:
+        engine.dispose()
+
+
+def test_timestamps_read_from_a_database_are_truncated_not_rounded(target_url: str) -> None:
+    """Every timestamp column on its way from a real database through the builder and encoder."""
+    kind = "postgresql" if target_url.startswith("postgresql") else "sqlite"
+    _store_learner(target_url, _STORED[kind])
+    document = orjson.loads(export_all(target_url)[3])
+    lessons = {lesson["id"]: lesson for lesson in document["lessons"]}
+    exported = {
+        "user": document["learner"]["createdAt"],
+        "profile": document["profile"]["createdAt"],
+        "l1_created": lessons["L1"]["createdAt"],
+        "l1_completed": lessons["L1"]["completedAt"],
+        "l2_created": lessons["L2"]["createdAt"],
+        "l2_completed": lessons["L2"]["completedAt"],
+        "achievement": document["achievements"][0]["earnedAt"],
+    }
+    assert exported == _EXPECTED
 
 
 def test_unattended_export_has_null_exported_by() -> None:
