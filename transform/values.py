@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 import orjson
@@ -33,6 +34,7 @@ UNREADABLE_TIMESTAMP = "unreadable timestamp"
 
 # Epoch numbers above this are taken as milliseconds (1e11 seconds is the year 5138).
 _EPOCH_MS_THRESHOLD = 1e11
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def iso_timestamp(value: Any) -> str | None:
@@ -63,8 +65,13 @@ def _to_datetime(value: Any) -> datetime:
     if isinstance(value, str):
         return datetime.fromisoformat(value.strip())
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        seconds = value / 1000 if abs(value) >= _EPOCH_MS_THRESHOLD else value
-        return datetime.fromtimestamp(seconds, UTC)
+        # In decimal, as the number was written (a float's shortest repr), so that the digits
+        # below the millisecond are dropped exactly: datetime.fromtimestamp would first round to
+        # the microsecond, and .9999996 s would become the next second.
+        exact = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+        milliseconds = exact if abs(value) >= _EPOCH_MS_THRESHOLD else exact * 1000
+        whole = int(milliseconds.to_integral_value(rounding=ROUND_FLOOR))
+        return _EPOCH + timedelta(milliseconds=whole)
     raise ValueError(f"not a timestamp: {type(value).__name__}")
 
 

@@ -34,6 +34,55 @@ def test_iso_timestamp_matches_javascript_to_iso_string(stored: Any, expected: s
     assert iso_timestamp(stored) == expected
 
 
+# Truncation against rounding, on every kind of value a source hands over: one instant 999 µs past
+# a millisecond tick (rounding moves it up one millisecond) and one 1 µs before midnight of New
+# Year (rounding moves it into the next second, day and year). Truncation keeps both where they are.
+AFTER_TICK = "2024-12-31T23:59:59.000Z"  # from 23:59:59.000999
+BEFORE_NEW_YEAR = "2024-12-31T23:59:59.999Z"  # from 23:59:59.999999
+_PLUS_0530 = timezone(timedelta(hours=5, minutes=30))
+_MINUS_08 = timezone(timedelta(hours=-8))
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [
+        # PostgreSQL `timestamp`: naive datetimes (the fast path).
+        pytest.param(datetime(2024, 12, 31, 23, 59, 59, 999), AFTER_TICK, id="naive-.000999"),
+        pytest.param(datetime(2024, 12, 31, 23, 59, 59, 999_999), BEFORE_NEW_YEAR,
+                     id="naive-.999999"),
+        # Aware datetimes (a `timestamptz` column): converted to UTC, then truncated.
+        pytest.param(datetime(2024, 12, 31, 23, 59, 59, 999, tzinfo=UTC), AFTER_TICK,
+                     id="aware-utc-.000999"),
+        pytest.param(datetime(2025, 1, 1, 5, 29, 59, 999_999, tzinfo=_PLUS_0530),
+                     BEFORE_NEW_YEAR, id="aware-+05:30-.999999"),
+        pytest.param(datetime(2024, 12, 31, 15, 59, 59, 999, tzinfo=_MINUS_08), AFTER_TICK,
+                     id="aware--08:00-.000999"),
+        # SQLite text: its own form, ISO with `T`, `Z` or an offset, and more than six digits.
+        pytest.param("2024-12-31 23:59:59.000999", AFTER_TICK, id="text-.000999"),
+        pytest.param("2024-12-31 23:59:59.999999", BEFORE_NEW_YEAR, id="text-.999999"),
+        pytest.param("2024-12-31T23:59:59.000999Z", AFTER_TICK, id="text-Z-.000999"),
+        pytest.param("2025-01-01T05:29:59.999999+05:30", BEFORE_NEW_YEAR,
+                     id="text-+05:30-.999999"),
+        pytest.param("2024-12-31 23:59:59.9999999", BEFORE_NEW_YEAR, id="text-7-digits"),
+        pytest.param(" 2024-12-31 23:59:59.999999 ", BEFORE_NEW_YEAR, id="text-padded"),
+        # SQLite numbers: epoch seconds and epoch milliseconds, REAL with sub-millisecond digits.
+        pytest.param(1_735_689_599.000999, AFTER_TICK, id="epoch-s-.000999"),
+        pytest.param(1_735_689_599.999999, BEFORE_NEW_YEAR, id="epoch-s-.999999"),
+        pytest.param(1_735_689_599_000.999, AFTER_TICK, id="epoch-ms-.000999"),
+        pytest.param(1_735_689_599_999.999, BEFORE_NEW_YEAR, id="epoch-ms-.999999"),
+        pytest.param(1_735_689_599_999, BEFORE_NEW_YEAR, id="epoch-ms-integer"),
+        # Digits below the microsecond: rounding to the microsecond first (as
+        # datetime.fromtimestamp does) would land on the next second, here the next year.
+        pytest.param(1_735_689_599.9999996, BEFORE_NEW_YEAR, id="epoch-s-sub-microsecond"),
+        pytest.param(1_735_689_599_999.9996, BEFORE_NEW_YEAR, id="epoch-ms-sub-microsecond"),
+        # A decimal the float cannot hold exactly keeps its written milliseconds.
+        pytest.param(1_735_689_599.123, "2024-12-31T23:59:59.123Z", id="epoch-s-inexact-float"),
+    ],
+)  # fmt: skip
+def test_iso_timestamp_truncates_and_never_rounds(stored: Any, expected: str) -> None:
+    assert iso_timestamp(stored) == expected
+
+
 @pytest.mark.parametrize("stored", ["yesterday", "", float("nan"), True, b"2024", object()])
 def test_iso_timestamp_rejects_what_is_not_a_timestamp(stored: Any) -> None:
     with pytest.raises(ValueError):
