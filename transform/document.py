@@ -6,7 +6,7 @@ Every way of exporting (the CLI, the archival flows, the HTTP endpoint) calls `b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -179,8 +179,3 @@ class _Values:
         except (ValueError, OverflowError, OSError):
             self.problems.append(Problem(table, column, str(row["id"]), UNREADABLE_TIMESTAMP))
             return None
-
-
-def problem_lines(built: Sequence[BuiltDocument]) -> list[str]:
-    """One printable line per problem, prefixed with the learner id."""
-    return [f"learner {doc.learner_id}: {problem}" for doc in built for problem in doc.problems]
