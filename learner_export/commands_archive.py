@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 DEFAULT_DEST = Path("snapshots")
 DEFAULT_CRON = "0 2 * * *"
 """Nightly at 02:00 UTC (the deployment's schedule is in UTC, whatever the machine's zone)."""
+DASK_CONNECT_SECONDS = 10
+"""How long the scheduler at --dask-address has to answer before the run is refused (one on the
+network answers in well under a second; Dask itself would wait 30 s, then fail mid-run)."""
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -211,10 +214,34 @@ def _task_runner(args: argparse.Namespace) -> Any:
     if args.dask_address:
         from prefect_dask.task_runners import DaskTaskRunner
 
+        _check_scheduler(args.dask_address)
         return DaskTaskRunner(address=args.dask_address)
     from prefect.task_runners import ThreadPoolTaskRunner
 
     return ThreadPoolTaskRunner(max_workers=args.workers)
+
+
+def _check_scheduler(address: str) -> None:
+    """Refuse the run in one line, before it starts, unless a Dask scheduler answers at
+    `address` (otherwise the first chunk task would fail with Dask's own traceback)."""
+    import asyncio
+
+    from distributed.comm.core import connect
+
+    async def handshake() -> None:
+        comm = await connect(address, timeout=DASK_CONNECT_SECONDS)  # type: ignore[no-untyped-call]
+        await comm.close()
+
+    try:
+        # Bounded as a whole: a listener that is not Dask accepts and then never answers.
+        asyncio.run(asyncio.wait_for(handshake(), DASK_CONNECT_SECONDS))
+    except ValueError as exc:  # no port, an unknown scheme: Dask says which
+        raise UserError(f"--dask-address {address}: not a Dask scheduler address ({exc})") from None
+    except OSError:  # refused, unknown host, timed out (TimeoutError is an OSError)
+        raise UserError(
+            f"--dask-address {address}: no Dask scheduler answered within "
+            f"{DASK_CONNECT_SECONDS} s (is `dask scheduler` running there and reachable?)"
+        ) from None
 
 
 def _reveal(secret: Any) -> str | None:

@@ -6,20 +6,59 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 import pytest
 
+from load.codec import inflation_limit
+from load.manifest import MANIFEST_NAME, FileEntry, to_json
 from tests.conftest import DemoSource
+from tests.factories import zstd_bomb
+from tests.restore_helpers import manifest_of, user_ids
 from transform.schema import schema_errors
+
+COMMAND = [sys.executable, "-m", "learner_export.cli"]
 
 
 def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "learner_export.cli", *args],
-        capture_output=True, text=True, env=env, cwd=cwd, timeout=120, check=False,
-    )  # fmt: skip
+        [*COMMAND, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A finished command: its exit status, what it printed, and the most memory it held."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    peak_rss: int
+    """Bytes: the process's peak resident set (its ru_maxrss)."""
+
+
+def run_cli_measured(*args: str, env: dict[str, str], cwd: Path) -> Measured:
+    """`run_cli`, reaping the process with wait4 to read its own resource usage."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        with subprocess.Popen(
+            [*COMMAND, *args], stdout=out, stderr=err, env=env, cwd=cwd
+        ) as process:
+            _, status, usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        out.seek(0)
+        err.seek(0)
+        return Measured(
+            process.returncode, out.read().decode(), err.read().decode(), usage.ru_maxrss * 1024
+        )
 
 
 def env_dir(env: dict[str, str]) -> Path:
@@ -127,3 +166,57 @@ def test_export_never_imports_prefect(
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=env, cwd=tmp_path, timeout=120, check=False)  # fmt: skip
     assert result.stdout.splitlines()[-1] == "0 []", result.stderr
+
+
+# --- decompression bombs ----------------------------------------------------------------------
+
+BOMB_NAME = "learner-data-3-2024-01-15.json.zst"
+BOMB_INFLATES_TO = 4 * 1024**3
+PEAK_RSS_BOUND = 512 * 1024**2
+"""Far below what inflating the bomb would take (4 GiB, twice over to join it), and above what a
+command needs with the decoder refusing it at its inflation limit (about 130 MB)."""
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A snapshot holding one Zstandard file of 128 KiB that inflates to 4 GiB, listed in its
+    manifest with its true size and sha256 (so that checksums pass and the decoder meets it)."""
+    snapshot = tmp_path_factory.mktemp("bomb") / "snapshot"
+    snapshot.mkdir()
+    data = zstd_bomb(BOMB_INFLATES_TO)
+    (snapshot / BOMB_NAME).write_bytes(data)
+    entry = FileEntry(path=BOMB_NAME, learner_id=3, bytes=len(data),
+                      sha256=hashlib.sha256(data).hexdigest(), lessons_exported=0,
+                      lessons_total=0, truncated=False)  # fmt: skip
+    (snapshot / MANIFEST_NAME).write_bytes(to_json(manifest_of([entry])))
+    return snapshot
+
+
+@pytest.mark.parametrize(
+    ("command", "stderr_lines"),
+    [("verify", 2), ("decrypt", 1), ("restore", 2)],  # verify and restore then sum up, in a line
+)
+def test_a_decompression_bomb_is_refused_in_one_line_with_bounded_memory(
+    bomb: Path, env: dict[str, str], tmp_path: Path, command: str, stderr_lines: int
+) -> None:
+    target = f"sqlite:///{tmp_path / 'target.sqlite3'}"
+    args = {
+        "verify": ["verify", str(bomb)],
+        "decrypt": ["decrypt", str(bomb / BOMB_NAME), "--out", str(tmp_path / "out")],
+        "restore": ["restore", str(bomb), "--database-url", target],
+    }[command]
+
+    result = run_cli_measured(*args, env=env, cwd=tmp_path)
+
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == stderr_lines, result.stderr
+    limit = inflation_limit(len((bomb / BOMB_NAME).read_bytes()))
+    (refusal,) = [line for line in result.stderr.splitlines() if "decompresses to" in line]
+    assert f"{BOMB_NAME}: decompresses to more than {limit} bytes; refused" in refusal
+    assert limit < BOMB_INFLATES_TO / 10  # refused long before the end of the bomb
+    assert result.peak_rss < PEAK_RSS_BOUND, f"peak RSS {result.peak_rss / 1024**2:.0f} MiB"
+    assert not (tmp_path / "out").exists()
+    if command == "restore":
+        assert user_ids(target) == []
+        assert refusal.count(BOMB_NAME) == 1  # the outcome names the file once

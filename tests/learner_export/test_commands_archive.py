@@ -1,61 +1,90 @@
-"""The archive, verify, decrypt and schedule commands, as a user runs them."""
+"""The archive, verify, decrypt and schedule commands, as a user runs them.
+
+Most run `learner_export.cli.main` in this process; those that archive use the suite's Prefect
+server (`prefect_server`, the session fixture of tests/conftest.py). `schedule` and the
+fresh-machine run are real subprocesses that start their own local Prefect server, as on a user's machine.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
+import psutil
 import pytest
+from cryptography.fernet import Fernet
 
 from learner_export.cli import main
-from learner_export.settings import get_settings
-from tests.conftest import DemoSource
+from learner_export.processes import free_port, stop_process
+from learner_export.verify import verify_snapshot
+from load.destination import open_snapshot
+from load.manifest import Manifest
+from tests.conftest import DemoSource, use_source
+from tests.restore_helpers import EXPORT_DATE, write_documents
 
 CLI = Path(sys.executable).parent / "learner-export"
+STARTUP_SECONDS = 180.0
+"""How long the schedule command may take to start its Prefect server and register (a bound on
+waiting, not a measurement)."""
+
+T = TypeVar("T")
 
 
-@pytest.fixture(autouse=True)
-def prefect_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The commands set Prefect's variables where unset; set them here so they are undone."""
-    for name, value in {
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-    }.items():
-        monkeypatch.setenv(name, os.environ.get(name, value))
+pytestmark = pytest.mark.usefixtures("prefect_environment")
 
 
-def _use(source: DemoSource, monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
-    monkeypatch.setenv("DATABASE_URL", source.url)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
+@dataclass(frozen=True)
+class Ran:
+    """A command's exit status and what it printed."""
+
+    code: int
+    out: str
+    err: str
 
 
+Cli = Callable[..., Ran]
+
+
+@pytest.fixture
+def cli(
+    sqlite_demo: DemoSource, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Cli:
+    """`learner-export ARGS...` in this process, with the SQLite demo as the source."""
+    use_source(sqlite_demo, monkeypatch)
+
+    def run(*args: str) -> Ran:
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return Ran(code, captured.out, captured.err)
+
+    return run
+
+
+# --- refusals before anything runs -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["archive", "schedule"])
 def test_encrypt_without_a_key_is_one_line_and_exit_1(
-    sqlite_demo: DemoSource,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli, tmp_path: Path, command: str
 ) -> None:
-    _use(sqlite_demo, monkeypatch)
-    assert main(["archive", "--encrypt", "--no-parquet", "--dest", str(tmp_path)]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "LEARNER_EXPORT_ENCRYPTION_KEY" in err
-    assert "Traceback" not in err
+    ran = cli(command, "--encrypt", "--no-parquet", "--dest", str(tmp_path / "dest"))
+    assert ran.code == 1
+    assert ran.err.count("\n") == 1 and "LEARNER_EXPORT_ENCRYPTION_KEY" in ran.err
+    assert "Traceback" not in ran.err
+    assert not (tmp_path / "dest").exists()
 
 
-def test_parquet_without_a_pseudonym_key_is_refused(
-    sqlite_demo: DemoSource,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    _use(sqlite_demo, monkeypatch)
-    assert main(["archive", "--dest", str(tmp_path)]) == 1
-    assert "--no-parquet" in capsys.readouterr().err
+def test_parquet_without_a_pseudonym_key_is_refused(cli: Cli, tmp_path: Path) -> None:
+    ran = cli("archive", "--dest", str(tmp_path))
+    assert ran.code == 1
+    assert "--no-parquet" in ran.err
 
 
 def test_a_bad_learner_list_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -63,6 +92,260 @@ def test_a_bad_learner_list_is_a_usage_error(capsys: pytest.CaptureFixture[str])
         main(["archive", "--learners", "3,x"])
     assert caught.value.code == 2
     assert "comma-separated list" in capsys.readouterr().err
+
+
+# --- decrypt -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def document(sqlite_exports: dict[int, bytes]) -> bytes:
+    return sqlite_exports[3]
+
+
+@pytest.mark.parametrize("suffix", [".enc", ".gz.enc", ".zst.enc", ".gz"])
+def test_decrypt_writes_the_plain_document_and_prints_its_path(
+    cli: Cli, document: bytes, fernet_key: bytes, tmp_path: Path, suffix: str
+) -> None:
+    (stored,) = write_documents(tmp_path / "in", {3: document}, suffix=suffix, key=fernet_key)
+    ran = cli("decrypt", str(stored), "--out", str(tmp_path / "out"))
+    assert (ran.code, ran.err) == (0, "")
+    plain = Path(ran.out.strip())
+    assert plain == tmp_path / "out" / f"learner-data-3-{EXPORT_DATE:%Y-%m-%d}.json"
+    assert plain.read_bytes() == document
+
+
+def test_decrypt_without_a_key_is_one_line_and_writes_nothing(
+    cli: Cli, document: bytes, tmp_path: Path
+) -> None:
+    key = Fernet.generate_key()  # the file's key, which this environment does not have
+    (stored,) = write_documents(tmp_path / "in", {3: document}, suffix=".gz.enc", key=key)
+    ran = cli("decrypt", str(stored), "--out", str(tmp_path / "out"))
+    assert (ran.code, ran.out) == (1, "")
+    assert ran.err == (
+        "learner-export: error: decrypting needs the key: set LEARNER_EXPORT_ENCRYPTION_KEY\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_decrypt_with_another_key_is_one_line_and_writes_nothing(
+    cli: Cli, document: bytes, fernet_key: bytes, tmp_path: Path
+) -> None:
+    other = Fernet.generate_key()
+    (stored,) = write_documents(tmp_path / "in", {3: document}, suffix=".enc", key=other)
+    ran = cli("decrypt", str(stored), "--out", str(tmp_path / "out"))
+    assert (ran.code, ran.out) == (1, "")
+    assert ran.err == (
+        f"learner-export: error: {stored.name}: cannot be decrypted: wrong key, or the file was "
+        "altered\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["learner-data-3-2024-01-15.json.gz.enc", "x.json.zst"])
+def test_decrypt_of_a_missing_file_is_one_line(
+    cli: Cli, fernet_key: bytes, tmp_path: Path, name: str
+) -> None:
+    missing = tmp_path / name
+    ran = cli("decrypt", str(missing), "--out", str(tmp_path / "out"))
+    assert (ran.code, ran.out) == (1, "")
+    assert ran.err == f"learner-export: error: {missing}: no such file\n"
+
+
+# --- archive options given on the command line reach the flow ---------------------------------
+
+
+def _archive(*options: str, dest: Path) -> list[str]:
+    """`archive` of two small learners, documents only, into `dest`."""
+    return ["archive", "--no-parquet", "--learners", "3,6", "--dest", str(dest), *options]
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_keep_deletes_all_but_the_newest_snapshots(cli: Cli, tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    for run_id in ("first", "second"):
+        assert cli(*_archive("--run-id", run_id, dest=dest)).code == 0
+    ran = cli(*_archive("--run-id", "third", "--keep", "2", dest=dest))
+    assert ran.code == 0, ran.err
+    assert ran.out.splitlines()[-1] == "retention: deleted snapshot first"
+    assert sorted(p.name for p in dest.iterdir()) == [".deleted", "second", "third"]
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_tolerate_failures_publishes_without_the_learners_that_failed(
+    cli: Cli, tmp_path: Path
+) -> None:
+    dest = tmp_path / "dest"
+    command = ["archive", "--no-parquet", "--learners", "1,3", "--run-id", "t", "--dest", str(dest)]
+    refused = cli(*command)  # learner 1 is the demo's parent: it cannot be exported
+    assert refused.code == 1
+    assert refused.err.count("\n") == 1
+    assert refused.err.startswith("learner-export: error: run t: 1 learner(s) could not be ")
+    assert "(ids 1)" in refused.err and "--tolerate-failures" in refused.err
+    assert not (dest / "t").exists()
+
+    tolerated = cli(*command, "--tolerate-failures")
+    assert tolerated.code == 0, tolerated.err
+    assert "learner-export: warning: not exported (tolerated): learner ids 1\n" in tolerated.err
+    manifest = Manifest.model_validate_json((dest / "t" / "manifest.json").read_bytes())
+    assert ([f.learner_id for f in manifest.files], manifest.not_found) == ([3], [1])
+
+
+@pytest.fixture
+def dask_scheduler() -> Iterator[tuple[str, Callable[[], float]]]:
+    """A Dask cluster of one worker process on 127.0.0.1: its address, and the compute seconds
+    its scheduler recorded for the archive's chunk tasks."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+
+        def chunk_seconds() -> float:
+            prefix = cluster.scheduler.task_prefixes.get("archive_chunk_task")
+            return 0.0 if prefix is None else float(prefix.all_durations.get("compute", 0.0))
+
+        yield cluster.scheduler_address, chunk_seconds
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_dask_address_runs_the_chunks_on_that_scheduler(
+    cli: Cli, tmp_path: Path, dask_scheduler: tuple[str, Callable[[], float]]
+) -> None:
+    address, chunk_seconds = dask_scheduler
+    ran = cli(*_archive("--run-id", "d", "--chunk-size", "1", "--dask-address", address,
+                        dest=tmp_path))  # fmt: skip
+    assert ran.code == 0, ran.err
+    assert chunk_seconds() > 0  # the chunk tasks ran on the cluster, not in local threads
+    fs, directory = open_snapshot(str(tmp_path / "d"))
+    report = verify_snapshot(fs, directory, None)
+    assert (report.documents, report.problems) == (2, [])
+
+
+@pytest.mark.parametrize(
+    ("address", "says"),
+    [
+        ("nonsense", "not a Dask scheduler address (missing port number"),
+        ("http://127.0.0.1:8786", "not a Dask scheduler address (unknown address scheme 'http'"),
+        pytest.param(
+            "tcp://127.0.0.1:{free}",
+            "no Dask scheduler answered within",
+            marks=pytest.mark.slow,
+            id="nothing-listens",
+        ),
+    ],
+)
+def test_a_dask_address_without_a_scheduler_is_one_line_before_anything_is_written(
+    cli: Cli, tmp_path: Path, address: str, says: str
+) -> None:
+    address = address.format(free=free_port())
+    ran = cli(*_archive("--dask-address", address, dest=tmp_path / "dest"))
+    assert (ran.code, ran.out) == (1, "")
+    assert ran.err.count("\n") == 1, ran.err
+    assert ran.err.startswith(f"learner-export: error: --dask-address {address}: {says}")
+    assert not (tmp_path / "dest").exists()
+
+
+# --- schedule, end to end ---------------------------------------------------------------------
+
+
+def _eventually(check: Callable[[], T | None], what: str) -> T:
+    """`check()` once it returns something; fails after STARTUP_SECONDS."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        found = check()
+        if found is not None:
+            return found
+        time.sleep(0.2)
+    pytest.fail(f"gave up waiting for {what}")
+
+
+def _local_server(process: subprocess.Popen[str]) -> psutil.Process | None:
+    """The Prefect server the command started (`python -m flows.server`), once it has."""
+    for child in psutil.Process(process.pid).children():
+        if "flows.server" in child.cmdline():
+            return child
+    return None
+
+
+def _api_url(server: psutil.Process) -> str:
+    command = server.cmdline()
+    return f"http://127.0.0.1:{command[command.index('--port') + 1]}/api"
+
+
+def _run_deployment_once(api_url: str, name: str) -> str:
+    """Start one run of the served deployment now (what `prefect deployment run` does) and wait
+    until it is over; its final state's name."""
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.responses import DeploymentResponse
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with (
+        temporary_settings(updates={PREFECT_API_URL: api_url}),
+        get_client(sync_client=True) as client,
+    ):
+
+        def registered() -> DeploymentResponse | None:
+            try:
+                return client.read_deployment_by_name(name)
+            except (ObjectNotFound, httpx.TransportError):  # not served yet, or not listening
+                return None
+
+        deployment = _eventually(registered, f"deployment {name}")
+        run = client.create_flow_run_from_deployment(deployment.id)
+
+        def finished() -> str | None:
+            state = client.read_flow_run(run.id).state
+            return state.name if state is not None and state.is_final() else None
+
+        return _eventually(finished, f"the flow run of {name}")
+
+
+@pytest.mark.slow
+def test_schedule_serves_the_deployment_until_interrupted(
+    sqlite_demo: DemoSource, tmp_path: Path
+) -> None:
+    """The real command with no Prefect configured: it starts its own server (with the
+    scheduler), serves the deployment, runs it when triggered, and stops cleanly on SIGINT,
+    taking its server down with it."""
+    dest = tmp_path / "dest"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LEARNER_EXPORT_"))}
+    env.update(DATABASE_URL=sqlite_demo.url, LEARNER_EXPORT_DATA_DIR=str(tmp_path / "data"))
+    command = [str(CLI), "schedule", "--no-parquet", "--learners", "3,6", "--run-id", "nightly",
+               "--name", "test", "--dest", str(dest)]  # fmt: skip
+    with (tmp_path / "stderr").open("w+") as stderr:
+        process = subprocess.Popen(
+            command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=stderr, text=True
+        )
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline() == (
+                f"serving archive-learners/test on cron '0 2 * * *' (UTC) into {dest}; "
+                "Ctrl-C stops\n"
+            )
+            server = _eventually(lambda: _local_server(process), "the local Prefect server")
+            assert "--services" in server.cmdline()  # its scheduler makes the cron runs
+            assert _run_deployment_once(_api_url(server), "archive-learners/test") == "Completed"
+            fs, directory = open_snapshot(str(dest / "nightly"))
+            report = verify_snapshot(fs, directory, None)
+            assert (report.documents, report.problems) == (2, [])
+
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=STARTUP_SECONDS) == 0
+        finally:  # after a failure: the command, and whatever it left running
+            children = psutil.Process(process.pid).children() if process.poll() is None else []
+            stop_process(process)
+            for child in children:
+                if child.is_running():
+                    child.kill()
+            assert process.stdout is not None
+            process.stdout.close()
+        stderr.seek(0)
+        errors = stderr.read()
+    assert "Traceback" not in errors and "ERROR" not in errors, errors[-3000:]
+    assert not server.is_running()  # the local server went with it
 
 
 @pytest.mark.slow
