@@ -278,7 +278,7 @@ def restore_source(
     except DocumentRefused as exc:
         return _refused(subject, where, f"not restorable: {exc}", learner_id)
     except LoadError as exc:
-        return _refused(subject, where, _without_prefix(str(exc), learner_id), learner_id)
+        return _refused(subject, where, _without_prefix(str(exc), learner_id, where), learner_id)
     if not written.written:
         return RestoreOutcome(
             Status.SKIPPED,
@@ -351,7 +351,7 @@ def _refused(
     return RestoreOutcome(Status.REFUSED, subject, where, learner_id, reason=reason)
 
 
-def _without_prefix(message: str, learner_id: int | None) -> str:
-    """Errors from `load.restore_target` start with "learner N: "; the outcome line says it."""
-    prefix = f"learner {learner_id}: "
-    return message.removeprefix(prefix)
+def _without_prefix(message: str, learner_id: int | None, where: str) -> str:
+    """Errors from `load.restore_target` start with "learner N: ", and those of the decoder with
+    the file's name; the outcome line says both already."""
+    return message.removeprefix(f"learner {learner_id}: ").removeprefix(f"{where}: ")

@@ -36,6 +36,10 @@ def read_manifest(fs: fsspec.AbstractFileSystem, directory: str, name: str) -> M
     """The manifest of the snapshot in `directory`; `name` is how messages call the snapshot."""
     data = read_if_exists(fs, posixpath.join(directory, MANIFEST_NAME))
     if data is None:
+        with translated(fs, directory, "reading"):
+            found = fs.isdir(directory)
+        if not found:
+            raise SnapshotError(f"{name}: no such snapshot directory")
         raise SnapshotError(f"{name}: not a finished snapshot (no {MANIFEST_NAME})")
     try:
         return Manifest.model_validate_json(data)

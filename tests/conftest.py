@@ -1,4 +1,5 @@
-"""Suite-wide fixtures: isolated settings, demo databases on SQLite and on a real PostgreSQL.
+"""Suite-wide fixtures: isolated settings, demo databases on SQLite and on a real PostgreSQL, the
+restore tests' documents and targets, and one local Prefect server for the session.
 
 PostgreSQL tests skip, saying why, where no server binaries exist; with
 LEARNER_EXPORT_REQUIRE_POSTGRES=1 (set by .ci/run) that skip becomes a failure.
@@ -159,3 +160,60 @@ def fernet_key(monkeypatch: pytest.MonkeyPatch) -> bytes:
     monkeypatch.setenv("LEARNER_EXPORT_ENCRYPTION_KEY", key.decode())
     get_settings.cache_clear()
     return key
+
+
+# --- Prefect: one local server for the session --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrefectServer:
+    """The session's Prefect API (`url`); its home (database, logs) and Prefect's local result
+    storage are temporary directories, so a test can search them."""
+
+    url: str
+    home: Path
+    storage: Path
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """`flows.server.local_server`, the server the CLI starts when no PREFECT_API_URL is
+    configured, so flows run the way users run them. Prefect is imported only by the tests that
+    ask for it."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    from flows.server import drain_prefect_queues, local_server
+
+    base = tmp_path_factory.mktemp("prefect")
+    home, storage = base / "home", base / "storage"
+    with (
+        local_server(home) as url,
+        temporary_settings(updates={PREFECT_API_URL: url, PREFECT_LOCAL_STORAGE_PATH: storage}),
+    ):
+        yield PrefectServer(url=url, home=home, storage=storage)
+        drain_prefect_queues()
+
+
+@pytest.fixture(scope="session")
+def prefect_backend(prefect_server: PrefectServer) -> PrefectServer:
+    """The Prefect API the restore flow tests run against: the session's one server."""
+    return prefect_server
+
+
+@pytest.fixture
+def prefect_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The commands set Prefect's variables where unset; set them here so they are undone."""
+    for name, value in {
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    }.items():
+        monkeypatch.setenv(name, os.environ.get(name, value))
+
+
+def use_source(source: DemoSource, monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
+    """Make `source` the commands' database (DATABASE_URL), with these other variables set."""
+    monkeypatch.setenv("DATABASE_URL", source.url)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()

@@ -17,8 +17,8 @@ from flows.server import drain_prefect_queues
 from learner_export.verify import verify_snapshot
 from load.destination import open_destination, open_snapshot
 from load.manifest import Manifest
-from tests.conftest import DemoSource
-from tests.flows.conftest import PrefectServer, run_archive
+from tests.conftest import DemoSource, PrefectServer
+from tests.flows.conftest import run_archive
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from flows.server import drain_prefect_queues
-from tests.conftest import DemoSource, make_postgres_demo, make_sqlite_demo
-from tests.flows.conftest import PrefectServer, run_archive
+from tests.conftest import DemoSource, PrefectServer, make_postgres_demo, make_sqlite_demo
+from tests.flows.conftest import run_archive
 from tests.pg import READER_PASSWORD
 from transform.pseudonyms import pseudonym
 

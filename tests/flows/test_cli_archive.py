@@ -15,11 +15,10 @@ from cryptography.fernet import Fernet
 from learner_export.cli import main
 from learner_export.demo import DemoRows
 from load.parquet import PARQUET_DIRECTORY
-from tests.conftest import DemoSource
-from tests.learner_export.test_commands_archive import _use, prefect_environment
+from tests.conftest import DemoSource, use_source
 from transform.pseudonyms import pseudonym
 
-__all__ = ["prefect_environment"]  # the autouse fixture applies here too
+pytestmark = pytest.mark.usefixtures("prefect_environment")
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -30,7 +29,7 @@ def test_archive_verify_and_decrypt(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     key = Fernet.generate_key().decode()
-    _use(sqlite_demo, monkeypatch, LEARNER_EXPORT_ENCRYPTION_KEY=key)
+    use_source(sqlite_demo, monkeypatch, LEARNER_EXPORT_ENCRYPTION_KEY=key)
     dest = tmp_path / "dest"
     args = ["archive", "--no-parquet", "--encrypt", "--compress", "gzip", "--run-id", "r1"]
     assert main([*args, "--learners", "3,4", "--dest", str(dest), "--exported-by", "2"]) == 0
@@ -76,7 +75,7 @@ def _archive_parquet(
     source: DemoSource, monkeypatch: pytest.MonkeyPatch, dest: Path, run_id: str, key: str
 ) -> Path:
     """`learner-export archive` with Parquet on (the default) and `key` in the environment."""
-    _use(source, monkeypatch, LEARNER_EXPORT_PSEUDONYM_KEY=key)
+    use_source(source, monkeypatch, LEARNER_EXPORT_PSEUDONYM_KEY=key)
     learners = ",".join(str(i) for i in PSEUDONYM_LEARNERS)
     command = ["archive", "--learners", learners, "--chunk-size", "2", "--run-id", run_id]
     assert main([*command, "--dest", str(dest)]) == 0

@@ -8,8 +8,8 @@ import pytest
 
 from learner_export.verify import verify_snapshot
 from load.destination import open_snapshot
-from tests.conftest import DemoSource
-from tests.flows.conftest import PrefectServer, run_archive
+from tests.conftest import DemoSource, PrefectServer
+from tests.flows.conftest import run_archive
 
 pytestmark = pytest.mark.slow
 

@@ -23,8 +23,7 @@ import pytest
 
 from learner_export.verify import verify_snapshot
 from load.destination import open_snapshot
-from tests.conftest import DemoSource, make_postgres_demo, make_sqlite_demo
-from tests.flows.conftest import PrefectServer
+from tests.conftest import DemoSource, PrefectServer, make_postgres_demo, make_sqlite_demo
 
 pytestmark = pytest.mark.slow
 

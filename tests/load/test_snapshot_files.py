@@ -90,7 +90,9 @@ def test_a_refusal_never_quotes_the_offending_value(tmp_path: Path) -> None:
     assert "Alice" not in str(caught.value)
 
 
-def test_no_manifest_or_invalid_json_is_an_error(tmp_path: Path) -> None:
+def test_no_directory_no_manifest_or_invalid_json_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(SnapshotError, match=r"^snap: no such snapshot directory$"):
+        read_manifest(FS, str(tmp_path / "absent"), "snap")
     with pytest.raises(SnapshotError, match="snap: not a finished snapshot"):
         read_manifest(FS, str(tmp_path), "snap")
     (tmp_path / "manifest.json").write_text("{")
