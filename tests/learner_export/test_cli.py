@@ -6,7 +6,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,19 +45,30 @@ class Measured:
     """Bytes: the process's peak resident set (its ru_maxrss)."""
 
 
+_MEASURED_MAIN = """\
+import sys
+from pathlib import Path
+
+from learner_export.cli import main
+
+code = main(sys.argv[2:])
+status = Path("/proc/self/status").read_text().splitlines()
+Path(sys.argv[1]).write_text(next(line for line in status if line.startswith("VmHWM:")))
+sys.exit(code)
+"""
+"""The CLI's main, then its own peak resident set written to a file. VmHWM belongs to the
+process's memory since exec; ru_maxrss would also count the pages it shared, when forked, with
+the test process that started it (hundreds of MB in a full run)."""
+
+
 def run_cli_measured(*args: str, env: dict[str, str], cwd: Path) -> Measured:
-    """`run_cli`, reaping the process with wait4 to read its own resource usage."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        with subprocess.Popen(
-            [*COMMAND, *args], stdout=out, stderr=err, env=env, cwd=cwd
-        ) as process:
-            _, status, usage = os.wait4(process.pid, 0)
-            process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-        out.seek(0)
-        err.seek(0)
-        return Measured(
-            process.returncode, out.read().decode(), err.read().decode(), usage.ru_maxrss * 1024
-        )
+    """`run_cli`, with the command's own peak resident set."""
+    peak = cwd / "peak-rss.txt"
+    result = subprocess.run([sys.executable, "-c", _MEASURED_MAIN, str(peak), *args],
+                            capture_output=True, text=True, env=env, cwd=cwd, timeout=300,
+                            check=False)  # fmt: skip
+    kilobytes = int(peak.read_text().split()[1])  # "VmHWM:   123456 kB"
+    return Measured(result.returncode, result.stdout, result.stderr, kilobytes * 1024)
 
 
 def env_dir(env: dict[str, str]) -> Path:
