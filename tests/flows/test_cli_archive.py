@@ -18,10 +18,10 @@ from load.parquet import PARQUET_DIRECTORY
 from tests.conftest import DemoSource, use_source
 from transform.pseudonyms import pseudonym
 
-pytestmark = pytest.mark.usefixtures("prefect_environment")
+# The commands run in this process against the session's Prefect server.
+pytestmark = pytest.mark.usefixtures("prefect_environment", "prefect_server")
 
 
-@pytest.mark.usefixtures("prefect_server")
 def test_archive_verify_and_decrypt(
     sqlite_demo: DemoSource,
     tmp_path: Path,
@@ -120,7 +120,6 @@ def _expected_rows(
     }
 
 
-@pytest.mark.usefixtures("prefect_server")
 def test_the_archive_keys_pseudonyms_with_the_configured_key(
     sqlite_demo: DemoSource,
     tmp_path: Path,
