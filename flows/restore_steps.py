@@ -10,8 +10,8 @@ here with the other compositions, not inside `load/`.
 2. `restore_source` restores one document in one transaction: read (decrypt, decompress), check
    the bytes against the manifest again (they are what gets written), parse, validate against the
    JSON Schema, turn into rows (`transform.restore_rows`), write (`load.restore_target`).
-   It never raises for a problem of that one document: the `RestoreOutcome` says restored, skipped or
-   refused, and why, naming the learner id and file, never personal content.
+   It never raises for a problem of that one document: the `RestoreOutcome` says restored,
+   skipped or refused, and why, naming the learner id and file, never personal content.
 """
 
 from __future__ import annotations
@@ -134,10 +134,12 @@ def plan_sources(paths: Sequence[str | Path]) -> tuple[list[Source], list[Restor
     sources: list[Source] = []
     refused: list[RestoreOutcome] = []
     for argument in paths:
-        where = str(argument)
+        where = str(argument) if "://" not in str(argument) else "a source URL"
         try:
-            destination = open_destination(where)
+            destination = open_destination(str(argument))
             fs, path = destination.fs, destination.root
+            # A URL is shown as its protocol and path only: it may carry credentials.
+            where = where if destination.is_local else destination.name
             with translated(fs, path, "reading"):
                 is_dir, is_file = fs.isdir(path), fs.isfile(path)
             if is_dir:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import fsspec
 import orjson
 import pytest
 import sqlalchemy as sa
@@ -35,7 +36,7 @@ DIRECTIONS = [
 
 def restore(
     url: str,
-    paths: list[Path],
+    paths: list[Path] | list[str],
     *,
     key: bytes | None = None,
     on_conflict: OnConflict = OnConflict.FAIL,
@@ -422,3 +423,25 @@ def test_unreadable_values_exported_as_null_come_back_as_null_and_are_reported(
     graph = orjson.loads(export_all(target)[3])["profile"]["graph"]
     assert graph == {"nodes": [], "edges": []}  # NULL exports as the contract's default
     assert not [n for n in outcome.notes if "compact form" in n]
+
+
+def test_a_snapshot_is_restored_from_an_fsspec_url(
+    sqlite_exports: dict[int, bytes], tmp_path: Path
+) -> None:
+    """The same reader on any fsspec file system: a snapshot copied to `memory://`."""
+    local = make_snapshot(tmp_path / "snap", {i: sqlite_exports[i] for i in (3, 6)}, suffix=".zst")
+    memory = fsspec.filesystem("memory")
+    for path in local.iterdir():
+        memory.pipe_file(f"/restore-test/snap/{path.name}", path.read_bytes())
+    target = f"sqlite:///{tmp_path / 'target.sqlite3'}"
+    try:
+        report = restore(target, ["memory://restore-test/snap"])
+    finally:
+        memory.rm("/restore-test", recursive=True)
+
+    assert report.summary() == "2 restored, 0 skipped, 0 refused"
+    assert [o.where for o in report.outcomes] == [
+        f"memory://restore-test/snap/learner-data-{i}-2024-01-15.json.zst" for i in (3, 6)
+    ]
+    again = export_all(target)
+    assert {i: again[i] for i in (3, 6)} == {i: sqlite_exports[i] for i in (3, 6)}
