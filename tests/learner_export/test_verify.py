@@ -111,7 +111,7 @@ def _duplicate_entry(manifest: dict[str, Any]) -> None:
 
 
 def _escaping_path(manifest: dict[str, Any]) -> None:
-    manifest["files"][0]["path"] = "../../home/alice/secret.json"
+    manifest["files"][0]["path"] = "../../another-family/alice-secret.json"
 
 
 def _no_files(manifest: dict[str, Any]) -> None:
