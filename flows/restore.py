@@ -1,7 +1,7 @@
 """The `restore_learners` flow: a whole snapshot back into a database.
 
-A recipe over `flows.restore_steps`: verify the snapshot (manifest read, every file's size and sha256
-checked before anything is written), make sure the target has the tables, then restore each
+A recipe over `flows.restore_steps`: verify the snapshot (manifest read, every file's size and
+sha256 checked before anything is written), make sure the target has the tables, then restore each
 document in its own transaction. The run fails at the end, after restoring what it could, when
 anything was refused; its log lists each outcome (learner ids and file names, never content).
 
@@ -69,9 +69,8 @@ def restore_learners(
     fernet = configured_fernet(get_settings().encryption_key)
     sources, refused = plan_restore(snapshot)
     report = RestoreReport(outcomes=list(refused))
-    if (
-        sources
-    ):  # as in `flows.restore_steps.restore_paths`: the target is touched only after the check
+    # As in `flows.restore_steps.restore_paths`: the target is touched only after the check.
+    if sources:
         engine = open_target(database_url.get_secret_value())
         try:
             report.created_tables = prepare_target_tables(engine)

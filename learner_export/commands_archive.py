@@ -254,9 +254,13 @@ def run_verify(args: argparse.Namespace, settings: Settings) -> None:
     from learner_export.verify import verify_snapshot
     from load.codec import configured_fernet
     from load.destination import open_snapshot
+    from load.snapshot_files import SnapshotNotFound
 
     fs, directory = open_snapshot(args.snapshot)
-    report = verify_snapshot(fs, directory, configured_fernet(settings.encryption_key))
+    try:
+        report = verify_snapshot(fs, directory, configured_fernet(settings.encryption_key))
+    except SnapshotNotFound:
+        raise UserError(f"{args.snapshot}: no such snapshot directory") from None
     for problem in report.problems:
         print(f"{PROG}: mismatch: {problem}", file=sys.stderr)
     if report.problems:

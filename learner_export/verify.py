@@ -24,6 +24,7 @@ from load.parquet import read_parquet_rows
 from load.snapshot_files import (
     MISSING,
     SnapshotError,
+    SnapshotNotFound,
     bytes_problem,
     file_problem,
     read_manifest,
@@ -44,10 +45,13 @@ class VerifyReport:
 def verify_snapshot(
     fs: fsspec.AbstractFileSystem, directory: str, fernet: Fernet | None
 ) -> VerifyReport:
-    """Check the snapshot in `directory` against its manifest.json."""
+    """Check the snapshot in `directory` against its manifest.json. A directory that does not
+    exist is no mismatch: `SnapshotNotFound` is raised."""
     report = VerifyReport()
     try:
         manifest = read_manifest(fs, directory, "manifest")
+    except SnapshotNotFound:
+        raise
     except SnapshotError as exc:
         report.problems.append(str(exc).removeprefix("manifest: "))
         return report

@@ -32,6 +32,10 @@ class SnapshotError(TerminalLoadError):
     """The snapshot's manifest is missing or cannot be trusted; nothing of it is used."""
 
 
+class SnapshotNotFound(SnapshotError):
+    """There is no snapshot directory at all (a wrong path, not a damaged snapshot)."""
+
+
 def read_manifest(fs: fsspec.AbstractFileSystem, directory: str, name: str) -> Manifest:
     """The manifest of the snapshot in `directory`; `name` is how messages call the snapshot."""
     data = read_if_exists(fs, posixpath.join(directory, MANIFEST_NAME))
@@ -39,7 +43,7 @@ def read_manifest(fs: fsspec.AbstractFileSystem, directory: str, name: str) -> M
         with translated(fs, directory, "reading"):
             found = fs.isdir(directory)
         if not found:
-            raise SnapshotError(f"{name}: no such snapshot directory")
+            raise SnapshotNotFound(f"{name}: no such snapshot directory")
         raise SnapshotError(f"{name}: not a finished snapshot (no {MANIFEST_NAME})")
     try:
         return Manifest.model_validate_json(data)

@@ -25,7 +25,7 @@ from learner_export.settings import get_settings
 from learner_export.verify import VerifyReport, verify_snapshot
 from load.destination import open_snapshot
 from load.manifest import MANIFEST_NAME, Manifest, ParquetPartEntry, ParquetTable, to_json
-from load.snapshot_files import MISSING
+from load.snapshot_files import MISSING, SnapshotNotFound
 from tests.restore_helpers import edited, make_snapshot
 
 LEARNERS = (3, 6)
@@ -336,3 +336,16 @@ def test_the_command_with_a_key_that_is_not_a_fernet_key_is_one_line(
     assert err.count("\n") == 1
     assert err.startswith("learner-export: error: the configured encryption key")
     assert "not-a-key" not in err
+
+
+def test_a_snapshot_directory_that_does_not_exist_is_one_error_not_a_mismatch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-such-run"
+    with pytest.raises(SnapshotNotFound):
+        verify_snapshot(*open_snapshot(str(missing)), None)
+
+    assert main(["verify", str(missing)]) == 1
+    assert (
+        capsys.readouterr().err == f"learner-export: error: {missing}: no such snapshot directory\n"
+    )
