@@ -21,6 +21,7 @@ from extract.errors import TerminalExtractError
 from extract.reader import iter_learners, read_learner
 from extract.records import LearnerRows
 from flows.errors import error_text
+from flows.interrupt import check_not_stopping
 from load.codec import Compression, encode_stored, fernet_from_key, stored_suffix
 from load.destination import Destination, FileBatch, open_destination, write_file
 from load.errors import TransientLoadError
@@ -90,6 +91,7 @@ def archive_chunk(job: ChunkJob, index: int, learner_ids: list[int]) -> ChunkPar
         try:
             with closing(_extract(job, learner_ids)) as learners:
                 for rows in learners:
+                    check_not_stopping(index)  # Ctrl-C: give up the chunk, not finish it
                     found_ids.append(rows.learner_id)
                     if job.parquet:
                         found[rows.learner_id] = rows

@@ -8,13 +8,18 @@ none is configured, a local server started here on 127.0.0.1 for as long as the 
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import signal
 from pathlib import Path
+from types import FrameType
 
-from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
+from prefect.runner import Runner
 from prefect.schedules import Cron
 
 from flows.archive import archive_learners
+from flows.interrupt import STOP
 from flows.options import ArchiveOptions
 from flows.server import prefect_api
 
@@ -33,7 +38,24 @@ def build_deployment(options: ArchiveOptions, *, cron: str, name: str) -> Runner
 
 
 def serve_deployment(deployment: RunnerDeployment, home: Path) -> None:
-    """Serve `deployment` until interrupted, on a local server (with its scheduler) if no
-    PREFECT_API_URL is configured."""
+    """Serve `deployment` until SIGINT or SIGTERM, on a local server (with its scheduler) if no
+    PREFECT_API_URL is configured; returns once stopped.
+
+    One run at a time (`limit=1`): a firing that comes while the previous run still goes waits
+    for it, rather than writing the same snapshot at once. Ctrl-C stops the runner the way it
+    stops on SIGTERM: it cancels a run in flight (whose snapshot the next run of the same id
+    resumes) and returns, instead of a KeyboardInterrupt tearing its event loop apart.
+    """
     with prefect_api(home, services=True):
-        serve(deployment)
+        runner = Runner(limit=1)  # made here: it binds to the API configured now
+        runner.add_deployment(deployment)
+        # The runner handles SIGTERM itself once started; Ctrl-C gets the same graceful stop.
+        signal.signal(signal.SIGINT, functools.partial(_graceful_stop, runner))
+        asyncio.run(runner.start())
+
+
+def _graceful_stop(runner: Runner, signum: int, frame: FrameType | None) -> None:
+    STOP.set()
+    if not runner.started:  # not serving yet: nothing to stop gracefully
+        raise KeyboardInterrupt
+    runner.handle_sigterm()

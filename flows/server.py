@@ -6,7 +6,11 @@ its database lives under the data dir (not ~/.prefect), it can run the scheduler
 it before it stops.
 
 Run as `python -m flows.server --port N [--services]`; `local_server()` starts it, waits until
-it answers and stops it on exit (SIGKILL of the whole process group takes it down too).
+it answers and stops it on exit. It runs in a session of its own, so the Ctrl-C a terminal sends
+to the command's process group does not reach it: the command still needs it to record the
+interrupted run and drain Prefect's queues, and stops it after that. It never outlives the
+command: its stdin is a pipe from the command, and when that closes (the command exited or was
+killed, even by SIGKILL) the server shuts down.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -40,9 +46,11 @@ def local_server(
     with (home / "server.log").open("ab") as log:
         process = subprocess.Popen(
             [*command, *(["--services"] if services else [])],
+            stdin=subprocess.PIPE,  # its lifeline: closed when this process ends, however
             stdout=log,
             stderr=log,
             env=server_env,
+            start_new_session=True,  # out of reach of the terminal's Ctrl-C
         )
         url = f"http://127.0.0.1:{port}/api"
         try:
@@ -50,6 +58,8 @@ def local_server(
             yield url
         finally:
             stop_process(process)
+            if process.stdin is not None:
+                process.stdin.close()
 
 
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], home: Path) -> None:
@@ -106,10 +116,23 @@ def main(argv: list[str] | None = None) -> None:
     if not args.services:
         os.environ["PREFECT__SERVER_EPHEMERAL"] = "1"
     os.environ["PREFECT__SERVER_FINAL"] = "1"
+    _stop_when_parent_goes()
     import uvicorn
     from prefect.server.api.server import create_app
 
     uvicorn.run(create_app(), host="127.0.0.1", port=args.port, log_level="error", lifespan="on")
+
+
+def _stop_when_parent_goes() -> None:
+    """Shut the server down (SIGTERM to itself: uvicorn's graceful stop) once stdin reaches its
+    end, which happens when the command that started it has exited, whatever killed it."""
+
+    def watch() -> None:
+        while sys.stdin.buffer.read(4096):
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 if __name__ == "__main__":

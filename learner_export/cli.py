@@ -135,12 +135,15 @@ def _run_export(args: argparse.Namespace, settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    from flows.interrupt import INTERRUPTED_LINE, handle_stop_signals
+
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace, Settings], None] = args.run
+    handle_stop_signals()  # SIGTERM ends a command as Ctrl-C does: one line, status 130
     try:
         run(args, get_settings())
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(f"{PROG}: {INTERRUPTED_LINE}", file=sys.stderr)
         return 130
     except Exception as exc:
         if not _is_expected(exc):

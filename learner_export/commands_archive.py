@@ -315,3 +315,5 @@ def run_schedule(args: argparse.Namespace, settings: Settings) -> None:
         flush=True,
     )
     serve_deployment(deployment, prefect_home(settings))
+    # Serving ends only when a stop signal arrived (Prefect's runner handles it and returns).
+    raise KeyboardInterrupt

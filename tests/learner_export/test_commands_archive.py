@@ -308,8 +308,8 @@ def test_schedule_serves_the_deployment_until_interrupted(
     sqlite_demo: DemoSource, tmp_path: Path
 ) -> None:
     """The real command with no Prefect configured: it starts its own server (with the
-    scheduler), serves the deployment, runs it when triggered, and stops cleanly on SIGINT,
-    taking its server down with it."""
+    scheduler), serves the deployment, runs it when triggered, and stops cleanly on Ctrl-C (SIGINT
+    to its whole process group, as a terminal sends it), taking its server down with it."""
     dest = tmp_path / "dest"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LEARNER_EXPORT_"))}
     env.update(DATABASE_URL=sqlite_demo.url, LEARNER_EXPORT_DATA_DIR=str(tmp_path / "data"))
@@ -317,7 +317,13 @@ def test_schedule_serves_the_deployment_until_interrupted(
                "--name", "test", "--dest", str(dest)]  # fmt: skip
     with (tmp_path / "stderr").open("w+") as stderr:
         process = subprocess.Popen(
-            command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=stderr, text=True
+            command,
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,  # a process group of its own, like a terminal's job
         )
         try:
             assert process.stdout is not None
@@ -332,8 +338,8 @@ def test_schedule_serves_the_deployment_until_interrupted(
             report = verify_snapshot(fs, directory, None)
             assert (report.documents, report.problems) == (2, [])
 
-            process.send_signal(signal.SIGINT)
-            assert process.wait(timeout=STARTUP_SECONDS) == 0
+            os.killpg(process.pid, signal.SIGINT)
+            assert process.wait(timeout=STARTUP_SECONDS) == 130
         finally:  # after a failure: the command, and whatever it left running
             children = psutil.Process(process.pid).children() if process.poll() is None else []
             stop_process(process)
@@ -345,6 +351,10 @@ def test_schedule_serves_the_deployment_until_interrupted(
         stderr.seek(0)
         errors = stderr.read()
     assert "Traceback" not in errors and "ERROR" not in errors, errors[-3000:]
+    assert (
+        errors.splitlines()[-1]
+        == "learner-export: interrupted; run the same command again to resume"
+    )
     assert not server.is_running()  # the local server went with it
 
 
