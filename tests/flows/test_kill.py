@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+import psutil
 import pytest
 
 from learner_export.verify import verify_snapshot
@@ -135,3 +136,60 @@ def test_killed_runs_finish_with_the_same_documents(
     assert verify_snapshot(fs, directory, None).problems == []
     again = subprocess.run(_command(dest), env=env, capture_output=True, timeout=300)
     assert b"already-complete" in again.stdout
+
+
+def _local_server(process: subprocess.Popen[bytes]) -> psutil.Process | None:
+    """The command's local Prefect server, once it has started one."""
+    for child in psutil.Process(process.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "flows.server" in child.cmdline():
+                return child
+    return None
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM", "SIGKILL"])
+def test_a_stopped_run_resumes_and_takes_its_local_server_with_it(
+    stop: str, sqlite_kill_source: DemoSource, tmp_path: Path, prefect_server: PrefectServer
+) -> None:
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) and SIGTERM end a run
+    mid-way with status 130 and one line; SIGKILL ends it at once. The command's own local Prefect
+    server is never left running, and the same command then finishes the same snapshot."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_URL")}
+    env.update(DATABASE_URL=sqlite_kill_source.url, LEARNER_EXPORT_DATA_DIR=str(tmp_path / "data"))
+    dest = tmp_path / "dest"
+    process = subprocess.Popen(
+        [*_command(dest), "--workers", "1"], env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    _wait_for(process, functools.partial(_parts, dest), 2)
+    server = _local_server(process)
+    assert server is not None and process.poll() is None, "the run ended before the signal"
+    signum = getattr(signal, stop)
+    if stop == "SIGKILL":
+        os.kill(process.pid, signum)  # the command alone: its server must notice by itself
+    else:
+        os.killpg(process.pid, signum)
+    _, stderr = process.communicate(timeout=60)
+    server.wait(timeout=60)  # raises if the server outlives its command
+    if stop == "SIGKILL":
+        assert process.returncode == -signal.SIGKILL
+    else:
+        assert process.returncode == 130
+        assert stderr.decode().splitlines()[-1] == (
+            "learner-export: interrupted; run the same command again to resume"
+        )
+        assert b"Traceback" not in stderr
+    assert 0 < _parts(dest) < CHUNKS  # stopped mid-run
+
+    env["PREFECT_API_URL"] = prefect_server.url
+    final = subprocess.run(_command(dest), env=env, capture_output=True, timeout=300)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert len(_documents(dest / "nightly")) == LEARNERS
+    assert not (dest / ".incomplete").exists()
+    fs, directory = open_snapshot(str(dest / "nightly"))
+    assert verify_snapshot(fs, directory, None).problems == []
+
+
+@pytest.fixture(scope="module")
+def sqlite_kill_source(tmp_path_factory: pytest.TempPathFactory) -> DemoSource:
+    return make_sqlite_demo(tmp_path_factory.mktemp("kill") / "kill.sqlite3", learners=LEARNERS)
