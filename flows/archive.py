@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, task
@@ -27,20 +26,23 @@ from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import SecretStr
 
-from extract.engine import create_source_engine, snapshot
 from extract.errors import TransientExtractError
-from extract.reader import all_learner_ids
-from flows import run
+from flows import archive_steps, run
 from flows.chunk import ChunkJob, archive_chunk, export_one
-from flows.errors import OptionUnavailable, error_text
-from flows.options import DEFAULT_WORKERS, ArchiveOptions, ArchiveSecrets
+from flows.errors import error_text
+from flows.options import (
+    DEFAULT_WORKERS,
+    ArchiveOptions,
+    ArchiveSecrets,
+    check_options,
+    default_run_id,
+    run_parameters,
+)
 from flows.progress import chunk_progress
 from flows.summary import ArchiveResult, summary_markdown
-from load.audit import audit_manifest
-from load.codec import fernet_from_key
-from load.destination import check_run_id, open_destination, remove_incomplete_root
+from load.destination import check_run_id, open_destination
 from load.errors import TransientLoadError
-from load.manifest import ChunkPart, FileEntry, Manifest, RunParameters, RunPlan
+from load.manifest import ChunkPart, FileEntry, RunPlan
 
 TASK_RETRIES = 3
 TASK_RETRY_DELAYS = [2, 10, 30]
@@ -67,47 +69,16 @@ _IO_TASK: dict[str, Any] = {
 }
 
 
-@task(name="open-run", **_IO_TASK)
-def open_run(
-    job: ChunkJob, parameters: RunParameters, now: datetime
-) -> tuple[Manifest | None, RunPlan | None, dict[int, ChunkPart]]:
-    """(manifest, None, {}) for a finished or fully written run; else (None, plan, parts)."""
-    destination = open_destination(job.destination_url)
-    for finished in (run.published_manifest, run.pending_manifest):
-        manifest = finished(destination, job.run_id)
-        if manifest is not None:
-            if finished is run.pending_manifest:
-                run.publish_run(destination, manifest)
-            remove_incomplete_root(destination)  # left by a kill right after publishing
-            return manifest, None, {}
-    plan = run.open_plan(
-        destination, job.run_id, parameters, now=now, learner_ids=lambda: _learner_ids(job)
-    )
-    return None, plan, run.finished_parts(destination, plan)
-
-
-def _learner_ids(job: ChunkJob) -> list[int]:
-    engine = create_source_engine(job.source_url)
-    try:
-        with snapshot(engine) as conn:
-            return all_learner_ids(conn)
-    finally:
-        engine.dispose()
+open_run_task = task(name="open-run", **_IO_TASK)(archive_steps.open_run)
+finish_run = task(name="finish-run", **_IO_TASK)(run.write_manifest)
+record_audit = task(name="record-audit", **_IO_TASK)(archive_steps.record_audit)
+publish_run = task(name="publish-run", **_IO_TASK)(archive_steps.publish)
+apply_retention = task(name="apply-retention", **_IO_TASK)(archive_steps.apply_retention)
 
 
 @task(name="archive-chunk", task_run_name="archive-chunk-{index}", **_IO_TASK)
 def archive_chunk_task(job: ChunkJob, index: int, learner_ids: list[int]) -> ChunkPart:
     return archive_chunk(job, index, learner_ids)
-
-
-finish_run = task(name="finish-run", **_IO_TASK)(run.complete_run)
-
-
-@task(name="apply-retention", **_IO_TASK)
-def apply_retention(job: ChunkJob, keep: int) -> list[str]:
-    return run.apply_retention(
-        open_destination(job.destination_url), keep, current=job.run_id, now=datetime.now(UTC)
-    )
 
 
 @flow(
@@ -121,55 +92,33 @@ def archive_learners(
 ) -> ArchiveResult:
     """Archive learners into one snapshot `<dest>/<run id>/`: documents, manifest, Parquet.
 
-    Resumable: rerunning with the same options after an interruption finishes the snapshot
-    without redoing finished chunks; rerunning after it finished changes nothing. Raises
-    RunFailed (nothing published) when a learner cannot be exported, unless
-    `options.tolerate_failures`.
+    The recipe is `flows.archive_steps.archive_run`, each step a task here. Resumable: rerunning
+    with the same options after an interruption finishes the snapshot without redoing finished
+    chunks; rerunning after it finished changes nothing. Raises RunFailed (nothing published)
+    when a learner cannot be exported, unless `options.tolerate_failures`; RunMismatch when the
+    run id exists with other options; RunLocked when another process writes the same run.
     """
     logger = get_run_logger()
     clock = time.perf_counter()
     now = datetime.now(UTC)
     job = _job(options, secrets, now)
-    manifest, plan, parts = open_run(job, _parameters(options), now)
-    deleted: list[str] = []
-    if manifest is None:
-        assert plan is not None
-        job = dataclasses.replace(job, export_date=datetime.fromisoformat(plan.export_date))
-        pending = run.pending_chunks(plan, parts)
-        logger.info(
-            "run %s: %d learners in %d chunks, %d to do",
-            job.run_id, sum(len(c) for c in plan.chunks), len(plan.chunks), len(pending),
-        )  # fmt: skip
-        done, errors = _run_chunks(job, plan, pending, len(plan.chunks) - len(pending))
-        parts.update(done)
-        manifest = finish_run(
-            open_destination(job.destination_url),
-            plan,
-            parts,
-            chunk_errors=errors,
-            tolerate_failures=options.tolerate_failures,
-            now=datetime.now(UTC),
-            seconds=time.perf_counter() - clock,
-        )
-        status: Literal["complete", "already-complete"] = "complete"
-        chunks_run = len(pending)
-        if options.audit_log:
-            lines = audit_manifest(Path(options.audit_log), manifest, job.exported_by)
-            logger.info("run %s: %d lines appended to the audit log", job.run_id, lines)
-    else:
-        logger.info("run %s is already complete: nothing to do", job.run_id)
-        status, chunks_run = "already-complete", 0
-    if options.keep is not None:
-        deleted = apply_retention(job, options.keep)
-        for run_id in deleted:
-            logger.info("retention: deleted snapshot %s", run_id)
+    outcome = archive_steps.archive_run(
+        job,
+        run_parameters(options),
+        now=now,
+        tolerate_failures=options.tolerate_failures,
+        audit_log=options.audit_log,
+        keep=options.keep,
+        log=logger,
+        steps=PREFECT_STEPS,
+    )
     destination = open_destination(job.destination_url)
     result = ArchiveResult.from_manifest(
-        manifest,
-        status=status,
+        outcome.manifest,
+        status=outcome.status,
         snapshot=f"{destination.name.rstrip('/')}/{job.run_id}",
-        deleted=deleted,
-        chunks_run=chunks_run,
+        deleted=outcome.deleted,
+        chunks_run=outcome.chunks_run,
         seconds=time.perf_counter() - clock,
     )
     create_markdown_artifact(
@@ -183,11 +132,10 @@ def archive_learners(
     return result
 
 
-def _run_chunks(
-    job: ChunkJob, plan: RunPlan, pending: list[int], already: int
-) -> tuple[dict[int, ChunkPart], dict[int, str]]:
+def _run_chunks(job: ChunkJob, plan: RunPlan, pending: list[int]) -> archive_steps.ChunkResults:
     """Run the pending chunks as tasks; their parts, and the errors of chunks that failed."""
     logger = get_run_logger()
+    already = len(plan.chunks) - len(pending)
     futures: dict[PrefectFuture[ChunkPart], int] = {
         archive_chunk_task.submit(job, index, plan.chunks[index]): index for index in pending
     }
@@ -209,6 +157,16 @@ def _run_chunks(
             advance()
     return parts, errors
 
+
+PREFECT_STEPS = archive_steps.ArchiveSteps(
+    open_run=open_run_task,
+    run_chunks=_run_chunks,
+    write_manifest=finish_run,
+    record_audit=record_audit,
+    publish=publish_run,
+    apply_retention=apply_retention,
+)
+"""The recipe's steps as tasks: each retried on transient errors and recorded by Prefect."""
 
 _CHUNK_PHASE_GC_THRESHOLD = 50_000
 """Allocations between young-generation collections while chunks run (Python's default: 700)."""
@@ -236,17 +194,6 @@ def _collector_kept_out_of_the_chunks() -> Iterator[None]:
         gc.unfreeze()
 
 
-def _parameters(options: ArchiveOptions) -> RunParameters:
-    return RunParameters(
-        learners="all" if options.learners is None else sorted(set(options.learners)),
-        chunk_size=options.chunk_size,
-        compress=options.compress,
-        encrypt=options.encrypt,
-        exported_by=options.exported_by,
-        parquet=options.parquet,
-    )
-
-
 def _job(options: ArchiveOptions, secrets: ArchiveSecrets | None, now: datetime) -> ChunkJob:
     """The job of this run, checking that every key an option needs is configured."""
     if secrets is None:  # a scheduled run: its settings come from the serving process
@@ -258,7 +205,7 @@ def _job(options: ArchiveOptions, secrets: ArchiveSecrets | None, now: datetime)
     check_options(options, encryption_key=encryption_key, pseudonym_key=pseudonym_key)
     return ChunkJob(
         destination_url=options.dest,
-        run_id=check_run_id(options.run_id or f"{now:%Y-%m-%d}"),
+        run_id=check_run_id(options.run_id or default_run_id(options.learners, now)),
         source_url=secrets.source_url.get_secret_value(),
         export_date=now,
         exported_by=options.exported_by,
@@ -267,25 +214,6 @@ def _job(options: ArchiveOptions, secrets: ArchiveSecrets | None, now: datetime)
         parquet=options.parquet,
         pseudonym_key=pseudonym_key if options.parquet else None,
     )
-
-
-def check_options(
-    options: ArchiveOptions, *, encryption_key: str | None, pseudonym_key: str | None
-) -> None:
-    """Refuse options that cannot work here: a missing key (or, for encryption, one that is not
-    a Fernet key), or Parquet outputs without a pseudonym key."""
-    if options.encrypt:
-        if not encryption_key:
-            raise OptionUnavailable(
-                "--encrypt needs an encryption key: set LEARNER_EXPORT_ENCRYPTION_KEY "
-                "(a Fernet key)"
-            )
-        fernet_from_key(encryption_key)
-    if options.parquet and not pseudonym_key:
-        raise OptionUnavailable(
-            "the Parquet side outputs need a pseudonym key: set LEARNER_EXPORT_PSEUDONYM_KEY, "
-            "or pass --no-parquet"
-        )
 
 
 def _revealed(secret: SecretStr | None) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from extract.errors import ExtractError
 from load.errors import LoadError
 
@@ -38,3 +40,30 @@ def error_text(error: object) -> str:
     if isinstance(error, LoadError | ExtractError):
         return str(error)
     return f"unexpected {type(error).__name__} (a bug in the exporter)"
+
+
+EXPECTED_ERRORS = (ArchiveError, ExtractError, LoadError)
+"""Errors written for the user: their message says what to do, a traceback adds only noise."""
+
+
+class _NoTracebackForExpectedErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], EXPECTED_ERRORS):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_QUIET = _NoTracebackForExpectedErrors()
+
+
+def quiet_expected_tracebacks() -> None:
+    """Keep the tracebacks of expected errors out of every log handler configured now (Prefect's
+    console and API handlers): a run refused for a reason the user can act on logs its one-line
+    message, not 80 lines of Prefect's engine. Unexpected errors keep their tracebacks."""
+    quiet = _QUIET
+    loggers = [logging.getLogger(), *map(logging.getLogger, list(logging.root.manager.loggerDict))]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if quiet not in handler.filters:
+                handler.addFilter(quiet)

@@ -3,12 +3,17 @@ secrets (never stored: Prefect records them masked, as `**********`)."""
 
 from __future__ import annotations
 
+import hashlib
+from datetime import datetime
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from flows.errors import OptionUnavailable
 from learner_export.settings import Settings
+from load.codec import fernet_from_key
+from load.manifest import RunParameters
 
 DEFAULT_CHUNK_SIZE = 200
 """Learners per chunk task: large enough that Prefect's per-task cost (tens of ms in this process
@@ -32,7 +37,9 @@ class ArchiveOptions(BaseModel):
 
     dest: str = Field(description="Destination directory or fsspec URL of the snapshots.")
     run_id: str | None = Field(
-        default=None, description="Snapshot name; default: the run's UTC date (YYYY-MM-DD)."
+        default=None,
+        description="Snapshot name; default: the run's UTC date (YYYY-MM-DD), with a suffix "
+        "naming the learners when only some are asked for.",
     )
     learners: list[int] | None = Field(
         default=None, description="Learner ids to export; default: every LEARNER."
@@ -83,3 +90,46 @@ class ArchiveSecrets(BaseModel):
             encryption_key=settings.encryption_key,
             pseudonym_key=settings.pseudonym_key,
         )
+
+
+def default_run_id(learners: list[int] | None, now: datetime) -> str:
+    """The run id when none is given: the UTC date for a run of every learner (the nightly run's
+    id), and for a run of some learners the date plus a digest of their ids, so that an ad-hoc
+    run never takes the id the nightly run will want, and the same list asked again resumes the
+    same run. E.g. `2026-12-01` and `2026-12-01-learners-5c1f0a2b`."""
+    date = f"{now:%Y-%m-%d}"
+    if learners is None:
+        return date
+    ids = ",".join(str(i) for i in sorted(set(learners)))
+    return f"{date}-learners-{hashlib.sha256(ids.encode()).hexdigest()[:8]}"
+
+
+def check_options(
+    options: ArchiveOptions, *, encryption_key: str | None, pseudonym_key: str | None
+) -> None:
+    """Refuse options that cannot work here: a missing key (or, for encryption, one that is not
+    a Fernet key), or Parquet outputs without a pseudonym key."""
+    if options.encrypt:
+        if not encryption_key:
+            raise OptionUnavailable(
+                "--encrypt needs an encryption key: set LEARNER_EXPORT_ENCRYPTION_KEY "
+                "(a Fernet key)"
+            )
+        fernet_from_key(encryption_key)
+    if options.parquet and not pseudonym_key:
+        raise OptionUnavailable(
+            "the Parquet side outputs need a pseudonym key: set LEARNER_EXPORT_PSEUDONYM_KEY, "
+            "or pass --no-parquet"
+        )
+
+
+def run_parameters(options: ArchiveOptions) -> RunParameters:
+    """What names a run besides its id: the learners and every option that changes its files."""
+    return RunParameters(
+        learners="all" if options.learners is None else sorted(set(options.learners)),
+        chunk_size=options.chunk_size,
+        compress=options.compress,
+        encrypt=options.encrypt,
+        exported_by=options.exported_by,
+        parquet=options.parquet,
+    )

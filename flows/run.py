@@ -30,6 +30,7 @@ from load.destination import (
     publish,
     published_runs,
     read_if_exists,
+    remove_dir,
     remove_empty_dirs,
     remove_files,
     write_file,
@@ -74,16 +75,7 @@ def open_plan(
     path = posixpath.join(destination.incomplete_dir(run_id), PLAN_NAME)
     plan = _read_record(destination, path, RunPlan)
     if plan is not None:
-        if plan.parameters != parameters:
-            changed = sorted(
-                name
-                for name, value in parameters.model_dump().items()
-                if plan.parameters.model_dump()[name] != value
-            )
-            raise RunMismatch(
-                f"run {run_id} was started with other options ({', '.join(changed)} differ); "
-                "repeat the first command's options to finish it, or choose another --run-id"
-            )
+        check_identity(destination, run_id, plan.parameters, parameters, finished=False)
         return plan
     ids = learner_ids() if parameters.learners == "all" else list(parameters.learners)
     stamp = iso_timestamp(now)
@@ -97,6 +89,74 @@ def open_plan(
     )
     write_file(destination.fs, path, to_json(plan))
     return plan
+
+
+def existing_run(destination: Destination, run_id: str) -> tuple[str, RunParameters] | None:
+    """What the destination holds of `run_id` and the options it was made with: ("published",
+    ...), ("written", ...) for a run whose manifest is written but not yet published, ("started",
+    ...) for one with a plan, or None when there is no trace of it."""
+    for state, record in (
+        ("published", published_manifest(destination, run_id)),
+        ("written", pending_manifest(destination, run_id)),
+        ("started", _read_record(
+            destination, posixpath.join(destination.incomplete_dir(run_id), PLAN_NAME), RunPlan
+        )),
+    ):  # fmt: skip
+        if record is not None:
+            return state, record.parameters
+    return None
+
+
+def check_identity(
+    destination: Destination,
+    run_id: str,
+    existing: RunParameters,
+    wanted: RunParameters,
+    *,
+    finished: bool,
+) -> None:
+    """Raise RunMismatch, naming what differs and what to do, unless a run that exists as
+    `run_id` (finished or not) was made with the `wanted` options and learners: a run id names
+    one set of options and learners, so asking for it with others never passes silently."""
+    if existing == wanted:
+        return
+    differ = ", ".join(
+        name for name, value in wanted.model_dump().items() if existing.model_dump()[name] != value
+    )
+    if finished:
+        raise RunMismatch(
+            f"snapshot {run_id} in {destination.name} was made with other options ({differ} "
+            "differ); nothing was written. Give this run its own --run-id (e.g. "
+            f"--run-id {run_id}-2)"
+        )
+    raise RunMismatch(
+        f"unfinished run {run_id} in {destination.name} was started with other options ({differ} "
+        "differ); nothing was written. Repeat its options to finish it, give this run its own "
+        f"--run-id, or drop it with: learner-export abandon {run_id} --dest {destination.name}"
+    )
+
+
+def abandon_run(destination: Destination, run_id: str) -> tuple[int, str | None]:
+    """Remove the unfinished run `run_id` (everything under `.incomplete/<run>/`); returns how
+    many files were removed and when the run started (None if it had no plan yet). The caller
+    holds the run's lock. A published snapshot is never touched: `--keep` retention removes
+    those."""
+    if published_manifest(destination, run_id) is not None:
+        raise RunMismatch(
+            f"snapshot {run_id} in {destination.name} is finished and published; abandon drops "
+            "unfinished runs only"
+        )
+    run_dir = destination.incomplete_dir(run_id)
+    names = list_files(destination.fs, run_dir)
+    if not names:
+        raise RunMismatch(f"there is no unfinished run {run_id} in {destination.name}")
+    plan = _read_record(destination, posixpath.join(run_dir, PLAN_NAME), RunPlan)
+    # The plan and the part records last: an abandon cut short is still an unfinished run.
+    names.sort(key=lambda name: (name == PLAN_NAME, name.startswith(PARTS_DIR + "/")))
+    remove_files(destination.fs, run_dir, names)
+    remove_empty_dirs(destination.fs, run_dir)
+    remove_dir(destination.fs, run_dir)
+    return len(names), None if plan is None else plan.started_at
 
 
 def finished_parts(destination: Destination, plan: RunPlan) -> dict[int, ChunkPart]:
@@ -117,7 +177,7 @@ def pending_chunks(plan: RunPlan, parts: dict[int, ChunkPart]) -> list[int]:
     ]
 
 
-def complete_run(
+def write_manifest(
     destination: Destination,
     plan: RunPlan,
     parts: dict[int, ChunkPart],
@@ -127,11 +187,11 @@ def complete_run(
     now: datetime,
     seconds: float,
 ) -> Manifest:
-    """Write the manifest, remove leftovers and publish the snapshot; returns the manifest.
+    """Write the run's manifest into its incomplete directory (state 2); returns the manifest.
 
     `chunk_errors` are chunks that failed as a whole (after their retries): each of their
     learners is a failure. Unless `tolerate_failures`, any failure or requested id that is not
-    a learner raises RunFailed and nothing is published.
+    a learner raises RunFailed and nothing is written.
     """
     every = dict(parts)
     for index, error in chunk_errors.items():
@@ -157,7 +217,6 @@ def complete_run(
     manifest = build_manifest(plan, list(every.values()), finished_at=finished_at, seconds=seconds)
     run_dir = destination.incomplete_dir(plan.run_id)
     write_file(destination.fs, posixpath.join(run_dir, MANIFEST_NAME), to_json(manifest))
-    publish_run(destination, manifest)
     return manifest
 
 

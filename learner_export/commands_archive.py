@@ -45,6 +45,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     _add_archive_options(archive)
     archive.add_argument(
+        "--run-id",
+        metavar="ID",
+        help="snapshot name (default: the UTC date, YYYY-MM-DD, for every learner; with "
+        "--learners, the date and a digest of the ids)",
+    )
+    archive.add_argument(
         "--dask-address",
         metavar="URL",
         help="run the chunk tasks on this Dask scheduler (tcp://host:8786)",
@@ -93,9 +99,6 @@ def _add_archive_options(parser: argparse.ArgumentParser) -> None:
         help="directory or fsspec URL (s3://bucket/prefix, memory://x) (default: ./snapshots)",
     )
     parser.add_argument(
-        "--run-id", metavar="ID", help="snapshot name (default: the UTC date, YYYY-MM-DD)"
-    )
-    parser.add_argument(
         "--learners", type=learner_list, metavar="1,2,3", help="only these learner ids"
     )
     parser.add_argument(
@@ -140,7 +143,7 @@ def _options(args: argparse.Namespace, settings: Settings) -> ArchiveOptions:
         dest = str(Path(dest).expanduser().resolve())
     return ArchiveOptions(
         dest=dest,
-        run_id=args.run_id,
+        run_id=getattr(args, "run_id", None),  # schedule: each run names itself by its date
         learners=args.learners,
         chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE,
         compress=args.compress,
@@ -174,24 +177,33 @@ def run_archive(args: argparse.Namespace, settings: Settings) -> None:
     """Write one snapshot <dest>/<run id>/: every learner's document, manifest.json (written last)
     and Parquet tables for analysts. Run it again after an interruption to finish the same
     snapshot; after it finished, it changes nothing."""
-    configure_prefect(settings)
-    from flows.archive import archive_learners, check_options
+    from datetime import UTC, datetime
+
+    from extract.errors import ExtractError
     from flows.errors import ArchiveError
     from flows.options import ArchiveSecrets
-    from flows.server import prefect_api
+    from flows.preflight import check_archive
+    from load.errors import LoadError
 
     options = _options(args, settings)
     secrets = ArchiveSecrets.from_settings(settings, database_url=args.database_url)
     try:
-        check_options(
-            options,
-            encryption_key=_reveal(secrets.encryption_key),
-            pseudonym_key=_reveal(secrets.pseudonym_key),
-        )
-        flow = archive_learners.with_options(task_runner=_task_runner(args))
+        # Before Prefect starts: a run that cannot work is one line in a fraction of a second.
+        run_id = check_archive(options, secrets, now=datetime.now(UTC))
+        configure_prefect(settings)  # before the task runner's import loads Prefect
+        runner = _task_runner(args)
+        from flows.archive import archive_learners
+        from flows.errors import quiet_expected_tracebacks
+        from flows.server import prefect_api
+
+        quiet_expected_tracebacks()
+
+        flow = archive_learners.with_options(task_runner=runner)
         with prefect_api(prefect_home(settings)):
-            result = flow(options=options, secrets=secrets)
-    except ArchiveError as exc:
+            # The id is fixed now, so a run that starts a second after midnight UTC is still
+            # the run that was checked.
+            result = flow(options=options.model_copy(update={"run_id": run_id}), secrets=secrets)
+    except (ArchiveError, ExtractError, LoadError) as exc:
         raise UserError(str(exc)) from None
     counts = result.counts
     print(
@@ -244,10 +256,6 @@ def _check_scheduler(address: str) -> None:
         ) from None
 
 
-def _reveal(secret: Any) -> str | None:
-    return None if secret is None else str(secret.get_secret_value())
-
-
 def run_verify(args: argparse.Namespace, settings: Settings) -> None:
     """Check every file of a snapshot against manifest.json: size, sha256, decryption, JSON and
     schema validity, and the Parquet row counts. Exit 1 on any mismatch."""
@@ -294,26 +302,32 @@ def run_schedule(args: argparse.Namespace, settings: Settings) -> None:
     """Serve archive-learners on a cron schedule (nightly by default) until interrupted. The source
     and keys come from this process's environment at each run. Uses the Prefect server at
     PREFECT_API_URL, or starts a local one for as long as it serves."""
-    configure_prefect(settings)
-    from flows.archive import check_options
+    from datetime import UTC, datetime
+
+    from extract.errors import ExtractError
+    from flows.cron import check_cron, next_runs
     from flows.errors import ArchiveError
-    from flows.schedule import build_deployment, serve_deployment
+    from flows.options import ArchiveSecrets
+    from flows.preflight import check_schedule
+    from load.errors import LoadError
 
     options = _options(args, settings)
     try:
-        check_options(
-            options,
-            encryption_key=_reveal(settings.encryption_key),
-            pseudonym_key=_reveal(settings.pseudonym_key),
-        )
-    except ArchiveError as exc:
+        cron = check_cron(args.cron)
+        check_schedule(options, ArchiveSecrets.from_settings(settings))
+    except (ArchiveError, ExtractError, LoadError) as exc:
         raise UserError(str(exc)) from None
-    deployment = build_deployment(options, cron=args.cron, name=args.name)
+    configure_prefect(settings)
+    from flows.schedule import build_deployment, serve_deployment
+
+    deployment = build_deployment(options, cron=cron, name=args.name)
     print(
-        f"serving archive-learners/{args.name} on cron {args.cron!r} (UTC) into {options.dest}; "
+        f"serving archive-learners/{args.name} on cron {cron!r} (UTC) into {options.dest}; "
         "Ctrl-C stops",
         flush=True,
     )
+    upcoming = ", ".join(f"{t:%Y-%m-%d %H:%M}" for t in next_runs(cron, datetime.now(UTC)))
+    print(f"next runs (UTC): {upcoming}", flush=True)
     serve_deployment(deployment, prefect_home(settings))
     # Serving ends only when a stop signal arrived (Prefect's runner handles it and returns).
     raise KeyboardInterrupt

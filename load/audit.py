@@ -12,6 +12,8 @@ which child's data).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +40,9 @@ class AuditRecord:
     `sha256` (hex) and `size` describe the served document bytes, before any content encoding;
     both are None unless the document was served. `complete` is False when the transfer broke off
     before the last byte. `lessons_total` > `lessons_exported` records a truncated document.
+    An archive run's lines carry its `run_id` and `run_started_at` (together they name one run,
+    even when a run id is reused after its snapshot was deleted). `event` names what happened
+    when it was not an export attempt (an abandoned run), with the `files` it concerned.
     """
 
     at: datetime
@@ -50,6 +55,10 @@ class AuditRecord:
     complete: bool | None = None
     lessons_exported: int | None = None
     lessons_total: int | None = None
+    run_id: str | None = None
+    run_started_at: str | None = None
+    event: str | None = None
+    files: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The record as the JSON object of its line; keys in a fixed order, `at` in UTC."""
@@ -67,6 +76,10 @@ class AuditRecord:
             "complete": self.complete,
             "lessonsExported": self.lessons_exported,
             "lessonsTotal": self.lessons_total,
+            "runId": self.run_id,
+            "runStartedAt": self.run_started_at,
+            "event": self.event,
+            "files": self.files,
         }
         line.update({key: value for key, value in optional.items() if value is not None})
         if self.lessons_total is not None and self.lessons_exported is not None:
@@ -91,24 +104,82 @@ def written_record(*, at: datetime, via: str, user_id: int | None, entry: FileEn
     )
 
 
-def audit_manifest(path: Path, manifest: Manifest, exported_by: int | None) -> int:
+def audit_manifest(
+    path: Path, manifest: Manifest, exported_by: int | None, *, resumed: bool = False
+) -> int:
     """Append one line per learner of a finished archive run to the log at `path`: 200 with the
     stored file's sha256 and size for each document, 500 for each learner that failed. Returns
-    the number of lines."""
+    the number of lines appended.
+
+    Exactly once: when `resumed` (an earlier process may have appended some of this run's lines
+    before it was killed), the log is searched for the run's lines first and only the missing
+    ones are appended. A fresh run skips the search: no other process can have written lines of
+    a run whose manifest it has just written.
+    """
     at = datetime.fromisoformat(manifest.finished_at)
+    run_id, started = manifest.run_id, manifest.started_at
     records = [
-        written_record(at=at, via=ARCHIVE_CHANNEL, user_id=exported_by, entry=entry)
+        dataclasses.replace(
+            written_record(at=at, via=ARCHIVE_CHANNEL, user_id=exported_by, entry=entry),
+            run_id=run_id,
+            run_started_at=started,
+        )
         for entry in manifest.files
     ]
     records += [
         AuditRecord(
-            at=at, via=ARCHIVE_CHANNEL, user_id=exported_by, learner_id=f.learner_id, status=500
+            at=at,
+            via=ARCHIVE_CHANNEL,
+            user_id=exported_by,
+            learner_id=f.learner_id,
+            status=500,
+            run_id=run_id,
+            run_started_at=started,
         )
         for f in manifest.failures
     ]
+    if resumed:
+        present = audited_learners(path, manifest.run_id, manifest.started_at)
+        records = [r for r in records if r.learner_id not in present]
     for record in records:
         append_audit(path, record)
     return len(records)
+
+
+def audited_learners(path: Path, run_id: str, run_started_at: str) -> set[int | None]:
+    """The learner ids of the lines of one archive run (`run_id` started at `run_started_at`)
+    already in the log at `path`. A torn line (a disk that filled mid-write) is skipped."""
+    needle = orjson.dumps({"runId": run_id, "runStartedAt": run_started_at})[1:-1]
+    found: set[int | None] = set()
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return found
+    with handle:
+        for line in handle:  # lines of a few hundred bytes: the log is streamed, never held
+            if needle not in line:
+                continue
+            with contextlib.suppress(orjson.JSONDecodeError):
+                found.add(orjson.loads(line).get("learnerId"))
+    return found
+
+
+def abandoned_record(
+    *, at: datetime, user_id: int | None, run_id: str, run_started_at: str | None, files: int
+) -> AuditRecord:
+    """The line of an unfinished archive run given up by the operator: its `files` written so
+    far were removed, never delivered (status 410, Gone)."""
+    return AuditRecord(
+        at=at,
+        via=ARCHIVE_CHANNEL,
+        user_id=user_id,
+        learner_id=None,
+        status=410,
+        run_id=run_id,
+        run_started_at=run_started_at,
+        event="run-abandoned",
+        files=files,
+    )
 
 
 def append_audit(path: Path, record: AuditRecord) -> None:
@@ -117,8 +188,11 @@ def append_audit(path: Path, record: AuditRecord) -> None:
     line = orjson.dumps(record.as_json()) + b"\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
         try:
+            if _ends_torn(descriptor):
+                # A line cut short by a full disk: end it, so this one stays a line of its own.
+                line = b"\n" + line
             written = os.write(descriptor, line)
         finally:
             os.close(descriptor)
@@ -127,6 +201,11 @@ def append_audit(path: Path, record: AuditRecord) -> None:
     if written != len(line):
         # A regular file only writes short when the disk is full; the line is then torn.
         raise TerminalLoadError(f"appending to {path} wrote {written} of {len(line)} bytes")
+
+
+def _ends_torn(descriptor: int) -> bool:
+    size = os.fstat(descriptor).st_size
+    return size > 0 and os.pread(descriptor, 1, size - 1) != b"\n"
 
 
 def ensure_audit_log(path: Path) -> None:

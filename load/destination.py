@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import posixpath
 import re
 from collections.abc import Iterator
@@ -166,6 +167,28 @@ class FileBatch:
             self._local.abort()
 
 
+def check_writable(destination: Destination) -> None:
+    """Prove the destination takes files: write and remove an empty probe file in its root.
+    Raises a LoadError naming the path and the reason (read-only, no space, not a directory).
+    Leaves nothing behind: directories made for the probe are removed again."""
+    fs, root = destination.fs, destination.root
+    probe = posixpath.join(root, f".probe-{os.urandom(6).hex()}")
+    made: list[Path] = []
+    if destination.is_local:  # the directories the probe's write will create
+        missing = Path(root)
+        while not missing.exists() and missing != missing.parent:
+            made.append(missing)
+            missing = missing.parent
+    try:
+        write_file(fs, probe, b"")
+        with translated(fs, probe, "removing"):
+            fs.rm_file(probe)
+    finally:
+        for directory in made:  # deepest first
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+
+
 def read_if_exists(fs: fsspec.AbstractFileSystem, path: str) -> bytes | None:
     """The bytes at `path`, or None when there is no such file (other errors are LoadErrors)."""
     with translated(fs, path, "reading"):
@@ -192,6 +215,13 @@ def remove_files(fs: fsspec.AbstractFileSystem, directory: str, relative: list[s
         path = posixpath.join(directory, name)
         with translated(fs, path, "removing"):
             fs.rm_file(path)
+
+
+def remove_dir(fs: fsspec.AbstractFileSystem, directory: str) -> None:
+    """Remove the empty `directory` if it is there (object stores have no directories)."""
+    with translated(fs, directory, "removing"):
+        if fs.isdir(directory) and not fs.ls(directory):
+            fs.rmdir(directory)
 
 
 def remove_empty_dirs(fs: fsspec.AbstractFileSystem, directory: str) -> None:

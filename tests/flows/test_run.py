@@ -61,6 +61,57 @@ def test_resuming_with_other_options_is_refused(tmp_path: Path) -> None:
         run.open_plan(destination, "r", changed, now=NOW, learner_ids=lambda: [3])
 
 
+@pytest.mark.parametrize("state", ["started", "written", "published"])
+def test_a_run_id_names_one_set_of_options_and_learners(tmp_path: Path, state: str) -> None:
+    """Asking for an existing run id with other options or other learners is refused, naming
+    what differs and what to do, whether the run is finished or not."""
+    destination = _destination(tmp_path)
+    plan = run.open_plan(destination, "r", PARAMETERS, now=NOW, learner_ids=lambda: [1, 2])
+    if state != "started":
+        manifest = run.write_manifest(
+            destination, plan, {0: _part(0, [1, 2])}, chunk_errors={}, tolerate_failures=False,
+            now=NOW, seconds=0,
+        )  # fmt: skip
+        if state == "published":
+            run.publish_run(destination, manifest)
+    assert run.existing_run(destination, "r") == (state, PARAMETERS)
+    assert run.existing_run(destination, "other") is None
+    finished = state != "started"
+    run.check_identity(destination, "r", PARAMETERS, PARAMETERS, finished=finished)  # the same
+    some = PARAMETERS.model_copy(update={"learners": [1], "encrypt": True})
+    with pytest.raises(RunMismatch) as refused:
+        run.check_identity(destination, "r", PARAMETERS, some, finished=finished)
+    message = str(refused.value)
+    assert "(learners, encrypt differ)" in message and "nothing was written" in message
+    assert ("abandon r --dest" in message) is (not finished)
+    assert ("--run-id r-2" in message) is finished
+
+
+def test_abandon_removes_an_unfinished_run_and_only_that(tmp_path: Path) -> None:
+    destination = _destination(tmp_path)
+    run.open_plan(destination, "r", PARAMETERS, now=NOW, learner_ids=lambda: [1, 2])
+    run_dir = Path(destination.incomplete_dir("r"))
+    (run_dir / "doc-1.json").write_text("{}")
+    write_file(destination.fs, f"{run_dir}/{part_path(0)}", to_json(_part(0, [1])))
+    assert run.abandon_run(destination, "r") == (3, "2024-01-15T12:00:00.000Z")
+    assert not run_dir.exists()
+    with pytest.raises(RunMismatch, match="no unfinished run r"):
+        run.abandon_run(destination, "r")
+
+
+def test_abandon_never_touches_a_published_snapshot(tmp_path: Path) -> None:
+    destination = _destination(tmp_path)
+    plan = run.open_plan(destination, "r", PARAMETERS, now=NOW, learner_ids=lambda: [1])
+    manifest = run.write_manifest(
+        destination, plan, {0: _part(0, [1])}, chunk_errors={}, tolerate_failures=False,
+        now=NOW, seconds=0,
+    )  # fmt: skip
+    run.publish_run(destination, manifest)
+    with pytest.raises(RunMismatch, match="finished and published"):
+        run.abandon_run(destination, "r")
+    assert run.published_manifest(destination, "r") == manifest
+
+
 def test_finished_chunks_are_skipped_and_failed_ones_redone(tmp_path: Path) -> None:
     destination = _destination(tmp_path)
     plan = run.open_plan(destination, "r", PARAMETERS, now=NOW, learner_ids=lambda: [1, 2, 3, 4, 5])
@@ -72,13 +123,13 @@ def test_finished_chunks_are_skipped_and_failed_ones_redone(tmp_path: Path) -> N
     assert run.pending_chunks(plan, parts) == [1, 2]
 
 
-def test_complete_run_removes_leftovers_and_publishes(tmp_path: Path) -> None:
+def test_write_manifest_then_publish_removes_leftovers(tmp_path: Path) -> None:
     destination = _destination(tmp_path)
     plan = run.open_plan(destination, "r", PARAMETERS, now=NOW, learner_ids=lambda: [1, 2])
     run_dir = Path(destination.incomplete_dir("r"))
     for name in ("doc-1.json", "doc-2.json", ".doc-2.json.1a2b.tmp"):
         (run_dir / name).write_text("{}")
-    manifest = run.complete_run(
+    manifest = run.write_manifest(
         destination,
         plan,
         {0: _part(0, [1, 2])},
@@ -87,6 +138,9 @@ def test_complete_run_removes_leftovers_and_publishes(tmp_path: Path) -> None:
         now=NOW,
         seconds=1.0,
     )
+    assert run.pending_manifest(destination, "r") == manifest  # state 2: written, not published
+    assert run.published_manifest(destination, "r") is None
+    run.publish_run(destination, manifest)
     snapshot = tmp_path / "dest" / "r"
     assert sorted(p.name for p in snapshot.rglob("*")) == [
         "doc-1.json",
@@ -102,7 +156,7 @@ def test_failures_stop_publication_unless_tolerated(tmp_path: Path) -> None:
     plan = run.open_plan(destination, "r", PARAMETERS, now=NOW, learner_ids=lambda: [1, 2, 3])
     parts = {0: _part(0, [1, 2], failed=[2])}
     with pytest.raises(RunFailed, match=r"2 learner\(s\).*ids 2, 3"):
-        run.complete_run(
+        run.write_manifest(
             destination,
             plan,
             parts,
@@ -111,8 +165,8 @@ def test_failures_stop_publication_unless_tolerated(tmp_path: Path) -> None:
             now=NOW,
             seconds=0,
         )
-    assert run.published_manifest(destination, "r") is None
-    manifest = run.complete_run(
+    assert run.pending_manifest(destination, "r") is None
+    manifest = run.write_manifest(
         destination, plan, parts, chunk_errors={1: "x"}, tolerate_failures=True, now=NOW, seconds=0
     )
     assert [f.learner_id for f in manifest.failures] == [2, 3]
