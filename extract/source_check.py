@@ -117,7 +117,11 @@ def connection_error(url: URL, exc: sa.exc.DBAPIError) -> ExtractError:
     )
     sqlstate = getattr(exc.orig, "sqlstate", None)
     text = str(exc.orig).lower()
-    if sqlstate in {"28P01", "28000"} or "password authentication failed" in text:
+    if (
+        sqlstate in {"28P01", "28000"}
+        or "password authentication failed" in text
+        or ("role" in text and "does not exist" in text)
+    ):
         return TerminalExtractError(
             f"cannot connect to {where}: authentication failed for user {url.username!r}"
         )

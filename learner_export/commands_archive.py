@@ -65,6 +65,20 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     add_database_option(archive)
 
+    abandon = add_command(
+        commands,
+        "abandon",
+        run_abandon,
+        help="drop an unfinished archive run (its partial files), so its run id can start afresh",
+    )
+    abandon.add_argument("run_id", metavar="RUN_ID", help="the unfinished run's id")
+    abandon.add_argument(
+        "--dest",
+        default=str(DEFAULT_DEST),
+        metavar="URL",
+        help="directory or fsspec URL of the snapshots (default: ./snapshots)",
+    )
+
     verify = add_command(
         commands, "verify", run_verify, help="re-check a snapshot against its manifest"
     )
@@ -254,6 +268,41 @@ def _check_scheduler(address: str) -> None:
             f"--dask-address {address}: no Dask scheduler answered within "
             f"{DASK_CONNECT_SECONDS} s (is `dask scheduler` running there and reachable?)"
         ) from None
+
+
+def run_abandon(args: argparse.Namespace, settings: Settings) -> None:
+    """Remove an unfinished run (everything under <dest>/.incomplete/<run id>/), never a
+    published snapshot, and record it in the audit log. Refused while another process writes
+    the run. Afterwards the run id starts afresh, with any options."""
+    from datetime import UTC, datetime
+
+    from flows.errors import ArchiveError
+    from flows.run import abandon_run
+    from load.audit import abandoned_record, append_audit
+    from load.destination import open_destination
+    from load.errors import LoadError
+    from load.run_lock import run_lock
+
+    destination = open_destination(str(args.dest))
+    try:
+        with run_lock(destination, args.run_id):
+            files, started = abandon_run(destination, args.run_id)
+            append_audit(
+                settings.audit_log_path,
+                abandoned_record(
+                    at=datetime.now(UTC),
+                    user_id=settings.exported_by,
+                    run_id=args.run_id,
+                    run_started_at=started,
+                    files=files,
+                ),
+            )
+    except (ArchiveError, LoadError) as exc:
+        raise UserError(str(exc)) from None
+    print(
+        f"abandoned the unfinished run {args.run_id} in {destination.name}: {files} files removed; "
+        "the audit log records it"
+    )
 
 
 def run_verify(args: argparse.Namespace, settings: Settings) -> None:

@@ -25,7 +25,7 @@ from cryptography.fernet import Fernet
 from learner_export.cli import main
 from learner_export.processes import free_port, stop_process
 from learner_export.verify import verify_snapshot
-from load.destination import open_snapshot
+from load.destination import open_destination, open_snapshot
 from load.manifest import Manifest
 from tests.conftest import DemoSource, use_source
 from tests.restore_helpers import EXPORT_DATE, write_documents
@@ -388,3 +388,183 @@ def test_a_fresh_machine_gets_no_traceback_and_no_telemetry_noise(
         assert noise not in output, output[-3000:]
     assert not (home / ".prefect").exists()  # Prefect's home is under the data dir
     assert (home / "d" / "prefect").is_dir()
+
+
+# --- run identity, abandon, and the checks made before Prefect starts ------------------------
+
+PREFLIGHT = """
+import sys
+from learner_export.cli import main
+code = main(sys.argv[1:])
+print("prefect imported" if "prefect" in sys.modules else "prefect not imported")
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["archive", "--database-url", "not a url"], "the database URL is not a valid SQLAlchemy URL"),
+        (["archive", "--database-url", "mysql://db/x"], "unsupported database kind 'mysql'"),
+        (["archive", "--database-url", "sqlite:///{tmp}/missing.db"], "SQLite database {tmp}/missing.db does not exist"),
+        (["archive", "--dest", "{tmp}/file/dest"], "reading {tmp}/file/dest/"),
+        (["archive", "--database-url", "postgresql://u:pw@127.0.0.1:{port}/x"], "cannot connect to the postgresql source at 127.0.0.1:{port}: connection refused"),
+        (["archive", "--encrypt"], "--encrypt needs an encryption key"),
+        (["schedule", "--cron", "0 2 * * * *"], "--cron '0 2 * * * *' has 6 fields"),
+        (["schedule", "--cron", "not a cron"], "--cron 'not a cron' has 3 fields"),
+    ],
+    ids=["bad-url", "mysql", "missing-sqlite", "dest-not-a-directory", "pg-refused", "no-key", "six-fields", "not-cron"],
+)  # fmt: skip
+def test_refusals_are_one_line_before_prefect_starts(
+    sqlite_demo: DemoSource, tmp_path: Path, args: list[str], says: str
+) -> None:
+    """Expected errors come before Prefect is even imported: one line, exit 1, no traceback."""
+    (tmp_path / "file").write_text("")
+    port = str(free_port())
+    args = [a.format(tmp=tmp_path, port=port) for a in args]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LEARNER_EXPORT_"))}
+    env.update(
+        DATABASE_URL=sqlite_demo.url,
+        LEARNER_EXPORT_DATA_DIR=str(tmp_path / "data"),
+        LEARNER_EXPORT_PSEUDONYM_KEY="test-only-pseudonym-key",
+    )
+    if "--dest" not in args:
+        args += ["--dest", str(tmp_path / "dest")]
+    ran = subprocess.run(
+        [sys.executable, "-c", PREFLIGHT, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == 1, ran.stderr
+    assert ran.stdout == "prefect not imported\n"
+    assert ran.stderr.count("\n") == 1, ran.stderr
+    assert ran.stderr.startswith(f"learner-export: error: {says.format(tmp=tmp_path, port=port)}")
+    assert "pw" not in ran.stderr and "Traceback" not in ran.stderr
+    assert not (tmp_path / "dest").exists()
+
+
+def _plain_run(source: DemoSource, dest: Path, run_id: str, **options: object) -> str:
+    """An archive run made with the flow's recipe without Prefect (fast); its status."""
+    import logging
+    from datetime import UTC, datetime
+
+    from flows.archive_steps import archive_run
+    from flows.chunk import ChunkJob
+    from flows.options import ArchiveOptions, run_parameters
+
+    now = datetime.now(UTC)
+    archive = ArchiveOptions(dest=str(dest), run_id=run_id, parquet=False, **options)  # type: ignore[arg-type]
+    job = ChunkJob(
+        destination_url=str(dest), run_id=run_id, source_url=source.url, export_date=now,
+        exported_by=None, compress=archive.compress, encryption_key=None, parquet=False,
+        pseudonym_key=None,
+    )  # fmt: skip
+    outcome = archive_run(
+        job, run_parameters(archive), now=now, tolerate_failures=False, audit_log=None, keep=None,
+        log=logging.getLogger("test"),
+    )  # fmt: skip
+    return outcome.status
+
+
+def test_a_finished_run_id_asked_with_other_options_is_refused(
+    cli: Cli, sqlite_demo: DemoSource, tmp_path: Path
+) -> None:
+    """A plain snapshot, then the same run id with --compress zstd: never a silent exit 0."""
+    dest = tmp_path / "dest"
+    assert _plain_run(sqlite_demo, dest, "t", learners=[3, 4]) == "complete"
+    before = sorted(p.name for p in (dest / "t").iterdir())
+    ran = cli("archive", "--no-parquet", "--learners", "3,4", "--compress", "zstd", "--run-id", "t",
+              "--dest", str(dest))  # fmt: skip
+    assert (ran.code, ran.out) == (1, "")
+    assert ran.err == (
+        f"learner-export: error: snapshot t in {dest} was made with other options (compress "
+        "differ); nothing was written. Give this run its own --run-id (e.g. --run-id t-2)\n"
+    )
+    assert sorted(p.name for p in (dest / "t").iterdir()) == before
+    assert _plain_run(sqlite_demo, dest, "t", learners=[3, 4]) == "already-complete"
+
+
+def test_an_unfinished_run_with_other_learners_is_refused_until_abandoned(
+    cli: Cli, sqlite_demo: DemoSource, tmp_path: Path
+) -> None:
+    """A failed ad-hoc run under the day's id blocks it only until `abandon`, which removes its
+    partial files (never a published snapshot) and says so in the audit log."""
+    from datetime import UTC, datetime
+
+    from flows.chunk import ChunkJob, archive_chunk
+    from flows.options import ArchiveOptions, run_parameters
+    from flows.preflight import check_archive
+    from flows.run import open_plan
+    from load.audit import read_audit
+
+    dest = tmp_path / "dest"
+    destination = open_destination(str(dest))
+    adhoc = ArchiveOptions(dest=str(dest), run_id="day", learners=[3], parquet=False)
+    plan = open_plan(destination, "day", run_parameters(adhoc), now=datetime.now(UTC),
+                     learner_ids=lambda: [])  # fmt: skip
+    job = ChunkJob(str(dest), "day", sqlite_demo.url, datetime.now(UTC), None, None, None, False,
+                   None)  # fmt: skip
+    archive_chunk(job, 0, plan.chunks[0])  # one chunk done, then the run "failed"
+
+    ran = cli("archive", "--no-parquet", "--run-id", "day", "--dest", str(dest))
+    assert (ran.code, ran.err.count("\n")) == (1, 1)
+    assert ran.err == (
+        f"learner-export: error: unfinished run day in {dest} was started with other options "
+        "(learners differ); nothing was written. Repeat its options to finish it, give this run "
+        f"its own --run-id, or drop it with: learner-export abandon day --dest {dest}\n"
+    )
+
+    dropped = cli("abandon", "day", "--dest", str(dest))
+    assert (dropped.code, dropped.err) == (0, "")
+    assert dropped.out == (
+        f"abandoned the unfinished run day in {dest}: 3 files removed; the audit log records it\n"
+    )
+    assert list(dest.iterdir()) == []  # nothing left: no run, no lock, no .incomplete
+    (line,) = [r for r in read_audit(_audit_log()) if r.get("event") == "run-abandoned"]
+    assert (line["runId"], line["status"], line["files"]) == ("day", 410, 3)
+    everyone = ArchiveOptions(dest=str(dest), run_id="day", parquet=False)
+    from pydantic import SecretStr
+
+    from flows.options import ArchiveSecrets
+
+    secrets = ArchiveSecrets(source_url=SecretStr(sqlite_demo.url))
+    assert check_archive(everyone, secrets, now=datetime.now(UTC)) == "day"  # free again
+
+    again = cli("abandon", "day", "--dest", str(dest))
+    assert again.err == f"learner-export: error: there is no unfinished run day in {dest}\n"
+
+
+def _audit_log() -> Path:
+    from learner_export.settings import get_settings
+
+    return get_settings().audit_log_path
+
+
+def test_an_adhoc_run_never_takes_the_nightly_id() -> None:
+    from datetime import UTC, datetime
+
+    from flows.options import default_run_id
+
+    now = datetime(2026, 12, 1, 23, 59, tzinfo=UTC)
+    nightly = default_run_id(None, now)
+    adhoc = default_run_id([4, 3], now)
+    assert nightly == "2026-12-01"
+    assert (
+        adhoc.startswith("2026-12-01-learners-") and len(adhoc) == len("2026-12-01-learners-") + 8
+    )
+    assert default_run_id([3, 4, 4], now) == adhoc  # the same learners resume the same run
+    assert default_run_id([3], now) != adhoc
+
+
+def test_a_run_being_written_elsewhere_is_refused_in_one_line(cli: Cli, tmp_path: Path) -> None:
+    from load.run_lock import run_lock
+
+    dest = tmp_path / "dest"
+    with run_lock(open_destination(str(dest)), "busy"):
+        ran = cli("archive", "--no-parquet", "--run-id", "busy", "--dest", str(dest))
+    assert (ran.code, ran.err.count("\n")) == (1, 1)
+    assert ran.err.startswith(
+        f"learner-export: error: run busy is being written by another process (pid {os.getpid()} on "
+    )

@@ -117,6 +117,8 @@ def test_an_archive_manifest_gives_one_line_per_learner_failures_included(tmp_pa
     from load.manifest import Failure, FileEntry, Manifest
 
     manifest = Manifest.model_construct(
+        run_id="2024-01-15",
+        started_at="2024-01-15T02:00:00.000Z",
         finished_at="2024-01-15T02:00:00.123456+00:00",
         files=[
             FileEntry(
@@ -137,7 +139,50 @@ def test_an_archive_manifest_gives_one_line_per_learner_failures_included(tmp_pa
     assert lines == [
         {"at": "2024-01-15T02:00:00.123Z", "via": "archive", "userId": 2, "learnerId": 3,
          "status": 200, "sha256": "ab" * 32, "bytes": 10, "complete": True,
-         "lessonsExported": 1000, "lessonsTotal": 1050, "truncated": True},
+         "lessonsExported": 1000, "lessonsTotal": 1050, "runId": "2024-01-15",
+         "runStartedAt": "2024-01-15T02:00:00.000Z", "truncated": True},
         {"at": "2024-01-15T02:00:00.123Z", "via": "archive", "userId": 2, "learnerId": 4,
-         "status": 500},
+         "status": 500, "runId": "2024-01-15", "runStartedAt": "2024-01-15T02:00:00.000Z"},
     ]  # fmt: skip
+
+
+def _run_manifest(started_at: str, learners: list[int]) -> object:
+    from load.manifest import FileEntry, Manifest
+
+    return Manifest.model_construct(
+        run_id="r",
+        started_at=started_at,
+        finished_at="2024-01-15T02:00:00+00:00",
+        files=[
+            FileEntry(
+                path=f"learner-data-{i}-2024-01-15.json", learner_id=i, bytes=1,
+                sha256="ab" * 32, lessons_exported=0, lessons_total=0, truncated=False,
+            )
+            for i in learners
+        ],
+        failures=[],
+    )  # fmt: skip
+
+
+def test_a_resumed_run_appends_only_its_missing_lines(tmp_path: Path) -> None:
+    """A run killed while appending its lines gets the rest on the rerun, none twice; lines of
+    another run that had the same id (started at another time) do not count."""
+    from load.audit import audit_manifest
+
+    log = tmp_path / "audit.jsonl"
+    earlier = _run_manifest("2024-01-14T02:00:00.000Z", [3, 4, 5])
+    audit_manifest(log, earlier, exported_by=None)  # type: ignore[arg-type]
+    this = _run_manifest("2024-01-15T02:00:00.000Z", [3, 4, 5])
+    audit_manifest(log, _run_manifest("2024-01-15T02:00:00.000Z", [3]), None)  # type: ignore[arg-type]
+    with log.open("ab") as handle:  # killed mid-line: a full disk, or a torn write
+        handle.write(
+            b'{"at":"2024-01-15T02:00:00.000Z","via":"archive","userId":null,"learnerId":4,"runId":"r","runStartedAt":"2024-01-15T02:00'
+        )
+    assert audit_manifest(log, this, exported_by=None, resumed=True) == 2  # type: ignore[arg-type]
+    assert audit_manifest(log, this, exported_by=None, resumed=True) == 0  # type: ignore[arg-type]
+    lines = log.read_bytes().split(b"\n")
+    assert lines[-1] == b""
+    records = [orjson.loads(line) for line in lines[:-1] if not line.endswith(b"02:00")]
+    this_run = sorted(r["learnerId"] for r in records if r["runStartedAt"].startswith("2024-01-15"))
+    assert this_run == [3, 4, 5]
+    assert len(records) == 6  # the torn line stays a line of its own, the next ones whole
