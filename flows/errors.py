@@ -23,10 +23,11 @@ class RunMismatch(ArchiveError):
 class RunFailed(ArchiveError):
     """Some learners could not be exported and failures were not tolerated; nothing published."""
 
-    def __init__(self, run_id: str, failed: list[int]) -> None:
+    def __init__(self, run_id: str, failed: list[int], first_error: str | None = None) -> None:
         shown = ", ".join(str(i) for i in failed[:20]) + (", ..." if len(failed) > 20 else "")
+        why = f" (first error: {first_error})" if first_error else ""
         super().__init__(
-            f"run {run_id}: {len(failed)} learner(s) could not be exported (ids {shown}); "
+            f"run {run_id}: {len(failed)} learner(s) could not be exported (ids {shown}){why}; "
             "the snapshot was not published. Run the same command again to retry them, "
             "or add --tolerate-failures to publish without them"
         )

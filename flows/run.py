@@ -211,7 +211,8 @@ def write_manifest(
         + [i for p in every.values() for i in p.not_found]
     )
     if unexported and not tolerate_failures:
-        raise RunFailed(plan.run_id, unexported)
+        errors = [f.error for index in sorted(every) for f in every[index].failures]
+        raise RunFailed(plan.run_id, unexported, errors[0] if errors else None)
     finished_at = iso_timestamp(now)
     assert finished_at is not None
     manifest = build_manifest(plan, list(every.values()), finished_at=finished_at, seconds=seconds)

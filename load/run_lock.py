@@ -51,9 +51,11 @@ def run_lock(destination: Destination, run_id: str) -> Iterator[None]:
     try:
         yield
     finally:
-        with contextlib.suppress(OSError):
-            path.unlink()
-        os.close(descriptor)  # releases the lock
+        try:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        finally:
+            os.close(descriptor)  # releases the lock, whatever happened above
         remove_incomplete_root(destination)
 
 
@@ -88,8 +90,12 @@ def _acquire(path: Path, run_id: str) -> int:
                 break
             os.close(descriptor)
         note = f"pid {os.getpid()} on {socket.gethostname()} since {_now()}"
-        os.ftruncate(descriptor, 0)
-        os.pwrite(descriptor, note.encode(), 0)
+        try:
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, note.encode(), 0)
+        except BaseException:
+            os.close(descriptor)  # never keep a lock this process will not release
+            raise
         return descriptor
     except RunLocked:
         raise

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
@@ -217,3 +219,22 @@ def use_source(source: DemoSource, monkeypatch: pytest.MonkeyPatch, **env: str) 
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault matrix's table (tests/flows/test_archive_steps.py), when it ran."""
+    matrix = sys.modules.get("tests.flows.test_archive_steps")
+    tally = getattr(matrix, "FAULT_TALLY", None)
+    if not tally:
+        return
+    terminalreporter.section("fault matrix: faults injected into archive runs, then rerun")
+    terminalreporter.write_line(
+        "| fault | injected | recovered | lost | duplicated | documents identical |"
+    )
+    terminalreporter.write_line("|---|---|---|---|---|---|")
+    total = [0, 0, 0, 0, 0]
+    for family, t in sorted(tally.items()):
+        row = [t.injected, t.recovered, t.lost, t.duplicated, t.identical]
+        total = [a + b for a, b in zip(total, row, strict=True)]
+        terminalreporter.write_line(f"| {family} | " + " | ".join(map(str, row)) + " |")
+    terminalreporter.write_line("| **all** | " + " | ".join(map(str, total)) + " |")

@@ -91,6 +91,28 @@ class PostgresCluster:
             last_error = (self.base / "server.log").read_text(errors="replace")[-500:]
         raise PostgresUnavailable(f"the server would not start: {last_error}")
 
+    def restart(self) -> None:
+        """Restart the server (fast shutdown: sessions are cut), on the same port and data."""
+        result = self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.base / "server.log"), "-m", "fast",
+            "-w", "-t", "60", "restart",
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise PostgresUnavailable(f"the server would not restart: {result.stderr[-500:]}")
+
+    def terminate_sessions(self, application_name: str) -> int:
+        """Terminate every session of `application_name` (as an operator or a failover would);
+        returns how many there were."""
+        import psycopg
+
+        with psycopg.connect(self.url().replace("+psycopg", ""), autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = %s AND pid <> pg_backend_pid()",
+                (application_name,),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
     def stop(self) -> None:
         with contextlib.suppress(Exception):
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
