@@ -32,34 +32,64 @@ from learner_export.processes import free_port, stop_process
 STARTUP_SECONDS = 120
 
 
+class LocalServer:
+    """A Prefect server process on a free port of 127.0.0.1, its database under `home`.
+
+    Starting it only launches the process, so a command can start it first and do its own work
+    (imports, checks) while the server comes up, then `wait` for it: that overlap is seconds of
+    a short archive's wall time. Without `services` it runs like Prefect's temporary server (no
+    scheduler).
+    """
+
+    def __init__(
+        self, home: Path, *, services: bool = False, env: Mapping[str, str] | None = None
+    ) -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        self.home = home
+        self.services = services
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}/api"
+        command = [sys.executable, "-m", "flows.server", "--port", str(port)]
+        server_env = {
+            **os.environ, **(env or {}), "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "0"
+        }  # fmt: skip
+        server_env.pop("PREFECT_API_URL", None)
+        with (home / "server.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [*command, *(["--services"] if services else [])],
+                stdin=subprocess.PIPE,  # its lifeline: closed when this process ends, however
+                stdout=log,
+                stderr=log,
+                env=server_env,
+                start_new_session=True,  # out of reach of the terminal's Ctrl-C
+            )
+
+    def wait(self) -> str:
+        """Wait until it answers; its API URL."""
+        _wait_healthy(self.url, self.process, self.home)
+        return self.url
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+
+
 @contextlib.contextmanager
 def local_server(
-    home: Path, *, services: bool = False, env: Mapping[str, str] | None = None
+    home: Path,
+    *,
+    services: bool = False,
+    env: Mapping[str, str] | None = None,
+    started: LocalServer | None = None,
 ) -> Iterator[str]:
-    """Start a Prefect server on a free port of 127.0.0.1 (its database under `home`); yields
-    its API URL. Without `services` it runs like Prefect's temporary server (no scheduler)."""
-    home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    command = [sys.executable, "-m", "flows.server", "--port", str(port)]
-    server_env = {**os.environ, **(env or {}), "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "0"}
-    server_env.pop("PREFECT_API_URL", None)
-    with (home / "server.log").open("ab") as log:
-        process = subprocess.Popen(
-            [*command, *(["--services"] if services else [])],
-            stdin=subprocess.PIPE,  # its lifeline: closed when this process ends, however
-            stdout=log,
-            stderr=log,
-            env=server_env,
-            start_new_session=True,  # out of reach of the terminal's Ctrl-C
-        )
-        url = f"http://127.0.0.1:{port}/api"
-        try:
-            _wait_healthy(url, process, home)
-            yield url
-        finally:
-            stop_process(process)
-            if process.stdin is not None:
-                process.stdin.close()
+    """A local Prefect server (`started` early by the caller, or started now) for the duration;
+    yields its API URL once it answers, and stops it on exit."""
+    server = started or LocalServer(home, services=services, env=env)
+    try:
+        yield server.wait()
+    finally:
+        server.stop()
 
 
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], home: Path) -> None:
@@ -79,18 +109,23 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], home: Path) -> Non
 
 
 @contextlib.contextmanager
-def prefect_api(home: Path, *, services: bool = False) -> Iterator[None]:
+def prefect_api(
+    home: Path, *, services: bool = False, started: LocalServer | None = None
+) -> Iterator[None]:
     """The Prefect API for the runs inside: PREFECT_API_URL when configured, else a local server
-    (its database under `home`) started now and stopped, after Prefect's log and event queues
-    are drained into it, on exit."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    (its database under `home`; `started` early by the caller, or started now) stopped, after
+    Prefect's log and event queues are drained into it, on exit."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
     if PREFECT_API_URL.value():
+        if started is not None:
+            started.stop()  # a server is configured after all: the early one is not needed
         yield
         return
     with (
-        local_server(home, services=services) as url,
-        temporary_settings(updates={PREFECT_API_URL: url}),
+        local_server(home, services=services, started=started) as url,
+        # No "View at" link: the local server has no UI, and it stops with the command.
+        temporary_settings(updates={PREFECT_API_URL: url, PREFECT_UI_URL: ""}),
     ):
         try:
             yield

@@ -201,24 +201,34 @@ def run_archive(args: argparse.Namespace, settings: Settings) -> None:
 
     options = _options(args, settings)
     secrets = ArchiveSecrets.from_settings(settings, database_url=args.database_url)
+    # Before Prefect starts: a run that cannot work is one line in a fraction of a second.
     try:
-        # Before Prefect starts: a run that cannot work is one line in a fraction of a second.
         run_id = check_archive(options, secrets, now=datetime.now(UTC))
-        configure_prefect(settings)  # before the task runner's import loads Prefect
+    except (ArchiveError, ExtractError, LoadError) as exc:
+        raise UserError(str(exc)) from None
+    configure_prefect(settings)  # before the task runner's import loads Prefect
+    from flows.server import LocalServer
+
+    # No server configured: start the local one now, so it comes up while Prefect is imported.
+    early = None if os.environ.get("PREFECT_API_URL") else LocalServer(prefect_home(settings))
+    try:
         runner = _task_runner(args)
         from flows.archive import archive_learners
         from flows.errors import quiet_expected_tracebacks
         from flows.server import prefect_api
 
         quiet_expected_tracebacks()
-
         flow = archive_learners.with_options(task_runner=runner)
-        with prefect_api(prefect_home(settings)):
+        started, early = early, None  # prefect_api owns it from here
+        with prefect_api(prefect_home(settings), started=started):
             # The id is fixed now, so a run that starts a second after midnight UTC is still
             # the run that was checked.
             result = flow(options=options.model_copy(update={"run_id": run_id}), secrets=secrets)
     except (ArchiveError, ExtractError, LoadError) as exc:
         raise UserError(str(exc)) from None
+    finally:
+        if early is not None:  # refused before the run (e.g. --dask-address): stop it
+            early.stop()
     counts = result.counts
     print(
         f"snapshot {result.run_id} {result.status}: {counts.files} documents, "
