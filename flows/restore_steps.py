@@ -20,6 +20,7 @@ import enum
 import posixpath
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import fsspec
@@ -27,11 +28,13 @@ import orjson
 from cryptography.fernet import Fernet
 from sqlalchemy.engine import Engine
 
+from extract.reader import read_learner
 from load.codec import decode_stored, document_format
 from load.destination import open_destination, read_if_exists, translated
 from load.errors import LoadError
 from load.manifest import FileEntry
 from load.restore_target import (
+    AlreadyInTarget,
     MissingParent,
     OnConflict,
     WriteResult,
@@ -274,9 +277,18 @@ def restore_source(
                 f"learner {rows.learner_id}",
                 entry.learner_id,
             )
-        written = write_learner(
-            engine, rows, on_conflict=on_conflict, missing_parent=missing_parent
-        )
+        try:
+            written = write_learner(
+                engine, rows, on_conflict=on_conflict, missing_parent=missing_parent
+            )
+        except AlreadyInTarget:
+            if not identical_in_target(engine, document):
+                raise
+            # An earlier run of the same restore, interrupted, wrote it whole: done already.
+            return RestoreOutcome(
+                Status.SKIPPED, subject, where, learner_id,
+                reason="already restored, identical to the document",
+            )  # fmt: skip
     except DocumentRefused as exc:
         return _refused(subject, where, f"not restorable: {exc}", learner_id)
     except LoadError as exc:
@@ -357,3 +369,36 @@ def _without_prefix(message: str, learner_id: int | None, where: str) -> str:
     """Errors from `load.restore_target` start with "learner N: ", and those of the decoder with
     the file's name; the outcome line says both already."""
     return message.removeprefix(f"learner {learner_id}: ").removeprefix(f"{where}: ")
+
+
+def identical_in_target(engine: Engine, document: dict[str, object]) -> bool:
+    """Whether the target already holds exactly this document's learner: the document the
+    exporter builds from the target (with the same export date and exporter) equals it. Such a
+    learner was restored by an earlier run of the same restore; restoring it again would change
+    nothing, so a rerun after an interruption completes instead of refusing it."""
+    from extract.engine import create_source_engine, snapshot
+    from extract.errors import ExtractError
+    from transform.document import build_document
+    from transform.encoding import encode_document
+
+    learner, stamp = document.get("learner"), document.get("exportDate")
+    exported_by = document.get("exportedBy")
+    if not isinstance(learner, dict) or not isinstance(stamp, str) or not stamp.endswith("Z"):
+        return False
+    try:
+        export_date = datetime.fromisoformat(stamp[:-1]).replace(tzinfo=UTC)
+    except ValueError:
+        return False
+    if exported_by is not None and not isinstance(exported_by, int):
+        return False
+    # Read as every export reads (a read-only engine passing stored JSON through as text).
+    reader = create_source_engine(engine.url)
+    try:
+        with snapshot(reader) as conn:
+            rows = read_learner(conn, int(learner["id"]), lesson_limit=LESSON_CAP)
+    except (ExtractError, KeyError, TypeError, ValueError):
+        return False
+    finally:
+        reader.dispose()
+    built = build_document(rows, export_date=export_date, exported_by=exported_by)
+    return bool(orjson.loads(encode_document(built.document)) == document)

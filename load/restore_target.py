@@ -60,6 +60,10 @@ class LearnerRefused(TerminalLoadError):
     """This learner cannot be written as asked; nothing of it was written."""
 
 
+class AlreadyInTarget(LearnerRefused):
+    """The learner is already in the target and `--on-conflict fail` forbids writing it."""
+
+
 class TargetError(TerminalLoadError):
     """The target database as a whole cannot take a restore (nothing was written)."""
 
@@ -133,7 +137,7 @@ def write_learner(
             if on_conflict is OnConflict.SKIP:
                 return WriteResult(written=False)
             if on_conflict is OnConflict.FAIL:
-                raise LearnerRefused(
+                raise AlreadyInTarget(
                     f"learner {rows.learner_id}: already in the target ({', '.join(clash.own)}); "
                     "--on-conflict fail"
                 )

@@ -206,15 +206,33 @@ def test_a_document_failing_the_schema_is_refused_and_the_others_restored(
 def test_an_id_collision_under_fail_is_refused_and_leaves_the_target_unchanged(
     sqlite_exports: dict[int, bytes], target_url: str, tmp_path: Path
 ) -> None:
-    paths = write_documents(tmp_path, {3: sqlite_exports[3]})
-    restore(target_url, paths)
+    restore(target_url, write_documents(tmp_path / "first", {3: sqlite_exports[3]}))
     before = learner_row_counts(target_url, 3)
+    other = edited(sqlite_exports[3], [(("learner", "name"), "Another Name")])
+    paths = write_documents(tmp_path / "other", {3: other})
 
     outcome = restore(target_url, paths, on_conflict=OnConflict.FAIL).outcomes[0]
 
     assert outcome.status is Status.REFUSED
     assert "already in the target" in str(outcome.reason)
     assert learner_row_counts(target_url, 3) == before
+
+
+def test_an_interrupted_restore_is_completed_by_running_it_again(
+    sqlite_exports: dict[int, bytes], target_url: str, tmp_path: Path
+) -> None:
+    """Each learner is one transaction, so an interrupted restore leaves whole learners; the
+    same command again (on-conflict fail, the default) finds those identical to their documents
+    and counts them skipped, restores the rest, and refuses nothing."""
+    paths = write_documents(tmp_path, sqlite_exports)
+    restore(target_url, paths[:2])  # interrupted after two learners
+
+    report = restore(target_url, paths)
+
+    assert report.summary() == f"{len(paths) - 2} restored, 2 skipped, 0 refused"
+    skipped = [o for o in report.outcomes if o.status is Status.SKIPPED]
+    assert {o.reason for o in skipped} == {"already restored, identical to the document"}
+    assert export_all(target_url) == sqlite_exports
 
 
 def test_skip_leaves_an_existing_learner_alone(
