@@ -14,6 +14,7 @@ from flows.errors import OptionUnavailable
 from learner_export.settings import Settings
 from load.codec import fernet_from_key
 from load.manifest import RunParameters
+from transform.pseudonyms import check_key
 
 DEFAULT_CHUNK_SIZE = 200
 """Learners per chunk task: large enough that Prefect's per-task cost (tens of ms in this process
@@ -121,6 +122,11 @@ def check_options(
             "the Parquet side outputs need a pseudonym key: set LEARNER_EXPORT_PSEUDONYM_KEY, "
             "or pass --no-parquet"
         )
+    if options.parquet and pseudonym_key:
+        try:
+            check_key(pseudonym_key.encode())
+        except ValueError as exc:
+            raise OptionUnavailable(f"LEARNER_EXPORT_PSEUDONYM_KEY: {exc}") from None
 
 
 def run_parameters(options: ArchiveOptions) -> RunParameters:

@@ -23,3 +23,13 @@ def test_prefect_stores_the_secrets_parameter_masked() -> None:
     )
     assert "hunter2" not in str(stored) and "a-key" not in str(stored)
     assert stored["options"]["dest"] == "/srv/archive"
+
+
+def test_a_short_pseudonym_key_is_refused_before_the_run() -> None:
+    from flows.errors import OptionUnavailable
+    from flows.options import check_options
+
+    options = ArchiveOptions(dest="/tmp/x", parquet=True)
+    with pytest.raises(OptionUnavailable, match="must be at least 16 bytes"):
+        check_options(options, encryption_key=None, pseudonym_key="short")
+    check_options(options, encryption_key=None, pseudonym_key="long-enough-pseudonym-key")

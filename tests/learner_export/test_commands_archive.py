@@ -410,10 +410,11 @@ sys.exit(code)
         (["archive", "--dest", "{tmp}/file/dest"], "reading {tmp}/file/dest/"),
         (["archive", "--database-url", "postgresql://u:pw@127.0.0.1:{port}/x"], "cannot connect to the postgresql source at 127.0.0.1:{port}: connection refused"),
         (["archive", "--encrypt"], "--encrypt needs an encryption key"),
+        (["archive", "--run-id", "../up"], "run id '../up' is not allowed"),
         (["schedule", "--cron", "0 2 * * * *"], "--cron '0 2 * * * *' has 6 fields"),
         (["schedule", "--cron", "not a cron"], "--cron 'not a cron' has 3 fields"),
     ],
-    ids=["bad-url", "mysql", "missing-sqlite", "dest-not-a-directory", "pg-refused", "no-key", "six-fields", "not-cron"],
+    ids=["bad-url", "mysql", "missing-sqlite", "dest-not-a-directory", "pg-refused", "no-key", "bad-run-id", "six-fields", "not-cron"],
 )  # fmt: skip
 def test_refusals_are_one_line_before_prefect_starts(
     sqlite_demo: DemoSource, tmp_path: Path, args: list[str], says: str
