@@ -138,14 +138,40 @@ def test_anything_refused_makes_the_exit_status_non_zero(
     ids=["fail", "skip", "replace", "fail-by-default"],
 )
 def test_on_conflict_decides_what_happens_to_a_learner_already_there(
-    learner_3: Path, restore: Restore, options: list[str], code: int, summary: str
+    learner_3: Path,
+    restore: Restore,
+    tmp_path: Path,
+    options: list[str],
+    code: int,
+    summary: str,
 ) -> None:
-    assert restore(learner_3).code == 0
+    """The target holds learner 3 as another document says (another name): the policy decides."""
+    other = tmp_path / "other" / learner_3.name
+    other.parent.mkdir()
+    other.write_bytes(edited(learner_3.read_bytes(), [(("learner", "name"), "Another Name")]))
+    assert restore(other).code == 0
 
     run = restore(learner_3, *options)
 
     assert run.code == code
     assert f"summary: {summary}" in run.out
+    expected = learner_3 if "replace" in options else other
+    assert export_all(restore.target)[3] == expected.read_bytes()
+
+
+def test_the_same_restore_again_completes_without_refusing(
+    learner_3: Path, restore: Restore
+) -> None:
+    """A learner the target already holds exactly (an earlier, interrupted run of the same
+    restore) is skipped under the default --on-conflict fail: running it again completes."""
+    assert restore(learner_3).code == 0
+
+    again = restore(learner_3)
+
+    assert again.code == 0
+    assert again.out.endswith(
+        "already restored, identical to the document\nsummary: 0 restored, 1 skipped, 0 refused\n"
+    )
     assert export_all(restore.target)[3] == learner_3.read_bytes()
 
 
