@@ -156,17 +156,25 @@ def complete_run(
     assert finished_at is not None
     manifest = build_manifest(plan, list(every.values()), finished_at=finished_at, seconds=seconds)
     run_dir = destination.incomplete_dir(plan.run_id)
+    if plan.parameters.parquet:
+        from flows.analyst import write_dictionary  # pyarrow only for runs with Parquet
+
+        manifest = write_dictionary(destination, run_dir, manifest)
     write_file(destination.fs, posixpath.join(run_dir, MANIFEST_NAME), to_json(manifest))
     publish_run(destination, manifest)
     return manifest
 
 
 def publish_run(destination: Destination, manifest: Manifest) -> str:
-    """Remove from the run directory everything the manifest does not list (the plan, the
-    parts, temporary files of writes killed midway), then publish it."""
+    """Give the Parquet parts their final names, remove from the run directory everything the
+    manifest does not list (the plan, the parts, temporary files of writes killed midway), then
+    publish it."""
     run_dir = destination.incomplete_dir(manifest.run_id)
-    listed = {MANIFEST_NAME} | {f.path for f in manifest.files}
-    listed |= {p.path for table in manifest.parquet.values() for p in table.parts}
+    if manifest.parquet:
+        from flows.analyst import publish_parts  # pyarrow only for runs with Parquet
+
+        publish_parts(destination, run_dir, manifest)  # before: the in-progress names are leftovers
+    listed = manifest.listed_paths()
     leftovers = [name for name in list_files(destination.fs, run_dir) if name not in listed]
     # Parts last: while any remain, a rerun can still tell this run's state.
     leftovers.sort(key=lambda name: name.startswith(PARTS_DIR + "/"))

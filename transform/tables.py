@@ -1,12 +1,15 @@
-"""The analyst tables: a chunk of learners' rows in, four Arrow tables of declared schema out.
+"""The analyst tables built from learners' rows: a chunk of `LearnerRows` in, Arrow tables of the
+declared schemas (`transform.analyst_schema`) out: learners, lessons, quiz questions,
+achievements, subject performance and the knowledge graph's nodes and edges.
 
 A sibling of the document, not built from it: the tables keep every lesson (no 1,000 cap) and
 name learners only by keyed pseudonym (`transform.pseudonyms`). No column holds a name, email,
 username, password, user id or parent id; the parent link is dropped altogether, since even a
 pseudonymized parent would tell which children are siblings.
 
-Every table is built with its module-level schema (never an inferred one), so a chunk whose column
+Every table is built with its declared schema (never an inferred one), so a chunk whose column
 is all null keeps the declared type, and an empty chunk gives empty tables of the same schemas.
+Every row starts with the run's id and export time (`RunStamp`).
 Timestamps are UTC with millisecond precision, truncated exactly as in the document.
 """
 
@@ -20,8 +23,9 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from transform.analyst_schema import LEARNER_TABLES, RUN_COLUMNS, TABLE_SCHEMAS
 from transform.pseudonyms import check_key, pseudonym
-from transform.quiz import spec_questions, spec_title, text_items
+from transform.quiz import spec_questions, spec_title, spec_topic, text_items
 from transform.records import LearnerRows, Row
 from transform.values import (
     MALFORMED_JSON,
@@ -33,150 +37,107 @@ from transform.values import (
 
 UNREADABLE_INTEGER = "unreadable integer"
 
-SCHEMA_VERSION = "1"
-"""Written into every file's schema metadata; raised when a column changes meaning or type."""
-
-_TIMESTAMP = pa.timestamp("ms", tz="UTC")
-# The item field is named `element`, as the Parquet spec names it, so the schema read back from a
-# file is exactly the declared one.
-_TEXT_LIST = pa.list_(pa.field("element", pa.string(), nullable=True))
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+LEARNERS_SCHEMA = TABLE_SCHEMAS["learners"]
+LESSONS_SCHEMA = TABLE_SCHEMAS["lessons"]
+QUIZ_QUESTIONS_SCHEMA = TABLE_SCHEMAS["quiz_questions"]
+ACHIEVEMENTS_SCHEMA = TABLE_SCHEMAS["achievements"]
 
 
-def _metadata(table: str) -> dict[str, str]:
-    return {"learner_export.table": table, "learner_export.schema_version": SCHEMA_VERSION}
+@dataclass(frozen=True, slots=True)
+class RunStamp:
+    """What every row of a snapshot's tables says about the run: its id and export time (UTC)."""
+
+    run_id: str
+    exported_at: datetime
 
 
-LEARNERS_SCHEMA = pa.schema(
-    [
-        pa.field("learner_pseudonym", pa.string(), nullable=False),
-        pa.field("grade_level", pa.int32(), nullable=True),  # null: no profile
-        pa.field("has_profile", pa.bool_(), nullable=False),
-        pa.field("subjects", _TEXT_LIST, nullable=True),  # null: none stored, or not a list
-        pa.field("recommended_subjects", _TEXT_LIST, nullable=True),
-        pa.field("struggling_areas", _TEXT_LIST, nullable=True),
-        pa.field("created_at", _TIMESTAMP, nullable=True),  # the account's creation
-        pa.field("lessons_total", pa.int32(), nullable=False),
-        pa.field("lessons_done", pa.int32(), nullable=False),
-        pa.field("questions_total", pa.int32(), nullable=False),
-        pa.field("achievements_total", pa.int32(), nullable=False),
-    ],
-    metadata=_metadata("learners"),
-)
-"""One row per learner of the chunk."""
+def stamped(table: pa.Table, name: str, run: RunStamp) -> pa.Table:
+    """`table` (the columns of `name` after the run columns) with the run columns put first,
+    cast to the declared schema of `name`."""
+    schema = TABLE_SCHEMAS[name]
+    rows = table.num_rows
+    return pa.Table.from_arrays(
+        [
+            pa.array([run.run_id] * rows, pa.string()),
+            pa.array([run.exported_at] * rows, schema.field("exported_at").type),
+            *table.columns,
+        ],
+        schema=schema,
+    )
 
-LESSONS_SCHEMA = pa.schema(
-    [
-        pa.field("learner_pseudonym", pa.string(), nullable=False),
-        pa.field("lesson_id", pa.string(), nullable=False),
-        pa.field("module_id", pa.string(), nullable=True),
-        pa.field("template_id", pa.string(), nullable=True),
-        pa.field("status", pa.string(), nullable=True),
-        pa.field("subject", pa.string(), nullable=True),
-        pa.field("category", pa.string(), nullable=True),
-        pa.field("difficulty", pa.string(), nullable=True),
-        pa.field("score", pa.int32(), nullable=True),
-        pa.field("created_at", _TIMESTAMP, nullable=True),
-        pa.field("completed_at", _TIMESTAMP, nullable=True),
-        pa.field("has_spec", pa.bool_(), nullable=False),  # a readable, non-null spec
-        pa.field("spec_malformed", pa.bool_(), nullable=False),
-        pa.field("spec_bytes", pa.int64(), nullable=True),  # size of the stored text; null: NULL
-        pa.field("spec_title", pa.string(), nullable=True),
-        pa.field("question_count", pa.int32(), nullable=False),  # its rows in quiz_questions
-        pa.field("image_count", pa.int32(), nullable=True),  # null: image_paths unreadable
-    ],
-    metadata=_metadata("lessons"),
-)
-"""One row per lesson, every lesson of every learner of the chunk, in `LearnerRows` order."""
 
-QUIZ_QUESTIONS_SCHEMA = pa.schema(
-    [
-        pa.field("learner_pseudonym", pa.string(), nullable=False),
-        pa.field("lesson_id", pa.string(), nullable=False),
-        pa.field("question_index", pa.int32(), nullable=False),
-        pa.field("subject", pa.string(), nullable=True),
-        pa.field("question", pa.string(), nullable=True),
-        pa.field("option_count", pa.int32(), nullable=True),
-        pa.field("options", _TEXT_LIST, nullable=True),
-        pa.field("options_key", pa.string(), nullable=True),  # "options", or the older "choices"
-        pa.field("correct_index", pa.int32(), nullable=True),
-        pa.field("correct_option", pa.string(), nullable=True),
-        pa.field("explanation", pa.string(), nullable=True),
-    ],
-    metadata=_metadata("quiz_questions"),
-)
-"""One row per entry of a lesson spec's `questions` list (see `transform.quiz.QuizQuestion`)."""
+def body_schema(name: str) -> pa.Schema:
+    """The declared schema of `name` without its run columns: what the row builders fill."""
+    return _BODY_SCHEMAS[name]
 
-ACHIEVEMENTS_SCHEMA = pa.schema(
-    [
-        pa.field("learner_pseudonym", pa.string(), nullable=False),
-        pa.field("achievement_id", pa.string(), nullable=False),
-        pa.field("type", pa.string(), nullable=True),
-        pa.field("earned_at", _TIMESTAMP, nullable=True),
-        pa.field("title", pa.string(), nullable=True),  # from the payload, when it has one
-        pa.field("icon", pa.string(), nullable=True),
-    ],
-    metadata=_metadata("achievements"),
-)
-"""One row per achievement, in `LearnerRows` order."""
 
-TABLE_SCHEMAS: dict[str, pa.Schema] = {
-    "learners": LEARNERS_SCHEMA,
-    "lessons": LESSONS_SCHEMA,
-    "quiz_questions": QUIZ_QUESTIONS_SCHEMA,
-    "achievements": ACHIEVEMENTS_SCHEMA,
+_BODY_SCHEMAS = {
+    name: pa.schema(list(schema)[len(RUN_COLUMNS) :]) for name, schema in TABLE_SCHEMAS.items()
 }
-"""The analyst tables by name, in the order they are built; the names are directory names."""
 
 
 @dataclass(frozen=True, slots=True)
 class BuiltTables:
     """The tables of one chunk and what the export must report about them.
 
-    `tables` has exactly the keys of TABLE_SCHEMAS, each table of exactly that schema. `problems`
-    lists the stored values that were read as null (malformed JSON, unreadable timestamps or
-    integers), in the order met; they name tables, columns and row ids, never values.
+    `tables` has exactly the keys of LEARNER_TABLES, each table of exactly its declared schema.
+    `problems` lists the stored values that were read as null (malformed JSON, unreadable
+    timestamps or integers), in the order met; they name tables, columns and row ids, never
+    values.
     """
 
     tables: dict[str, pa.Table]
     problems: tuple[Problem, ...]
 
 
-def analyst_tables(rows: Sequence[LearnerRows], *, pseudonym_key: bytes) -> dict[str, pa.Table]:
-    """The four analyst tables of a chunk of learners; see `build_analyst_tables`."""
-    return build_analyst_tables(rows, pseudonym_key=pseudonym_key).tables
+def analyst_tables(
+    rows: Sequence[LearnerRows], *, pseudonym_key: bytes, run: RunStamp
+) -> dict[str, pa.Table]:
+    """The analyst tables of a chunk of learners; see `build_analyst_tables`."""
+    return build_analyst_tables(rows, pseudonym_key=pseudonym_key, run=run).tables
 
 
-def build_analyst_tables(rows: Sequence[LearnerRows], *, pseudonym_key: bytes) -> BuiltTables:
-    """The four analyst tables of a chunk of learners, and the problems met building them.
+def build_analyst_tables(
+    rows: Sequence[LearnerRows], *, pseudonym_key: bytes, run: RunStamp
+) -> BuiltTables:
+    """The analyst tables built from a chunk of learners' rows (LEARNER_TABLES), and the
+    problems met building them; every row carries `run`.
 
     Every lesson is kept: `rows` must be read with `lesson_limit=None`, and a learner whose
     lessons were capped is a ValueError (the tables would silently lack lessons). So is a key
     shorter than `transform.pseudonyms.MIN_KEY_BYTES`. Stored data never raises: unreadable
     values become null and are listed in `problems`; specs of any shape are read as far as they go.
     """
-    check_key(pseudonym_key)
-    builder = _Builder(pseudonym_key)
+    builder = LearnerTableRows(pseudonym_key)
     for learner in rows:
         builder.add(learner)
-    return BuiltTables(
-        tables={
-            name: pa.Table.from_pylist(builder.rows[name], schema=schema)
-            for name, schema in TABLE_SCHEMAS.items()
-        },
-        problems=tuple(builder.problems),
-    )
+    return BuiltTables(tables=builder.take(run), problems=tuple(builder.problems))
 
 
-class _Builder:
-    """Accumulates one chunk's table rows (dicts keyed by column name) and problems."""
+class LearnerTableRows:
+    """The rows of the LEARNER_TABLES, added one learner at a time and taken as Arrow tables
+    whenever the caller wants them written (so a chunk need not be held whole).
+
+    `problems` grows as learners are added and is never cleared.
+    """
 
     __slots__ = ("key", "problems", "rows")
 
     def __init__(self, key: bytes) -> None:
+        check_key(key)
         self.key = key
         self.problems: list[Problem] = []
-        self.rows: dict[str, list[dict[str, Any]]] = {name: [] for name in TABLE_SCHEMAS}
+        self.rows: dict[str, list[dict[str, Any]]] = {name: [] for name in LEARNER_TABLES}
+
+    def take(self, run: RunStamp) -> dict[str, pa.Table]:
+        """The rows added since they were last taken, one table per name of LEARNER_TABLES."""
+        return {name: self.take_table(name, run) for name in LEARNER_TABLES}
+
+    def take_table(self, name: str, run: RunStamp) -> pa.Table:
+        """The rows of table `name` added since they were last taken."""
+        rows, self.rows[name] = self.rows[name], []
+        return stamped(pa.Table.from_pylist(rows, schema=body_schema(name)), name, run)
 
     def add(self, learner: LearnerRows) -> None:
         if len(learner.lessons) < learner.lesson_total:
@@ -193,7 +154,7 @@ class _Builder:
         self.rows["learners"].append(
             {
                 "learner_pseudonym": who,
-                **self._profile(learner.profile),
+                **self._profile(who, learner.profile),
                 "created_at": self._timestamp(learner.user, "users", "created_at"),
                 "lessons_total": len(learner.lessons),
                 "lessons_done": sum(1 for row in learner.lessons if row["status"] == "DONE"),
@@ -202,13 +163,19 @@ class _Builder:
             }
         )
 
-    def _profile(self, profile: Row | None) -> dict[str, Any]:
+    def _profile(self, who: str, profile: Row | None) -> dict[str, Any]:
         if profile is None:
             return {"has_profile": False}
 
         def text_list(column: str) -> list[str | None] | None:
             return text_items(self._json(profile, "learner_profiles", column)[0])
 
+        performance, _ = self._json(profile, "learner_profiles", "subject_performance")
+        self.rows["subject_performance"].extend(_performance_rows(who, performance))
+        graph, _ = self._json(profile, "learner_profiles", "graph")
+        nodes, edges = _graph_rows(who, graph)
+        self.rows["knowledge_graph_nodes"].extend(nodes)
+        self.rows["knowledge_graph_edges"].extend(edges)
         return {
             "grade_level": self._int32(profile, "learner_profiles", "grade_level"),
             "has_profile": True,
@@ -222,17 +189,18 @@ class _Builder:
         spec, readable = self._json(lesson, "lessons", "spec")
         questions = spec_questions(spec)
         lesson_id = str(lesson["id"])
-        subject = _text(lesson["subject"])
+        subject = as_text(lesson["subject"])
+        fields = spec if isinstance(spec, dict) else {}
         self.rows["lessons"].append(
             {
                 "learner_pseudonym": who,
                 "lesson_id": lesson_id,
-                "module_id": _text(lesson["module_id"]),
-                "template_id": _text(lesson["template_id"]),
-                "status": _text(lesson["status"]),
+                "module_id": as_text(lesson["module_id"]),
+                "template_id": as_text(lesson["template_id"]),
+                "status": as_text(lesson["status"]),
                 "subject": subject,
-                "category": _text(lesson["category"]),
-                "difficulty": _text(lesson["difficulty"]),
+                "category": as_text(lesson["category"]),
+                "difficulty": as_text(lesson["difficulty"]),
                 "score": self._int32(lesson, "lessons", "score"),
                 "created_at": self._timestamp(lesson, "lessons", "created_at"),
                 "completed_at": self._timestamp(lesson, "lessons", "completed_at"),
@@ -240,6 +208,9 @@ class _Builder:
                 "spec_malformed": not readable,
                 "spec_bytes": _text_bytes(lesson["spec"]),
                 "spec_title": spec_title(spec),
+                "topic": spec_topic(spec, subject),
+                "spec_grade_level": int32_value(fields.get("gradeLevel")),
+                "keywords": text_items(fields.get("keywords")),
                 "question_count": len(questions),
                 "image_count": self._image_count(lesson),
             }
@@ -248,6 +219,7 @@ class _Builder:
             {
                 "learner_pseudonym": who,
                 "lesson_id": lesson_id,
+                "question_id": question_id(lesson_id, question.index),
                 "question_index": question.index,
                 "subject": subject,
                 "question": question.question,
@@ -276,7 +248,7 @@ class _Builder:
             {
                 "learner_pseudonym": who,
                 "achievement_id": str(achievement["id"]),
-                "type": _text(achievement["type"]),
+                "type": as_text(achievement["type"]),
                 "earned_at": self._timestamp(achievement, "achievements", "awarded_at"),
                 "title": _payload_text(payload, "title"),
                 "icon": _payload_text(payload, "icon"),
@@ -287,7 +259,7 @@ class _Builder:
         """The parsed JSON of `row[column]` (None for SQL NULL) and whether it could be read."""
         stored = row[column]
         try:
-            return _parse_json(stored), True
+            return parse_stored_json(stored), True
         except ValueError:
             self.problems.append(Problem(table, column, str(row["id"]), MALFORMED_JSON))
             return None, False
@@ -305,13 +277,91 @@ class _Builder:
         value = row[column]
         if value is None:
             return None
-        if type(value) is int and _INT32_MIN <= value <= _INT32_MAX:
-            return value
+        if int32_value(value) is not None:
+            return int(value)
         self.problems.append(Problem(table, column, str(row["id"]), UNREADABLE_INTEGER))
         return None
 
 
-def _parse_json(stored: Any) -> Any:
+def question_id(lesson_id: str, index: int) -> str:
+    """The id of a lesson's question: `<lesson id>:<index in the spec's list>`. Lesson ids are
+    never renumbered, and a spec's questions keep their places, so it is stable across runs."""
+    return f"{lesson_id}:{index}"
+
+
+def int32_value(value: Any) -> int | None:
+    """`value` when it is an integer (not a bool) within int32, else None."""
+    if type(value) is int and _INT32_MIN <= value <= _INT32_MAX:
+        return value
+    return None
+
+
+def _number(value: Any) -> float | None:
+    """A JSON number as a float (bools are not numbers); None otherwise."""
+    if type(value) in (int, float):
+        return float(value)
+    return None
+
+
+def _json_text(value: Any) -> str | None:
+    """Strings as they are, JSON null as None, anything else as its JSON text."""
+    if value is None or isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
+def _performance_rows(who: str, performance: Any) -> list[dict[str, Any]]:
+    """The rows of a profile's `subjectPerformance`: one per key whose value is an object."""
+    if not isinstance(performance, dict):
+        return []
+    return [
+        {
+            "learner_pseudonym": who,
+            "subject": subject,
+            "average_score": _number(figures.get("averageScore")),
+            "lessons_completed": int32_value(figures.get("lessonsCompleted")),
+        }
+        for subject, figures in performance.items()
+        if isinstance(figures, dict)
+    ]
+
+
+def _graph_rows(who: str, graph: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The node and edge rows of a profile's knowledge graph (`{"nodes": [...], "edges": [...]}`);
+    entries that are not objects keep their place with null fields."""
+    if not isinstance(graph, dict):
+        return [], []
+    nodes, edges = graph.get("nodes"), graph.get("edges")
+    nodes = nodes if isinstance(nodes, list) else []
+    edges = edges if isinstance(edges, list) else []
+    node_rows = []
+    for index, node in enumerate(nodes):
+        fields = node if isinstance(node, dict) else {}
+        label = fields.get("label")
+        node_rows.append(
+            {
+                "learner_pseudonym": who,
+                "node_index": index,
+                "node_id": _json_text(fields.get("id")),
+                "label": label if isinstance(label, str) else None,
+                "mastery": _number(fields.get("mastery")),
+            }
+        )
+    edge_rows = []
+    for index, edge in enumerate(edges):
+        fields = edge if isinstance(edge, dict) else {}
+        edge_rows.append(
+            {
+                "learner_pseudonym": who,
+                "edge_index": index,
+                "source": _json_text(fields.get("source")),
+                "target": _json_text(fields.get("target")),
+            }
+        )
+    return node_rows, edge_rows
+
+
+def parse_stored_json(stored: Any) -> Any:
     """Stored JSON (text, bytes, or the number SQLite made of numeric text) parsed; None for NULL.
     Raises ValueError when it is not valid JSON."""
     if stored is None:
@@ -334,7 +384,7 @@ def _text_bytes(stored: Any) -> int | None:
     return len(str(stored))
 
 
-def _text(value: Any) -> str | None:
+def as_text(value: Any) -> str | None:
     """A text column's value as text, whatever the driver made of it (a number SQLite stored in
     a TEXT column is written as its digits, a UUID in its canonical form)."""
     if value is None or isinstance(value, str):
