@@ -57,7 +57,7 @@ class ChunkTables:
         """Add one learner's rows to the tables built from the four source tables."""
         self._learners.add(learner)
         for name in LEARNER_TABLES:
-            if len(self._learners.rows[name]) >= ROW_GROUP_ROWS:
+            if self._learners.pending(name) >= ROW_GROUP_ROWS:
                 self._writer(name).write(self._learners.take_table(name, self.run))
 
     def add_optional(self, conn: Connection, learner_ids: Iterable[int]) -> None:

@@ -22,11 +22,13 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from transform.analyst_schema import LEARNER_TABLES, RUN_COLUMNS, TABLE_SCHEMAS
 from transform.pseudonyms import check_key, pseudonym
 from transform.quiz import spec_questions, spec_title, spec_topic, text_items
 from transform.records import LearnerRows, Row
+from transform.spec_columns import SpecColumns, read_specs
 from transform.values import (
     MALFORMED_JSON,
     UNREADABLE_TIMESTAMP,
@@ -115,29 +117,61 @@ def build_analyst_tables(
     return BuiltTables(tables=builder.take(run), problems=tuple(builder.problems))
 
 
+SPEC_BATCH_LESSONS = 2_000
+"""Lessons whose specs are read together by Arrow (`transform.spec_columns`): a few MB of text."""
+
+
 class LearnerTableRows:
     """The rows of the LEARNER_TABLES, added one learner at a time and taken as Arrow tables
     whenever the caller wants them written (so a chunk need not be held whole).
 
-    `problems` grows as learners are added and is never cleared.
+    Learners are kept until SPEC_BATCH_LESSONS lessons are waiting, and then their specs are read
+    in one batch by Arrow's JSON reader (in C++, outside the GIL); a spec Arrow cannot read as
+    Python would (another shape, malformed JSON) is read by Python, with the same result. `problems` grows as learners are read and is never cleared.
     """
 
-    __slots__ = ("key", "problems", "rows")
+    __slots__ = (
+        "_arrow",
+        "_odd",
+        "_waiting",
+        "_waiting_lessons",
+        "batch_specs",
+        "key",
+        "problems",
+        "rows",
+    )
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, *, batch_specs: bool = True) -> None:
         check_key(key)
         self.key = key
+        self.batch_specs = batch_specs  # False: every spec read by Python (tests compare both)
         self.problems: list[Problem] = []
         self.rows: dict[str, list[dict[str, Any]]] = {name: [] for name in LEARNER_TABLES}
+        self._arrow: list[pa.Table] = []  # quiz_questions rows read in batches
+        self._waiting: list[LearnerRows] = []
+        self._waiting_lessons = 0
+        self._odd: list[tuple[int, dict[str, Any]]] = []  # a batch's questions Python read
+
+    def pending(self, name: str) -> int:
+        """Rows of table `name` not taken yet, learners still waiting for their specs aside."""
+        extra = sum(t.num_rows for t in self._arrow) if name == "quiz_questions" else 0
+        return len(self.rows[name]) + extra
 
     def take(self, run: RunStamp) -> dict[str, pa.Table]:
         """The rows added since they were last taken, one table per name of LEARNER_TABLES."""
+        self.flush()
         return {name: self.take_table(name, run) for name in LEARNER_TABLES}
 
     def take_table(self, name: str, run: RunStamp) -> pa.Table:
-        """The rows of table `name` added since they were last taken."""
+        """The rows of table `name` added since they were last taken (learners whose specs were
+        waiting are read first)."""
+        self.flush()
         rows, self.rows[name] = self.rows[name], []
-        return stamped(pa.Table.from_pylist(rows, schema=body_schema(name)), name, run)
+        table = _to_table(rows, body_schema(name))
+        if name == "quiz_questions" and self._arrow:
+            table = pa.concat_tables([table, *self._arrow])
+            self._arrow = []
+        return stamped(table, name, run)
 
     def add(self, learner: LearnerRows) -> None:
         if len(learner.lessons) < learner.lesson_total:
@@ -145,10 +179,44 @@ class LearnerTableRows:
                 f"learner {learner.learner_id}: {len(learner.lessons)} of {learner.lesson_total} "
                 "lessons were read; the analyst tables need every lesson (lesson_limit=None)"
             )
+        self._waiting.append(learner)
+        self._waiting_lessons += len(learner.lessons)
+        if self._waiting_lessons >= SPEC_BATCH_LESSONS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Read the waiting learners into rows."""
+        learners, self._waiting, self._waiting_lessons = self._waiting, [], 0
+        if not learners:
+            return
+        if not self.batch_specs:
+            for learner in learners:
+                self._learner(learner, None, 0)
+            return
+        lessons = [lesson for learner in learners for lesson in learner.lessons]
+        checked = all(learner.json_checked for learner in learners)
+        specs = read_specs([lesson["spec"] for lesson in lessons], checked=checked)
+        start = 0
+        for learner in learners:
+            self._learner(learner, specs, start)
+            start += len(learner.lessons)
+        self._arrow.append(self._batch_questions(specs))
+
+    def _learner(self, learner: LearnerRows, specs: SpecColumns | None, start: int) -> None:
         who = pseudonym(learner.learner_id, self.key)
         questions_total = 0
-        for lesson in learner.lessons:
-            questions_total += self._lesson(who, lesson)
+        for offset, lesson in enumerate(learner.lessons):
+            if specs is None:
+                questions_total += self._lesson(who, lesson)
+            elif specs.slow[start + offset]:
+                # Read by Python; its question rows join the batch's at the lesson's place.
+                before = len(self.rows["quiz_questions"])
+                questions_total += self._lesson(who, lesson)
+                odd = self.rows["quiz_questions"][before:]
+                del self.rows["quiz_questions"][before:]
+                self._odd.extend((start + offset, row) for row in odd)
+            else:
+                questions_total += self._batched_lesson(who, lesson, specs, start + offset)
         for achievement in learner.achievements:
             self._achievement(who, achievement)
         self.rows["learners"].append(
@@ -185,7 +253,8 @@ class LearnerTableRows:
         }
 
     def _lesson(self, who: str, lesson: Row) -> int:
-        """Adds the lesson and its questions; returns how many questions."""
+        """Adds the lesson and its questions, its spec read by Python; returns how many
+        questions."""
         spec, readable = self._json(lesson, "lessons", "spec")
         questions = spec_questions(spec)
         lesson_id = str(lesson["id"])
@@ -193,26 +262,14 @@ class LearnerTableRows:
         fields = spec if isinstance(spec, dict) else {}
         self.rows["lessons"].append(
             {
-                "learner_pseudonym": who,
-                "lesson_id": lesson_id,
-                "module_id": as_text(lesson["module_id"]),
-                "template_id": as_text(lesson["template_id"]),
-                "status": as_text(lesson["status"]),
-                "subject": subject,
-                "category": as_text(lesson["category"]),
-                "difficulty": as_text(lesson["difficulty"]),
-                "score": self._int32(lesson, "lessons", "score"),
-                "created_at": self._timestamp(lesson, "lessons", "created_at"),
-                "completed_at": self._timestamp(lesson, "lessons", "completed_at"),
+                **self._lesson_columns(who, lesson, lesson_id, subject),
                 "has_spec": spec is not None,
                 "spec_malformed": not readable,
-                "spec_bytes": _text_bytes(lesson["spec"]),
                 "spec_title": spec_title(spec),
                 "topic": spec_topic(spec, subject),
                 "spec_grade_level": int32_value(fields.get("gradeLevel")),
                 "keywords": text_items(fields.get("keywords")),
                 "question_count": len(questions),
-                "image_count": self._image_count(lesson),
             }
         )
         self.rows["quiz_questions"].extend(
@@ -233,6 +290,100 @@ class LearnerTableRows:
             for question in questions
         )
         return len(questions)
+
+    def _batched_lesson(self, who: str, lesson: Row, specs: SpecColumns, at: int) -> int:
+        """Adds the lesson whose spec is `specs`' entry `at` (its questions are added with the
+        batch's); returns how many questions."""
+        lesson_id = str(lesson["id"])
+        subject = as_text(lesson["subject"])
+        title, topic = specs.title[at], specs.topic[at]
+        self.rows["lessons"].append(
+            {
+                **self._lesson_columns(who, lesson, lesson_id, subject),
+                "has_spec": specs.present[at],
+                "spec_malformed": False,
+                "spec_title": title if title is not None else topic,
+                "topic": _topic(title, subject) if title is not None else topic,
+                "spec_grade_level": specs.grade_level[at],
+                "keywords": specs.keywords[at],
+                "question_count": specs.question_count[at],
+            }
+        )
+        return specs.question_count[at]
+
+    def _lesson_columns(
+        self, who: str, lesson: Row, lesson_id: str, subject: str | None
+    ) -> dict[str, Any]:
+        """The lessons table's columns that do not come from the spec."""
+        return {
+            "learner_pseudonym": who,
+            "lesson_id": lesson_id,
+            "module_id": as_text(lesson["module_id"]),
+            "template_id": as_text(lesson["template_id"]),
+            "status": as_text(lesson["status"]),
+            "subject": subject,
+            "category": as_text(lesson["category"]),
+            "difficulty": as_text(lesson["difficulty"]),
+            "score": self._int32(lesson, "lessons", "score"),
+            "created_at": self._timestamp(lesson, "lessons", "created_at"),
+            "completed_at": self._timestamp(lesson, "lessons", "completed_at"),
+            "spec_bytes": _text_bytes(lesson["spec"]),
+            "image_count": self._image_count(lesson),
+        }
+
+    def _batch_questions(self, specs: SpecColumns) -> pa.Table:
+        """The quiz_questions rows of a batch whose specs Arrow read, as the slow path makes
+        them (`transform.quiz.QuizQuestion`), computed column by column."""
+        lessons = self.rows["lessons"][-len(specs.present) :]  # the batch's, just added
+        at = specs.question_spec
+        lesson_id = pc.take(pa.array([r["lesson_id"] for r in lessons], pa.string()), at)
+        fields = specs.questions
+        options = pc.coalesce(fields["options"], fields["choices"])
+        options_key = pc.if_else(
+            pc.is_valid(fields["options"]),
+            "options",
+            pc.if_else(pc.is_valid(fields["choices"]), "choices", pa.scalar(None, pa.string())),
+        )
+        count = pc.list_value_length(options)
+        correct = fields["correctIndex"]
+        pointed = pc.and_(pc.greater_equal(correct, 0), pc.less(correct, count))
+        position = pc.add(
+            pc.take(options.offsets, pa.array(range(len(options)), pa.int64())), correct
+        )
+        # Offsets index the list array's whole child array (`values`), whatever its slicing.
+        correct_option = pc.take(options.values, pc.if_else(pointed, position, None))
+        schema = body_schema("quiz_questions")
+        columns = {
+            "learner_pseudonym": pc.take(pa.array([r["learner_pseudonym"] for r in lessons]), at),
+            "lesson_id": lesson_id,
+            "question_id": pc.binary_join_element_wise(
+                lesson_id, pc.cast(specs.question_index, pa.string()), ":"
+            ),
+            "question_index": specs.question_index,
+            "subject": pc.take(pa.array([r["subject"] for r in lessons], pa.string()), at),
+            "question": fields["question"],
+            "option_count": pc.cast(count, pa.int32()),
+            "options": options,
+            "options_key": options_key,
+            "correct_index": pc.cast(correct, pa.int32()),
+            "correct_option": correct_option,
+            "explanation": fields["explanation"],
+        }
+        table = pa.Table.from_arrays(
+            [pc.cast(columns[f.name], f.type) for f in schema], schema=schema
+        )
+        odd, self._odd = self._odd, []
+        if not odd:
+            return table
+        # Put the questions of specs Python read at their lessons' places, as the slow path
+        # alone would have them: by batch position, then question index (a stable sort).
+        table = pa.concat_tables([table, _to_table([row for _, row in odd], schema)])
+        place = pa.concat_arrays([at, pa.array([position for position, _ in odd], at.type)])
+        order = pc.sort_indices(
+            pa.table({"place": place, "index": table.column("question_index")}),
+            sort_keys=[("place", "ascending"), ("index", "ascending")],
+        )
+        return table.take(order)
 
     def _image_count(self, lesson: Row) -> int | None:
         if is_json_null(lesson["image_paths"]):
@@ -281,6 +432,20 @@ class LearnerTableRows:
             return int(value)
         self.problems.append(Problem(table, column, str(row["id"]), UNREADABLE_INTEGER))
         return None
+
+
+def _to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Rows (dicts; a missing key is null) as a table of `schema`, built column by column (a
+    few times faster than `pa.Table.from_pylist`)."""
+    return pa.Table.from_arrays(
+        [pa.array([row.get(f.name) for row in rows], f.type) for f in schema], schema=schema
+    )
+
+
+def _topic(title: str, subject: str | None) -> str:
+    """`transform.quiz.spec_topic` of a spec whose title is `title`."""
+    prefix = f"{subject}: " if subject else None
+    return title.removeprefix(prefix) if prefix and title.startswith(prefix) else title
 
 
 def question_id(lesson_id: str, index: int) -> str:
