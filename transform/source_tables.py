@@ -27,6 +27,7 @@ from transform.tables import (
     parse_stored_json,
     question_id,
     stamped,
+    to_table,
 )
 from transform.values import MALFORMED_JSON, UNREADABLE_TIMESTAMP, Problem, iso_timestamp
 
@@ -35,7 +36,7 @@ class SourceTableRows:
     """The rows of one optional source table's analyst table (`quiz_answers` or
     `concept_mastery`), added one source row at a time and taken as Arrow tables."""
 
-    __slots__ = ("_convert", "key", "name", "problems", "rows")
+    __slots__ = ("_convert", "_pseudonyms", "key", "name", "problems", "rows")
 
     def __init__(self, name: str, key: bytes) -> None:
         check_key(key)
@@ -48,15 +49,14 @@ class SourceTableRows:
         self.key = key
         self.rows: list[dict[str, Any]] = []
         self.problems: list[Problem] = []
+        self._pseudonyms: dict[int, str] = {}  # an HMAC per learner, not per answer
 
     def add(self, row: Row) -> None:
         self.rows.append(self._convert(row))
 
     def take(self, run: RunStamp) -> pa.Table:
         """The rows added since the last call, as a table of the declared schema."""
-        table = stamped(
-            pa.Table.from_pylist(self.rows, schema=body_schema(self.name)), self.name, run
-        )
+        table = stamped(to_table(self.rows, body_schema(self.name)), self.name, run)
         self.rows = []
         return table
 
@@ -64,7 +64,7 @@ class SourceTableRows:
         lesson_id = str(row["lesson_id"])
         index = self._int(row, "question_index")
         return {
-            "learner_pseudonym": pseudonym(int(row["learner_id"]), self.key),
+            "learner_pseudonym": self._pseudonym(row),
             "answer_id": str(row["id"]),
             "lesson_id": lesson_id,
             "question_id": None if index is None else question_id(lesson_id, index),
@@ -79,7 +79,7 @@ class SourceTableRows:
 
     def _mastery(self, row: Row) -> dict[str, Any]:
         return {
-            "learner_pseudonym": pseudonym(int(row["learner_id"]), self.key),
+            "learner_pseudonym": self._pseudonym(row),
             "concept_name": as_text(row["concept_name"]),
             "subject": as_text(row["subject"]),
             "correct_count": self._int(row, "correct_count"),
@@ -89,6 +89,13 @@ class SourceTableRows:
             "needs_reinforcement": bool(row["needs_reinforcement"]),
             "created_at": self._timestamp(row, "created_at"),
         }
+
+    def _pseudonym(self, row: Row) -> str:
+        learner_id = int(row["learner_id"])
+        known = self._pseudonyms.get(learner_id)
+        if known is None:
+            known = self._pseudonyms[learner_id] = pseudonym(learner_id, self.key)
+        return known
 
     def _int(self, row: Row, column: str) -> int | None:
         # NOT NULL integer columns, but SQLite stores whatever it was given: a value that is no

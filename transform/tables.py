@@ -117,8 +117,9 @@ def build_analyst_tables(
     return BuiltTables(tables=builder.take(run), problems=tuple(builder.problems))
 
 
-SPEC_BATCH_LESSONS = 2_000
-"""Lessons whose specs are read together by Arrow (`transform.spec_columns`): a few MB of text."""
+SPEC_BATCH_LESSONS = 500
+"""Lessons whose specs are read together by Arrow (`transform.spec_columns`): a few MB of text
+(more gained little speed and held more memory per chunk thread)."""
 
 
 class LearnerTableRows:
@@ -167,7 +168,7 @@ class LearnerTableRows:
         waiting are read first)."""
         self.flush()
         rows, self.rows[name] = self.rows[name], []
-        table = _to_table(rows, body_schema(name))
+        table = to_table(rows, body_schema(name))
         if name == "quiz_questions" and self._arrow:
             table = pa.concat_tables([table, *self._arrow])
             self._arrow = []
@@ -377,7 +378,7 @@ class LearnerTableRows:
             return table
         # Put the questions of specs Python read at their lessons' places, as the slow path
         # alone would have them: by batch position, then question index (a stable sort).
-        table = pa.concat_tables([table, _to_table([row for _, row in odd], schema)])
+        table = pa.concat_tables([table, to_table([row for _, row in odd], schema)])
         place = pa.concat_arrays([at, pa.array([position for position, _ in odd], at.type)])
         order = pc.sort_indices(
             pa.table({"place": place, "index": table.column("question_index")}),
@@ -434,7 +435,7 @@ class LearnerTableRows:
         return None
 
 
-def _to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+def to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     """Rows (dicts; a missing key is null) as a table of `schema`, built column by column (a
     few times faster than `pa.Table.from_pylist`)."""
     return pa.Table.from_arrays(
