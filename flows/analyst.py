@@ -49,8 +49,9 @@ def use_system_allocator() -> None:
 
 class ChunkTables:
     """The Parquet parts of one chunk, at `parquet/<table>/part-<index:05d>.parquet.inprogress`
-    under `run_dir` (the manifest lists them without the suffix, which `publish_parts` drops). Add learners (`add`), then the optional tables (`add_optional`), then `close`;
-    or `abort`, which leaves no part under its name."""
+    under `run_dir` (the manifest lists them without the suffix, which `publish_parts` drops).
+    Add learners (`add`), then the optional tables (`add_optional`), then `close`; or `abort`,
+    which leaves no part under its name."""
 
     def __init__(
         self, destination: Destination, run_dir: str, index: int, key: bytes, run: RunStamp
