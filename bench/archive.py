@@ -8,12 +8,16 @@ then measures, each in a fresh process (so peak RSS is that method's own):
 
   (a) naive      the one-learner export (flows.chunk.export_one) called once per learner
   (b) archive    the archive_learners flow, documents only (--no-parquet), and with the Parquet
-                 side outputs when this build has them
+                 tables (the default), also at 4x the chunk size and on a quarter of the
+                 learners, to show whether peak RSS grows with either
   (c) reference  the database building the same documents itself in one SQL statement
                  (PostgreSQL json_build_object/json_agg, SQLite json_object/json_group_array),
                  streamed to /dev/null
 
-and prints learners/s, MB/s of JSON documents and peak RSS, with the ratios b/a and b/c.
+and prints learners/s, MB/s of JSON documents and peak RSS, with the ratios b/a and b/c for
+each archive variant, and the Parquet rows/s of each table (its rows over the run's seconds).
+The database has the platform's optional quiz_answers and concept_mastery tables (contract
+§1b), one answer per question of every finished lesson, so every analyst table is written.
 Figures only: nothing asserts a time. The Prefect API server the flow talks to runs in its own
 process and is not counted in the flow's RSS.
 """
@@ -111,6 +115,39 @@ def bulk_rows(learners: int, lessons: int, seed: int) -> dict[str, Iterator[tupl
     }
 
 
+def bulk_optional_rows(learners: int, seed: int) -> dict[str, Iterator[tuple[Any, ...]]]:
+    """Rows for the optional tables, consistent in kind with `bulk_rows` (whose lessons they do
+    not look up: the analyst tables do not join them): per learner about 80 finished lessons of
+    ~7.5 questions answered, and a mastery row per concept."""
+    rng = random.Random(seed + 1)
+
+    def uid() -> str:
+        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+    topics = ["Fractions", "Decimals", "Geometry", "Addition", "Multiplication"]
+
+    def answers() -> Iterator[tuple[Any, ...]]:
+        for i in range(2, learners + 2):
+            for lesson in range(80):
+                lesson_id = uid()
+                for question in range(rng.randint(5, 10)):
+                    right = rng.random() < 0.7
+                    tags = f'["{topics[lesson % 5]}"]'
+                    yield (uid(), i, lesson_id, question, f"Question {question + 1}",
+                           f"{lesson % 400:064x}", 0 if right else 1, 0, right, tags,
+                           EPOCH + timedelta(seconds=rng.uniform(0, 2e7)))  # fmt: skip
+
+    def mastery() -> Iterator[tuple[Any, ...]]:
+        for i in range(2, learners + 2):
+            for topic in topics:
+                total = rng.randint(50, 150)
+                right = rng.randint(0, total)
+                yield (uid(), i, topic, "Math", right, total, right * 100 // total, EPOCH,
+                       right * 100 // total < 60, EPOCH)  # fmt: skip
+
+    return {"quiz_answers": answers(), "concept_mastery": mastery()}
+
+
 COLUMNS = {
     "users": ("id", "email", "username", "name", "role", "parent_id", "created_at"),
     "learner_profiles": (
@@ -140,7 +177,15 @@ COLUMNS = {
         "completed_at",
     ),
     "achievements": ("id", "learner_id", "type", "payload", "awarded_at"),
-}
+    "quiz_answers": (
+        "id", "learner_id", "lesson_id", "question_index", "question_text", "question_hash",
+        "user_answer", "correct_answer", "is_correct", "concept_tags", "answered_at",
+    ),
+    "concept_mastery": (
+        "id", "learner_id", "concept_name", "subject", "correct_count", "total_count",
+        "mastery_level", "last_tested", "needs_reinforcement", "created_at",
+    ),
+}  # fmt: skip
 
 
 def build_sqlite(path: Path, learners: int, lessons: int, seed: int) -> str:
@@ -148,15 +193,17 @@ def build_sqlite(path: Path, learners: int, lessons: int, seed: int) -> str:
 
     import sqlalchemy as sa
 
-    from extract.tables import metadata
+    from extract.tables import metadata, optional_metadata
 
     path.unlink(missing_ok=True)
     url = f"sqlite:///{path}"
     engine = sa.create_engine(url)
     metadata.create_all(engine)
+    optional_metadata.create_all(engine)
     engine.dispose()
     with sqlite3.connect(path) as db:
-        for table, rows in bulk_rows(learners, lessons, seed).items():
+        tables = {**bulk_rows(learners, lessons, seed), **bulk_optional_rows(learners, seed)}
+        for table, rows in tables.items():
             columns = COLUMNS[table]
             marks = ", ".join("?" for _ in columns)
             db.executemany(
@@ -171,21 +218,30 @@ def _sqlite_times(rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
         yield tuple(v.isoformat(sep=" ") if isinstance(v, datetime) else v for v in row)
 
 
+def _pg_row(table: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """`concept_tags` is `text[]` on PostgreSQL (JSON text in SQLite)."""
+    if table != "quiz_answers":
+        return row
+    return (*row[:9], json.loads(row[9]), row[10])
+
+
 def build_postgres(cluster: Any, learners: int, lessons: int, seed: int) -> str:
     import psycopg
     import sqlalchemy as sa
 
-    from extract.tables import metadata
+    from extract.tables import metadata, optional_metadata
 
     owner_url = cluster.create_database("bench")
     engine = sa.create_engine(owner_url)
     metadata.create_all(engine)
+    optional_metadata.create_all(engine)
     engine.dispose()
     with psycopg.connect(owner_url.replace("+psycopg", "")) as conn, conn.cursor() as cur:
-        for table, rows in bulk_rows(learners, lessons, seed).items():
+        tables = {**bulk_rows(learners, lessons, seed), **bulk_optional_rows(learners, seed)}
+        for table, rows in tables.items():
             with cur.copy(f"COPY {table} ({', '.join(COLUMNS[table])}) FROM STDIN") as copy:
                 for row in rows:
-                    copy.write_row(row)
+                    copy.write_row(_pg_row(table, row))
         cur.execute("ANALYZE")
     return str(cluster.grant_reader("bench"))
 
@@ -206,18 +262,36 @@ def measure_naive(url: str, out: Path) -> tuple[int, int]:
     return len(ids), sum(export_one(job, i).bytes for i in ids)
 
 
-def measure_archive(url: str, out: Path, parquet: bool) -> tuple[int, int]:
+def measure_archive(
+    url: str, out: Path, *, parquet: bool, chunk_size: int | None, quarter: bool
+) -> tuple[int, int, dict[str, int]]:
     from flows.archive import archive_learners
-    from flows.options import ArchiveOptions, ArchiveSecrets
+    from flows.options import DEFAULT_CHUNK_SIZE, ArchiveOptions, ArchiveSecrets
 
+    learners = None
+    if quarter:
+        from extract.engine import create_source_engine, snapshot
+        from extract.reader import all_learner_ids
+
+        engine = create_source_engine(url)
+        with snapshot(engine) as conn:
+            ids = all_learner_ids(conn)
+        engine.dispose()
+        learners = ids[: len(ids) // 4]
     result = archive_learners(
-        options=ArchiveOptions(dest=str(out), run_id="bench", parquet=parquet),
+        options=ArchiveOptions(
+            dest=str(out),
+            run_id="bench",
+            parquet=parquet,
+            learners=learners,
+            chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
+        ),
         secrets=ArchiveSecrets(
             source_url=url,  # type: ignore[arg-type]
             pseudonym_key="bench-pseudonym-key",  # type: ignore[arg-type]
         ),
     )
-    return result.counts.files, result.counts.bytes
+    return result.counts.files, result.counts.bytes, result.parquet_rows
 
 
 REFERENCE_POSTGRES = """
@@ -317,45 +391,64 @@ def measure_reference(url: str) -> tuple[int, int]:
     return count, size
 
 
+ARCHIVES = {
+    # method: (parquet, chunk size (None: the default), a quarter of the learners)
+    "archive": (False, None, False),
+    "archive+parquet": (True, None, False),
+    "+parquet chunk x4": (True, 4 * 200, False),
+    "+parquet 1/4 lrn": (True, None, True),
+}
+
+
 def child(method: str, url: str) -> None:
     """Run one method and print its figures as one JSON line (the parent reads it). Modules are
     imported before the clock starts, so each figure is the work itself."""
     import flows.archive
     import flows.chunk  # noqa: F401
 
+    rows: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="bench-out-") as out:
         started = time.perf_counter()
         if method == "naive":
             learners, size = measure_naive(url, Path(out))
-        elif method.startswith("archive"):
-            learners, size = measure_archive(url, Path(out), parquet=method == "archive+parquet")
+        elif method in ARCHIVES:
+            parquet, chunk_size, quarter = ARCHIVES[method]
+            learners, size, rows = measure_archive(
+                url, Path(out), parquet=parquet, chunk_size=chunk_size, quarter=quarter
+            )
         else:
             learners, size = measure_reference(url)
         seconds = time.perf_counter() - started
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"learners": learners, "bytes": size, "seconds": seconds, "rss_mb": rss_mb}))
+    figures = {"learners": learners, "bytes": size, "seconds": seconds, "rss_mb": rss_mb}
+    print(json.dumps({**figures, "rows": rows}))
 
 
-def run_child(method: str, url: str, env: dict[str, str]) -> dict[str, float]:
+def run_child(method: str, url: str, env: dict[str, str]) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", method, "--url", url]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         sys.exit(f"{method} failed:\n{done.stderr[-3000:]}")
-    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return figures
 
 
-def report(kind: str, results: dict[str, dict[str, float]]) -> None:
+def report(kind: str, results: dict[str, dict[str, Any]]) -> None:
     print(f"\n{kind}")
-    print(f"  {'method':<17}{'learners':>9}{'seconds':>9}{'learners/s':>12}{'MB/s JSON':>11}"
+    print(f"  {'method':<19}{'learners':>9}{'seconds':>9}{'learners/s':>12}{'MB/s JSON':>11}"
           f"{'peak RSS MB':>13}")  # fmt: skip
     for method, f in results.items():
-        print(f"  {method:<17}{f['learners']:>9.0f}{f['seconds']:>9.2f}"
+        print(f"  {method:<19}{f['learners']:>9.0f}{f['seconds']:>9.2f}"
               f"{f['learners'] / f['seconds']:>12.1f}{f['bytes'] / 1e6 / f['seconds']:>11.1f}"
               f"{f['rss_mb']:>13.0f}")  # fmt: skip
-    speed = {m: f["learners"] / f["seconds"] for m, f in results.items()}
-    print(f"  b/a (archive vs naive)     = {speed['archive'] / speed['naive']:.2f}")
-    print(f"  b/c (archive vs reference) = {speed['archive'] / speed['reference']:.2f}")
+    speed = {m: f["bytes"] / f["seconds"] for m, f in results.items()}
+    for method in ARCHIVES:
+        print(f"  {method:<19} b/a {speed[method] / speed['naive']:5.2f}   "
+              f"b/c {speed[method] / speed['reference']:5.2f}")  # fmt: skip
+    parquet = results["archive+parquet"]
+    print("  Parquet rows/s per table (archive+parquet; rows over the run's seconds):")
+    for table, rows in sorted(parquet["rows"].items()):
+        print(f"    {table:<23}{rows:>11,} rows {rows / parquet['seconds']:>12,.0f} rows/s")
 
 
 def main() -> None:
@@ -373,7 +466,7 @@ def main() -> None:
 
     from flows.server import local_server
 
-    methods = ["naive", "archive", "archive+parquet", "reference"]
+    methods = ["naive", *ARCHIVES, "reference"]
     work = Path(tempfile.mkdtemp(prefix="bench-archive-"))
     print(f"{args.learners} learners x ~{args.lessons} lessons; working in {work}", flush=True)
     sources = {}

@@ -18,7 +18,14 @@ from typing import Any, TypeAlias
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
-from extract.tables import achievements, learner_profiles, lessons, users
+from extract.tables import (
+    achievements,
+    concept_mastery,
+    learner_profiles,
+    lessons,
+    quiz_answers,
+    users,
+)
 
 POSTGRESQL = "postgresql"
 
@@ -179,3 +186,62 @@ def achievements_query(dialect: str, learner_ids: Collection[int]) -> AnySelect:
             _code_point_order(sa.cast(a.id, sa.Text), dialect) if dialect == POSTGRESQL else a.id,
         )
     )
+
+
+def quiz_answers_query(dialect: str, learner_ids: Collection[int]) -> AnySelect:
+    """The `quiz_answers` rows of these learners (contract §1b), every column but
+    `question_text`, ordered by learner, lesson, question, answer time, then id."""
+    q = quiz_answers.c
+    return (
+        sa.select(
+            _as_text(q.id, dialect),
+            q.learner_id,
+            q.lesson_id,
+            _raw(q.question_index),
+            q.question_hash,
+            _raw(q.user_answer),
+            _raw(q.correct_answer),
+            q.is_correct,
+            _raw(q.concept_tags),
+            _raw(q.answered_at),
+        )
+        .where(q.learner_id.in_(list(learner_ids)))
+        .order_by(
+            q.learner_id,
+            _code_point_order(q.lesson_id, dialect),
+            q.question_index,
+            q.answered_at.asc().nulls_last(),
+            _code_point_order(sa.cast(q.id, sa.Text), dialect) if dialect == POSTGRESQL else q.id,
+        )
+    )
+
+
+def concept_mastery_query(dialect: str, learner_ids: Collection[int]) -> AnySelect:
+    """The `concept_mastery` rows of these learners (contract §1b), ordered by learner, subject,
+    concept, then id."""
+    m = concept_mastery.c
+    return (
+        sa.select(
+            _as_text(m.id, dialect),
+            m.learner_id,
+            m.concept_name,
+            m.subject,
+            _raw(m.correct_count),
+            _raw(m.total_count),
+            _raw(m.mastery_level),
+            _raw(m.last_tested),
+            m.needs_reinforcement,
+            _raw(m.created_at),
+        )
+        .where(m.learner_id.in_(list(learner_ids)))
+        .order_by(
+            m.learner_id,
+            _code_point_order(m.subject, dialect),
+            _code_point_order(m.concept_name, dialect),
+            _code_point_order(sa.cast(m.id, sa.Text), dialect) if dialect == POSTGRESQL else m.id,
+        )
+    )
+
+
+OPTIONAL_QUERIES = {"quiz_answers": quiz_answers_query, "concept_mastery": concept_mastery_query}
+"""The SELECT builder of each optional source table, by table name."""

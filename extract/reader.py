@@ -116,6 +116,21 @@ def read_accounts(conn: Connection, user_ids: Collection[int]) -> dict[int, Acco
     }
 
 
+def optional_tables_present(conn: Connection) -> dict[str, bool]:
+    """Which of the optional source tables (contract §1b) this source has, by name."""
+    inspector = sa.inspect(conn)
+    return {name: inspector.has_table(name) for name in queries.OPTIONAL_QUERIES}
+
+
+def iter_optional_rows(conn: Connection, table: str, learner_ids: Collection[int]) -> Iterator[Row]:
+    """The rows of optional source table `table` for these learners, streamed as they arrive
+    (see `queries.OPTIONAL_QUERIES` for the columns and order). The table must exist."""
+    ids = sorted(set(learner_ids))
+    if not ids:
+        return iter(())
+    return _stream(conn, queries.OPTIONAL_QUERIES[table](conn.dialect.name, ids))
+
+
 def all_learner_ids(conn: Connection) -> list[int]:
     """Every LEARNER user's id, ascending."""
     return list(conn.execute(queries.learner_ids_query()).scalars())

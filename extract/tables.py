@@ -84,6 +84,51 @@ achievements = sa.Table(
     sa.Index("achievements_learner_idx", "learner_id"),
 )
 
+# --- the platform's optional tables (contract §1b): read for the analyst tables only ------------
+
+optional_metadata = sa.MetaData()
+"""The optional tables, apart from `metadata`: a source may lack them, so nothing that builds or
+restores the four tables creates them (the demo does, for the analyst tables)."""
+
+# `text[]` on PostgreSQL, JSON text on SQLite.
+text_array = sa.ARRAY(sa.Text).with_variant(sa.Text(), "sqlite")
+
+quiz_answers = sa.Table(
+    "quiz_answers",
+    optional_metadata,
+    sa.Column("id", uuid_text, primary_key=True),
+    sa.Column("learner_id", sa.Integer, nullable=False),  # -> users.id (in the other metadata)
+    sa.Column("lesson_id", sa.Text, nullable=False),  # -> lessons.id
+    sa.Column("question_index", sa.Integer, nullable=False),
+    sa.Column("question_text", sa.Text, nullable=False),
+    sa.Column("question_hash", sa.String(64), nullable=False),
+    sa.Column("user_answer", sa.Integer, nullable=False),
+    sa.Column("correct_answer", sa.Integer, nullable=False),
+    sa.Column("is_correct", sa.Boolean, nullable=False),
+    sa.Column("concept_tags", text_array, nullable=True),
+    sa.Column("answered_at", sa.DateTime(timezone=False), server_default=sa.func.now()),
+    sa.Index("quiz_answers_learner_idx", "learner_id"),
+)
+
+concept_mastery = sa.Table(
+    "concept_mastery",
+    optional_metadata,
+    sa.Column("id", uuid_text, primary_key=True),
+    sa.Column("learner_id", sa.Integer, nullable=False),  # -> users.id
+    sa.Column("concept_name", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("correct_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("total_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("mastery_level", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_tested", sa.DateTime(timezone=False)),
+    sa.Column("needs_reinforcement", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.DateTime(timezone=False), server_default=sa.func.now()),
+    sa.Index("concept_mastery_learner_idx", "learner_id"),
+)
+
+OPTIONAL_TABLES = {"quiz_answers": quiz_answers, "concept_mastery": concept_mastery}
+"""The optional source tables by name."""
+
 JSON_COLUMNS = {
     "learner_profiles": (
         "graph",

@@ -8,9 +8,9 @@ it with the plain functions, so what they prove about the order is what the flow
 
 The order is what makes every interruption recoverable:
 - the manifest is written (state 2) only once every chunk has its part record;
-- the audit lines are appended before the snapshot is published, and a rerun of a run whose
-  manifest is written or published appends exactly the lines that are missing, so a crash
-  between the two never loses them and never doubles one;
+- the audit lines are appended before the snapshot is published, only those of the run's
+  learners not already in the log, so a crash between the two never loses them and a rerun
+  never doubles one;
 - publishing is the last step that changes the run.
 """
 
@@ -54,11 +54,13 @@ def open_run(job: ChunkJob, parameters: RunParameters, now: datetime) -> Opened:
     destination = open_destination(job.destination_url)
     for published, find in ((True, run.published_manifest), (False, run.pending_manifest)):
         manifest = find(destination, job.run_id)
-        if manifest is not None:
-            run.check_identity(
-                destination, job.run_id, manifest.parameters, parameters, finished=True
-            )
+        if manifest is None:
+            continue
+        run.check_identity(destination, job.run_id, manifest.parameters, parameters, finished=True)
+        if published or not run.incomplete_manifest(destination, manifest):
             return Opened(manifest, published, None, {})
+        # Files it lists were removed (with the destination): back to writing the chunks.
+        run.discard_manifest(destination, job.run_id)
     # Before the first file: a source whose exported columns are gone or retyped is refused.
     check_source(job.source_url)
     plan = run.open_plan(
@@ -192,9 +194,9 @@ def archive_run(
             manifest = opened.manifest
         lines = 0
         if audit_log:
-            # Resumed: an earlier process may have appended some of this run's lines.
-            resumed = opened.manifest is not None
-            lines = steps.record_audit(audit_log, manifest, job.exported_by, resumed)
+            # Always searched first: an earlier attempt may have appended some of this run's
+            # lines (killed before publishing, or its destination lost after appending them).
+            lines = steps.record_audit(audit_log, manifest, job.exported_by, True)
             if lines:
                 log.info("run %s: %d lines appended to the audit log", job.run_id, lines)
         if not opened.published:

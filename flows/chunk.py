@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import posixpath
 import time
-from collections.abc import Generator, Mapping
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from cryptography.fernet import Fernet
+from sqlalchemy.engine import Connection
 
 from extract.engine import create_source_engine, snapshot
 from extract.errors import TerminalExtractError
@@ -30,14 +32,15 @@ from load.manifest import (
     Failure,
     FileEntry,
     NulledValue,
-    ParquetPartEntry,
-    parquet_part_path,
     part_path,
 )
 from load.manifest import to_json as record_json
 from load.names import document_filename
 from transform.document import LESSON_CAP, build_document
 from transform.encoding import encode_document
+
+if TYPE_CHECKING:
+    from flows.analyst import ChunkTables
 
 
 @dataclass(frozen=True)
@@ -71,11 +74,13 @@ def archive_chunk(job: ChunkJob, index: int, learner_ids: list[int]) -> ChunkPar
 
     Learners are streamed from the source (one snapshot for the chunk) and each document is
     built and stored as soon as its rows are in, so the database keeps sending while documents
-    are built. Every document and Parquet file is complete before the chunk's part record is
-    written, so a part on disk means a finished chunk; rerunning a chunk overwrites its files by
-    name (the same names), so an interrupted chunk leaves no duplicates. Transient errors
-    propagate (the task retries the chunk); a learner that cannot be exported is listed in
-    `failures`, and when the source cannot be read at all, every learner of the chunk is.
+    are built; with Parquet, the learner's rows go into the analyst tables' row groups as well,
+    and the optional source tables are read after the learners, in the same snapshot. Every
+    document and Parquet file is complete before the chunk's part record is written, so a part on
+    disk means a finished chunk; rerunning a chunk overwrites its files by name (the same names),
+    so an interrupted chunk leaves no duplicates. Transient errors propagate (the task retries
+    the chunk); a learner that cannot be exported is listed in `failures`, and when the source
+    cannot be read at all, every learner of the chunk is.
     """
     started = time.perf_counter()
     destination = open_destination(job.destination_url)
@@ -83,26 +88,34 @@ def archive_chunk(job: ChunkJob, index: int, learner_ids: list[int]) -> ChunkPar
     fernet = job.fernet()
     files: list[FileEntry] = []
     failures: list[Failure] = []
-    found: dict[int, LearnerRows] = {}  # every learner's rows, kept only for the Parquet tables
     found_ids: list[int] = []
+    tables = _chunk_tables(job, destination, run_dir, index)
     # The chunk's documents are made durable together, before its part record says they exist.
     batch = FileBatch(destination.fs, run_dir)
     try:
         try:
-            with closing(_extract(job, learner_ids)) as learners:
-                for rows in learners:
-                    check_not_stopping(index)  # Ctrl-C: give up the chunk, not finish it
-                    found_ids.append(rows.learner_id)
-                    if job.parquet:
-                        found[rows.learner_id] = rows
-                    try:
-                        files.append(_store_document(job, batch, rows, fernet))
-                    except TransientLoadError:
-                        raise
-                    except Exception as exc:
-                        failures.append(
-                            Failure(learner_id=rows.learner_id, chunk=index, error=error_text(exc))
-                        )
+            with _snapshot(job) as conn:
+                lesson_limit = None if tables else LESSON_CAP  # Parquet keeps every lesson
+                with closing(iter_learners(conn, learner_ids, lesson_limit=lesson_limit)) as rows:
+                    for learner in rows:
+                        check_not_stopping(index)  # Ctrl-C: give up the chunk, not finish it
+                        found_ids.append(learner.learner_id)
+                        if tables:
+                            tables.add(learner)
+                        try:
+                            files.append(_store_document(job, batch, learner, fernet))
+                        except TransientLoadError:
+                            raise
+                        except Exception as exc:
+                            failures.append(
+                                Failure(
+                                    learner_id=learner.learner_id,
+                                    chunk=index,
+                                    error=error_text(exc),
+                                )
+                            )
+                if tables and found_ids:
+                    tables.add_optional(conn, found_ids)
         except TerminalExtractError as exc:
             batch.abort()
             unread = [Failure(learner_id=i, chunk=index, error=str(exc)) for i in learner_ids]
@@ -111,18 +124,18 @@ def archive_chunk(job: ChunkJob, index: int, learner_ids: list[int]) -> ChunkPar
             )
             return _finish(destination, run_dir, part, started)
         batch.commit()
+        parquet = tables.close() if tables and found_ids else []
     finally:
         batch.abort()
-    parquet = (
-        write_analyst_tables(job, destination, run_dir, index, found)
-        if job.parquet and found
-        else []
-    )
+        if tables:
+            tables.abort()
     part = ChunkPart(
         index=index,
         learner_ids=learner_ids,
         files=files,
         parquet=parquet,
+        parquet_skipped=tables.skipped if tables and found_ids else [],
+        pseudonym_key_fingerprint=tables.fingerprint if tables and found_ids else None,
         not_found=sorted(set(learner_ids) - set(found_ids)),
         failures=failures,
         seconds=0,
@@ -150,19 +163,30 @@ def export_one(job: ChunkJob, learner_id: int) -> FileEntry:
     return entry
 
 
-def _extract(job: ChunkJob, learner_ids: list[int]) -> Generator[LearnerRows, None, None]:
-    """The chunk's learners as they are read, in one snapshot; close it to end the snapshot."""
-    # Parquet keeps every lesson; documents alone need only the most recent LESSON_CAP.
-    lesson_limit = None if job.parquet else LESSON_CAP
+@contextmanager
+def _snapshot(job: ChunkJob) -> Iterator[Connection]:
+    """One read-only snapshot of the source, for one chunk."""
     engine = create_source_engine(job.source_url)
     try:
-        with (
-            snapshot(engine) as conn,
-            closing(iter_learners(conn, learner_ids, lesson_limit=lesson_limit)) as learners,
-        ):
-            yield from learners
+        with snapshot(engine) as conn:
+            yield conn
     finally:
         engine.dispose()
+
+
+def _chunk_tables(
+    job: ChunkJob, destination: Destination, run_dir: str, index: int
+) -> ChunkTables | None:
+    """The chunk's analyst tables, or None when the run writes documents only."""
+    if not job.parquet:
+        return None
+    # Imported here: only runs that ask for the side outputs need pyarrow loaded (the one-off
+    # export imports this module and starts fast).
+    from flows.analyst import ChunkTables
+    from transform.tables import RunStamp
+
+    key = (job.pseudonym_key or "").encode()
+    return ChunkTables(destination, run_dir, index, key, RunStamp(job.run_id, job.export_date))
 
 
 def _store_document(
@@ -187,42 +211,6 @@ def _store_document(
             for p in built.problems
         ],
     )
-
-
-def write_analyst_tables(
-    job: ChunkJob,
-    destination: Destination,
-    run_dir: str,
-    index: int,
-    rows: Mapping[int, LearnerRows],
-) -> list[ParquetPartEntry]:
-    """The chunk's Parquet side outputs: one part per analyst table, at
-    `parquet/<table>/part-<index:05d>.parquet`, every lesson included."""
-    # Imported here: only runs that ask for the side outputs need pyarrow loaded.
-    from load.parquet import write_parquet_part
-    from transform.tables import analyst_tables
-
-    key = (job.pseudonym_key or "").encode()
-    tables = analyst_tables([rows[i] for i in sorted(rows)], pseudonym_key=key)
-    entries = []
-    for table_name in sorted(tables):
-        relative = parquet_part_path(table_name, index)
-        part = write_parquet_part(
-            destination.fs,
-            posixpath.join(run_dir, posixpath.dirname(relative)),
-            posixpath.basename(relative),
-            tables[table_name],
-        )
-        entries.append(
-            ParquetPartEntry(
-                table=table_name,
-                path=relative,
-                rows=int(part.rows),
-                bytes=int(part.bytes),
-                sha256=str(part.sha256),
-            )
-        )
-    return entries
 
 
 def _finish(destination: Destination, run_dir: str, part: ChunkPart, started: float) -> ChunkPart:

@@ -50,6 +50,7 @@ from load.manifest import (
     part_path,
     to_json,
 )
+from load.parquet import IN_PROGRESS_SUFFIX
 from transform.values import iso_timestamp
 
 
@@ -160,14 +161,30 @@ def abandon_run(destination: Destination, run_id: str) -> tuple[int, str | None]
 
 
 def finished_parts(destination: Destination, plan: RunPlan) -> dict[int, ChunkPart]:
-    """The part record of every chunk that has one, by chunk index."""
+    """The part record of every chunk that has one and whose files are all there, by chunk
+    index (a chunk whose files were removed since, with the destination, is done again)."""
     run_dir = destination.incomplete_dir(plan.run_id)
+    present = set(list_files(destination.fs, run_dir))
     parts = {}
     for index in range(len(plan.chunks)):
         part = _read_record(destination, posixpath.join(run_dir, part_path(index)), ChunkPart)
-        if part is not None:
+        written = [f.path for f in part.files] + [p.path for p in part.parquet] if part else []
+        if part is not None and not missing_files(written, present):
             parts[index] = part
     return parts
+
+
+def missing_files(paths: list[str], present: set[str]) -> list[str]:
+    """Which of `paths` (relative to a run directory) are not among `present`; a Parquet part
+    still under its in-progress name counts as there."""
+    return [p for p in paths if p not in present and p + IN_PROGRESS_SUFFIX not in present]
+
+
+def incomplete_manifest(destination: Destination, manifest: Manifest) -> list[str]:
+    """The files the run's written manifest lists that are not in its directory (removed while
+    the run was writing): [] when the run can be published."""
+    present = set(list_files(destination.fs, destination.incomplete_dir(manifest.run_id)))
+    return missing_files(sorted(manifest.listed_paths()), present)
 
 
 def pending_chunks(plan: RunPlan, parts: dict[int, ChunkPart]) -> list[int]:
@@ -217,22 +234,41 @@ def write_manifest(
     assert finished_at is not None
     manifest = build_manifest(plan, list(every.values()), finished_at=finished_at, seconds=seconds)
     run_dir = destination.incomplete_dir(plan.run_id)
+    if plan.parameters.parquet:
+        from flows.analyst import write_dictionary  # pyarrow only for runs with Parquet
+
+        manifest = write_dictionary(destination, run_dir, manifest)
     write_file(destination.fs, posixpath.join(run_dir, MANIFEST_NAME), to_json(manifest))
     return manifest
 
 
 def publish_run(destination: Destination, manifest: Manifest) -> str:
-    """Remove from the run directory everything the manifest does not list (the plan, the
-    parts, temporary files of writes killed midway), then publish it."""
+    """Give the Parquet parts their final names, remove from the run directory everything the
+    manifest does not list (the plan, the parts, temporary files of writes killed midway), then
+    publish it."""
     run_dir = destination.incomplete_dir(manifest.run_id)
-    listed = {MANIFEST_NAME} | {f.path for f in manifest.files}
-    listed |= {p.path for table in manifest.parquet.values() for p in table.parts}
+    if manifest.parquet:
+        from flows.analyst import publish_parts  # pyarrow only for runs with Parquet
+
+        publish_parts(destination, run_dir, manifest)  # before: the in-progress names are leftovers
+    missing = incomplete_manifest(destination, manifest)
+    if missing:  # never publish a snapshot that lacks what its manifest lists
+        raise TerminalLoadError(
+            f"run {manifest.run_id}: {len(missing)} file(s) its manifest lists are gone from "
+            f"{destination.name} (first: {missing[0]}); run the same command again to write them"
+        )
+    listed = manifest.listed_paths()
     leftovers = [name for name in list_files(destination.fs, run_dir) if name not in listed]
     # Parts last: while any remain, a rerun can still tell this run's state.
     leftovers.sort(key=lambda name: name.startswith(PARTS_DIR + "/"))
     remove_files(destination.fs, run_dir, leftovers)
     remove_empty_dirs(destination.fs, run_dir)
     return publish(destination, manifest.run_id)
+
+
+def discard_manifest(destination: Destination, run_id: str) -> None:
+    """Remove the written manifest of an unpublished run (back to state 1)."""
+    remove_files(destination.fs, destination.incomplete_dir(run_id), [MANIFEST_NAME])
 
 
 def pending_manifest(destination: Destination, run_id: str) -> Manifest | None:

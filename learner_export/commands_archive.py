@@ -125,7 +125,8 @@ def _add_archive_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--encrypt",
         action="store_true",
-        help="encrypt each document (Fernet) with LEARNER_EXPORT_ENCRYPTION_KEY",
+        help="encrypt each document (Fernet) with LEARNER_EXPORT_ENCRYPTION_KEY; the Parquet "
+        "tables are not encrypted (see --no-parquet)",
     )
     parser.add_argument(
         "--exported-by",
@@ -187,6 +188,17 @@ def configure_prefect(settings: Settings) -> None:
     Path(home["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
 
 
+def unencrypted_tables_note(*, encrypt: bool, parquet: bool) -> str | None:
+    """What an operator who asked for encryption must know when the run also writes Parquet:
+    the tables are stored in the clear (they name learners by pseudonym only); None otherwise."""
+    if not (encrypt and parquet):
+        return None
+    return (
+        "--encrypt encrypts the documents only: the Parquet tables and schema.json are written "
+        "unencrypted (learners appear by pseudonym only); add --no-parquet to write none"
+    )
+
+
 def run_archive(args: argparse.Namespace, settings: Settings) -> None:
     """Write one snapshot <dest>/<run id>/: every learner's document, manifest.json (written last)
     and Parquet tables for analysts. Run it again after an interruption to finish the same
@@ -206,6 +218,8 @@ def run_archive(args: argparse.Namespace, settings: Settings) -> None:
         run_id = check_archive(options, secrets, now=datetime.now(UTC))
     except (ArchiveError, ExtractError, LoadError) as exc:
         raise UserError(str(exc)) from None
+    if note := unencrypted_tables_note(encrypt=options.encrypt, parquet=options.parquet):
+        print(f"{PROG}: note: {note}", file=sys.stderr)
     configure_prefect(settings)  # before the task runner's import loads Prefect
     from flows.server import LocalServer
 

@@ -14,6 +14,7 @@ user 1. Learner roles by position among learners (`SPECIAL_LEARNERS`): the secon
 from __future__ import annotations
 
 import base64
+import hashlib
 import random
 import uuid
 from collections.abc import Iterator
@@ -77,13 +78,16 @@ def _json(value: Any) -> str:
 
 @dataclass
 class DemoRows:
-    """Rows for the four tables, JSON columns as text; `malformed` names the (table, column, id)
+    """Rows for the four tables and the two optional ones (contract §1b), JSON columns as text
+    (`concept_tags` a list); `malformed` names the (table, column, id)
     cells holding invalid JSON text (SQLite only)."""
 
     users: list[dict[str, Any]] = field(default_factory=list)
     learner_profiles: list[dict[str, Any]] = field(default_factory=list)
     lessons: list[dict[str, Any]] = field(default_factory=list)
     achievements: list[dict[str, Any]] = field(default_factory=list)
+    quiz_answers: list[dict[str, Any]] = field(default_factory=list)
+    concept_mastery: list[dict[str, Any]] = field(default_factory=list)
     malformed: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
@@ -257,6 +261,7 @@ def demo_rows(learners: int = 12, seed: int = 7) -> DemoRows:
             parent_id, next_id = next_id, next_id + 1
             rows.users.append(gen.user(parent_id, "PARENT", None))
     _plant_malformed_json(gen, rows)
+    _answer_quizzes(random.Random(f"{seed}/answers"), rows)
     return rows
 
 
@@ -286,10 +291,82 @@ def _plant_malformed_json(gen: _Generator, rows: DemoRows) -> None:
     rows.malformed.append(("lessons", "spec", victim["id"]))
 
 
-EXTRA_TABLE_DDL = (
-    "CREATE TABLE quiz_answers "
-    "(id integer PRIMARY KEY, lesson_id text, answer text, points integer)"
-)
+MASTERY_NEEDS_REINFORCEMENT = 60
+"""The demo flags a concept for review below this mastery level."""
+
+
+def _answer_quizzes(rng: random.Random, rows: DemoRows) -> None:
+    """The optional tables' rows, consistent with the lessons: every DONE lesson whose stored spec
+    holds questions was answered, one answer per question, between the lesson's creation and
+    completion; as many answers are correct as its score says (rounded), or at random when it has
+    no score. A concept is the lesson's topic; the mastery rows count each learner's answers per
+    (subject, concept). A separate random stream, so the four tables' rows (and the documents)
+    are what they were before the optional tables existed."""
+    mastery: dict[tuple[int, str, str], list[Any]] = {}
+    for lesson in rows.lessons:
+        if lesson["status"] != "DONE" or lesson["completed_at"] is None or lesson["spec"] is None:
+            continue
+        if ("lessons", "spec", lesson["id"]) in rows.malformed:
+            continue
+        spec = orjson.loads(lesson["spec"])
+        questions = spec.get("questions") or []
+        if not questions:
+            continue
+        topic = spec.get("topic") or spec["title"].removeprefix(f"{lesson['subject']}: ")
+        score = lesson["score"]
+        right = round(len(questions) * score / 100) if score is not None else None
+        correct_ones = (
+            set(rng.sample(range(len(questions)), k=right)) if right is not None else None
+        )
+        start = lesson["created_at"] or lesson["completed_at"] - timedelta(minutes=5)
+        span = max((lesson["completed_at"] - start).total_seconds(), 1.0)
+        for index, question in enumerate(questions):
+            options = question.get("options") or question.get("choices")
+            answer = question["correctIndex"]
+            is_correct = index in correct_ones if correct_ones is not None else rng.random() < 0.7
+            if not is_correct:
+                answer = rng.choice([n for n in range(len(options)) if n != answer])
+            answered = start + timedelta(seconds=span * (index + 1) / (len(questions) + 1))
+            tags = [topic] if index % 4 else [topic, lesson["subject"]]
+            rows.quiz_answers.append(
+                {
+                    "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                    "learner_id": lesson["learner_id"],
+                    "lesson_id": lesson["id"],
+                    "question_index": index,
+                    "question_text": question["question"],
+                    "question_hash": hashlib.sha256(question["question"].encode()).hexdigest(),
+                    "user_answer": answer,
+                    "correct_answer": question["correctIndex"],
+                    "is_correct": is_correct,
+                    "concept_tags": tags,
+                    "answered_at": answered,
+                }
+            )
+            key = (lesson["learner_id"], lesson["subject"], topic)
+            seen = mastery.setdefault(key, [0, 0, answered, answered])
+            seen[0] += is_correct
+            seen[1] += 1
+            seen[2], seen[3] = min(seen[2], answered), max(seen[3], answered)
+    for (learner_id, subject, concept), (correct, total, first, last) in sorted(mastery.items()):
+        level = round(100 * correct / total)
+        rows.concept_mastery.append(
+            {
+                "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                "learner_id": learner_id,
+                "concept_name": concept,
+                "subject": subject,
+                "correct_count": correct,
+                "total_count": total,
+                "mastery_level": level,
+                "last_tested": last,
+                "needs_reinforcement": level < MASTERY_NEEDS_REINFORCEMENT,
+                "created_at": first,
+            }
+        )
+
+
+EXTRA_TABLE_DDL = "CREATE TABLE points (id integer PRIMARY KEY, user_id integer, points integer)"
 """A table the exporter must ignore: real platform databases hold many more than the four."""
 
 
@@ -298,7 +375,8 @@ class DemoDatabaseExists(Exception):
 
 
 def build_demo_database(url: str, *, learners: int, seed: int, replace: bool) -> DemoRows:
-    """Create the contract's tables at `url` and fill them with `demo_rows(learners, seed)`.
+    """Create the contract's tables (the four, and the two optional ones of §1b) at `url` and
+    fill them with `demo_rows(learners, seed)`.
 
     With `replace`, existing demo tables are dropped first (a SQLite file is recreated);
     without it an existing table is an error (`DemoDatabaseExists`), never silently mixed into.
@@ -309,7 +387,7 @@ def build_demo_database(url: str, *, learners: int, seed: int, replace: bool) ->
     try:
         with engine.begin() as conn:
             existing = set(sa.inspect(conn).get_table_names()) & (
-                set(tables.metadata.tables) | {"quiz_answers"}
+                set(tables.metadata.tables) | set(tables.optional_metadata.tables) | {"points"}
             )
             if existing and not replace:
                 raise DemoDatabaseExists(
@@ -317,9 +395,11 @@ def build_demo_database(url: str, *, learners: int, seed: int, replace: bool) ->
                     "pass --replace to rebuild them"
                 )
             if existing:
-                conn.execute(sa.text("DROP TABLE IF EXISTS quiz_answers"))
+                conn.execute(sa.text("DROP TABLE IF EXISTS points"))
+                tables.optional_metadata.drop_all(conn)
                 database.drop_tables(conn, list(tables.metadata.sorted_tables))
             tables.metadata.create_all(conn)
+            tables.optional_metadata.create_all(conn)
             conn.execute(sa.text(EXTRA_TABLE_DDL))
             conn.execute(sa.text("ALTER TABLE users ADD COLUMN theme text DEFAULT 'sunny'"))
             postgres = conn.dialect.name == "postgresql"
@@ -328,6 +408,8 @@ def build_demo_database(url: str, *, learners: int, seed: int, replace: bool) ->
                 (tables.learner_profiles, rows.learner_profiles),
                 (tables.lessons, [_storable(r, postgres, rows) for r in rows.lessons]),
                 (tables.achievements, rows.achievements),
+                (tables.quiz_answers, [_answer_storable(r, postgres) for r in rows.quiz_answers]),
+                (tables.concept_mastery, rows.concept_mastery),
             ):
                 database.insert_rows(conn, table, table_rows)
             database.reset_id_sequence(conn)
@@ -341,6 +423,11 @@ def _storable(row: dict[str, Any], postgres: bool, rows: DemoRows) -> dict[str, 
     if postgres and ("lessons", "spec", row["id"]) in rows.malformed:
         return {**row, "spec": None}
     return row
+
+
+def _answer_storable(row: dict[str, Any], postgres: bool) -> dict[str, Any]:
+    """`concept_tags` is a `text[]` on PostgreSQL and JSON text on SQLite (contract §1b)."""
+    return row if postgres else {**row, "concept_tags": _json(row["concept_tags"])}
 
 
 def _writable_engine(url: str, *, replace: bool) -> sa.Engine:

@@ -3,7 +3,8 @@
 Every document: present, the recorded size and sha256, decryptable when encrypted (with the
 configured key), valid JSON, valid against the document schema, about the learner the manifest
 names. Every Parquet part: present, the recorded size and sha256, and the recorded row count in
-its footer. Files the manifest does not list are reported too. Problems name paths, ids and
+its footer. The data dictionary (`schema.json`), when listed: the recorded size and sha256, and
+valid JSON. Files the manifest does not list are reported too. Problems name paths, ids and
 checks, never content.
 """
 
@@ -19,7 +20,7 @@ from cryptography.fernet import Fernet
 from load.codec import decode_stored, stored_format
 from load.destination import read_if_exists
 from load.errors import LoadError
-from load.manifest import FileEntry, ParquetPartEntry
+from load.manifest import FileEntry, ParquetPartEntry, StoredEntry
 from load.parquet import read_parquet_rows
 from load.snapshot_files import (
     MISSING,
@@ -62,6 +63,8 @@ def verify_snapshot(
         for part in table.parts:
             report.parquet_parts += 1
             report.problems += _parquet_problems(fs, directory, part)
+    if manifest.dictionary is not None:
+        report.problems += _dictionary_problems(fs, directory, manifest.dictionary)
     report.problems += [
         f"{name}: not listed in the manifest" for name in unlisted_files(fs, directory, manifest)
     ]
@@ -90,6 +93,21 @@ def _document_problems(
     if not isinstance(learner, dict) or learner.get("id") != entry.learner_id:
         problems.append(f"{path}: is not the document of learner {entry.learner_id}")
     return problems
+
+
+def _dictionary_problems(
+    fs: fsspec.AbstractFileSystem, directory: str, entry: StoredEntry
+) -> list[str]:
+    stored = read_if_exists(fs, posixpath.join(directory, entry.path))
+    if stored is None:
+        return [f"{entry.path}: {MISSING}"]
+    if problem := bytes_problem(stored, entry.bytes, entry.sha256):
+        return [f"{entry.path}: {problem}"]
+    try:
+        orjson.loads(stored)
+    except orjson.JSONDecodeError:
+        return [f"{entry.path}: not valid JSON"]
+    return []
 
 
 def _parquet_problems(

@@ -111,10 +111,10 @@ def audit_manifest(
     stored file's sha256 and size for each document, 500 for each learner that failed. Returns
     the number of lines appended.
 
-    Exactly once: when `resumed` (an earlier process may have appended some of this run's lines
+    Exactly once: when `resumed` (an earlier attempt may have appended some of this run's lines
     before it was killed), the log is searched for the run's lines first and only the missing
-    ones are appended. A fresh run skips the search: no other process can have written lines of
-    a run whose manifest it has just written.
+    ones are appended; the archive always asks for that (the search streams the log, reading
+    only the lines that name the run).
     """
     at = datetime.fromisoformat(manifest.finished_at)
     run_id, started = manifest.run_id, manifest.started_at

@@ -24,6 +24,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from load.errors import TerminalLoadError
+
 FORMAT = "learner-export-snapshot/1"
 MANIFEST_NAME = "manifest.json"
 PLAN_NAME = "plan.json"
@@ -112,14 +114,26 @@ class ParquetPartEntry(_Record):
     sha256: Sha256
 
 
+class StoredEntry(_Record):
+    """A file of the snapshot other than documents and Parquet parts (the data dictionary)."""
+
+    path: RelativePath
+    bytes: int = Field(ge=0)
+    sha256: Sha256
+
+
 class ChunkPart(_Record):
     """A finished chunk: every file listed here is complete. `not_found` are requested ids that
-    are not LEARNER users; `failures` the learners that could not be exported."""
+    are not LEARNER users; `failures` the learners that could not be exported. With Parquet,
+    `parquet_skipped` names the analyst tables not written because the source lacks their
+    optional table, and `pseudonym_key_fingerprint` identifies the key of the pseudonyms."""
 
     index: int
     learner_ids: list[int]
     files: list[FileEntry]
     parquet: list[ParquetPartEntry] = []
+    parquet_skipped: list[str] = []
+    pseudonym_key_fingerprint: str | None = None
     not_found: list[int] = []
     failures: list[Failure] = []
     seconds: float
@@ -142,7 +156,13 @@ class ParquetTable(_Record):
 
 
 class Manifest(_Record):
-    """The snapshot's table of contents, written last. Files are ordered by learner id."""
+    """The snapshot's table of contents, written last. Files are ordered by learner id.
+
+    With Parquet: `parquet_skipped` names the analyst tables that no chunk wrote because the
+    source lacks their optional table (contract §1b); `pseudonym_key_fingerprint` identifies the
+    pseudonym key (`transform.pseudonyms.key_fingerprint`); `dictionary` is the data dictionary
+    `schema.json`. All three are absent from snapshots written before they existed.
+    """
 
     format: str = FORMAT
     run_id: str
@@ -157,6 +177,17 @@ class Manifest(_Record):
     not_found: list[int]
     failures: list[Failure]
     chunks: int
+    parquet_skipped: list[str] = []
+    pseudonym_key_fingerprint: str | None = None
+    dictionary: StoredEntry | None = None
+
+    def listed_paths(self) -> set[str]:
+        """Every file of the snapshot, relative to it: the manifest itself included."""
+        listed = {MANIFEST_NAME} | {entry.path for entry in self.files}
+        listed |= {part.path for table in self.parquet.values() for part in table.parts}
+        if self.dictionary is not None:
+            listed.add(self.dictionary.path)
+        return listed
 
     @model_validator(mode="after")
     def _one_file_per_learner(self) -> Manifest:
@@ -196,6 +227,12 @@ def build_manifest(
     for part in ordered:
         for entry in part.parquet:
             tables.setdefault(entry.table, []).append(entry)
+    fingerprints = {p.pseudonym_key_fingerprint for p in ordered if p.pseudonym_key_fingerprint}
+    if len(fingerprints) > 1:
+        raise TerminalLoadError(
+            f"run {plan.run_id}: chunks were written with {len(fingerprints)} different pseudonym "
+            "keys; their tables cannot be joined (start a new run with one key)"
+        )
     return Manifest(
         run_id=plan.run_id,
         export_date=plan.export_date,
@@ -221,6 +258,9 @@ def build_manifest(
         not_found=not_found,
         failures=failures,
         chunks=len(ordered),
+        # A table skipped by one chunk is listed (its optional source table was missing then).
+        parquet_skipped=sorted({name for p in ordered for name in p.parquet_skipped}),
+        pseudonym_key_fingerprint=next(iter(fingerprints), None),
     )
 
 

@@ -2,20 +2,26 @@
 
 Layout (the flows build it): `<dest>/<run_id>/parquet/<table>/part-<chunk:05d>.parquet`, one part
 per table per chunk, empty parts included, so every snapshot of every table reads with its
-schema. A part is encoded in memory (zstd) and then written under a hidden temporary name in its
-directory and moved into place, so a reader never sees a partial file under a final name: on a
-local disk that is `load.files.write_atomic` (fsync, rename, owner-only mode); elsewhere the
-temporary object is moved (object stores only show an upload once it is complete). Nothing is
-kept between calls: memory is bounded by one chunk's table and its encoded bytes.
+schema. A part is written under a hidden temporary name in its directory and moved into place, so
+a reader never sees a partial file under a final name: on a local disk with fsync, rename and
+owner-only mode (as `load.files`); elsewhere the temporary object is moved (object stores only
+show an upload once it is complete).
+
+`ParquetPartWriter` streams: each `write` appends one row group (zstd) to the temporary file, and
+the sha256 and size are taken from the bytes as they go out, so memory is bounded by the row
+group being written, never by the part. `write_parquet_part` writes a whole table at once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import posixpath
 import secrets
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import pyarrow as pa
@@ -23,7 +29,11 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from load.errors import TerminalLoadError, os_error
-from load.files import write_atomic
+from load.files import FILE_MODE, fsync_directory, write_atomic
+
+IN_PROGRESS_SUFFIX = ".inprogress"
+"""Added to a part's name while its run is in progress, so that no `*.parquet` glob over the
+destination reads an unfinished run; `promote_parts` removes it when the run is published."""
 
 PARQUET_DIRECTORY = "parquet"
 """The directory of a run that holds one directory per analyst table."""
@@ -65,6 +75,151 @@ def write_parquet_part(
     return ParquetPart(
         path=path, rows=table.num_rows, bytes=len(data), sha256=hashlib.sha256(data).hexdigest()
     )
+
+
+class ParquetPartWriter:
+    """One Parquet file `directory/name` of `schema`, written a row group at a time.
+
+    Invariant: nothing exists under `name` until `close` returns (which replaces an existing file
+    of that name, a retried chunk's); `abort` (or an error in `close`) removes the temporary
+    file. Errors are `LoadError`s naming the path.
+    """
+
+    def __init__(
+        self, fs: fsspec.AbstractFileSystem, directory: str, name: str, schema: pa.Schema
+    ) -> None:
+        self.fs = fs
+        self.directory = directory.rstrip("/")
+        self.path = f"{self.directory}/{name}"
+        self.rows = 0
+        self._local = isinstance(fs, LocalFileSystem)
+        # A leading dot: pyarrow.dataset skips such files, and `*.parquet` globs never match `.tmp`.
+        self._temporary = f"{self.directory}/.{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            if self._local:
+                local = Path(fs._strip_protocol(self._temporary))
+                local.parent.mkdir(parents=True, exist_ok=True)
+                descriptor = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+                handle: Any = os.fdopen(descriptor, "wb")
+            else:
+                fs.makedirs(self.directory, exist_ok=True)
+                handle = fs.open(self._temporary, "wb")
+            self._sink = _HashingSink(handle)
+            self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
+                self._sink, schema, compression=COMPRESSION
+            )
+        except OSError as exc:
+            self.abort()
+            raise os_error(exc, f"writing {self.path}") from None
+
+    def write(self, table: pa.Table) -> None:
+        """Append `table` (of the writer's schema) as one row group; an empty table adds none."""
+        if table.num_rows == 0:
+            return
+        assert self._writer is not None, "written after close"
+        try:
+            self._writer.write_table(table, row_group_size=table.num_rows)
+        except OSError as exc:
+            self.abort()
+            raise os_error(exc, f"writing {self.path}") from None
+        self.rows += table.num_rows
+
+    def close(self) -> ParquetPart:
+        """Finish the file and move it into place; the part as written."""
+        assert self._writer is not None, "closed twice"
+        try:
+            self._writer.close()
+            self._writer = None
+            handle = self._sink.handle
+            if self._local:
+                handle.flush()
+                os.fsync(handle.fileno())
+                handle.close()
+                local = Path(self.fs._strip_protocol(self._temporary))
+                local.replace(local.with_name(posixpath.basename(self.path)))
+                fsync_directory(local.parent)
+            else:
+                handle.close()
+                self.fs.mv(self._temporary, self.path)
+        except OSError as exc:
+            self.abort()
+            raise os_error(exc, f"writing {self.path}") from None
+        return ParquetPart(
+            path=self.path, rows=self.rows, bytes=self._sink.size, sha256=self._sink.sha256()
+        )
+
+    def abort(self) -> None:
+        """Give up: close what is open and remove the temporary file (never raises OSError)."""
+        writer, self._writer = getattr(self, "_writer", None), None
+        sink = getattr(self, "_sink", None)
+        with suppress(OSError, pa.ArrowException):
+            if writer is not None:
+                writer.close()
+        with suppress(OSError):
+            if sink is not None:
+                sink.handle.close()
+        with suppress(OSError):
+            if self._local:
+                Path(self.fs._strip_protocol(self._temporary)).unlink(missing_ok=True)
+            elif self.fs.exists(self._temporary):
+                self.fs.rm(self._temporary)
+
+
+class _HashingSink:
+    """A write-only file object for pyarrow that hashes and counts the bytes it passes on."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.size = 0
+        self._digest = hashlib.sha256()
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self._digest.update(view)
+        self.size += view.nbytes
+        self.handle.write(view)
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.closed = True  # the writer's owner closes the handle
+
+    def writable(self) -> bool:
+        return True
+
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+
+def promote_parts(fs: fsspec.AbstractFileSystem, run_dir: str, relative_paths: list[str]) -> None:
+    """Give each part of an unfinished run (`run_dir/<path>` + IN_PROGRESS_SUFFIX) its final name
+    `run_dir/<path>`. Safe to repeat after an interruption: a part already renamed is skipped.
+    On a local disk each is one rename, and the directories are flushed once."""
+    directories: set[str] = set()
+    for relative in relative_paths:
+        target = posixpath.join(run_dir, relative)
+        source = target + IN_PROGRESS_SUFFIX
+        try:
+            if isinstance(fs, LocalFileSystem):
+                local = Path(fs._strip_protocol(source))
+                if local.exists():
+                    local.replace(local.with_name(posixpath.basename(target)))
+                    directories.add(str(local.parent))
+            elif fs.exists(source):
+                fs.mv(source, target)
+        except OSError as exc:
+            raise os_error(exc, f"publishing {target}") from None
+    for directory in sorted(directories):
+        try:
+            fsync_directory(Path(directory))
+        except OSError as exc:
+            raise os_error(exc, f"publishing {directory}") from None
 
 
 def read_parquet_rows(fs: fsspec.AbstractFileSystem, path: str) -> int:

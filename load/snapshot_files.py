@@ -90,6 +90,5 @@ def file_problem(fs: fsspec.AbstractFileSystem, path: str, size: int, sha256: st
 
 def unlisted_files(fs: fsspec.AbstractFileSystem, directory: str, manifest: Manifest) -> list[str]:
     """Files in the snapshot directory that its manifest does not list (relative paths)."""
-    listed = {MANIFEST_NAME} | {entry.path for entry in manifest.files}
-    listed |= {part.path for table in manifest.parquet.values() for part in table.parts}
+    listed = manifest.listed_paths()
     return [name for name in list_files(fs, directory) if name not in listed]

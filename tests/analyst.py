@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from extract.engine import create_source_engine, snapshot
@@ -12,9 +13,12 @@ from extract.reader import all_learner_ids, read_learners
 from extract.records import LearnerRows
 from learner_export.demo import DemoRows
 from tests.conftest import DemoSource
+from transform.tables import RunStamp
 
 KEY = b"tests-only pseudonym key 32bytes"
 OTHER_KEY = b"another tests-only pseudonym key"
+RUN = RunStamp("2026-01-01", datetime(2026, 1, 1, 2, 0, 0, 123000, tzinfo=UTC))
+"""The run every analyst-table test stamps its rows with."""
 
 
 def demo_chunks(source: DemoSource, size: int) -> Iterator[list[LearnerRows]]:

@@ -33,3 +33,15 @@ def pseudonym(learner_id: int, key: bytes) -> str:
     check_key(key)
     digest = hmac.new(key, str(learner_id).encode("ascii"), hashlib.sha256).hexdigest()
     return digest[:PSEUDONYM_HEX_CHARS]
+
+
+FINGERPRINT_MESSAGE = b"learner-export pseudonym key fingerprint v1"
+"""The constant whose keyed hash identifies a key (it is never a learner id, which is digits)."""
+
+
+def key_fingerprint(key: bytes) -> str:
+    """Which key made a snapshot's pseudonyms, without revealing it: HMAC-SHA256 keyed with `key`
+    over a constant, the first PSEUDONYM_HEX_CHARS hex characters. Two snapshots with the same
+    fingerprint name each learner by the same pseudonym and can be joined on it."""
+    check_key(key)
+    return hmac.new(key, FINGERPRINT_MESSAGE, hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_CHARS]

@@ -58,6 +58,20 @@ def spec_title(spec: Any) -> str | None:
     return None
 
 
+def spec_topic(spec: Any, subject: str | None) -> str | None:
+    """What the lesson is about, for grouping: the older shape's `topic`, or the current shape's
+    `title` without a leading `<subject>: ` when `subject` is the lesson's own (`"Math: Fractions"`
+    in a Math lesson is `"Fractions"`); a title with no such prefix is kept whole."""
+    if not isinstance(spec, dict):
+        return None
+    title = spec.get("title")
+    if isinstance(title, str):
+        prefix = f"{subject}: " if subject else None
+        return title.removeprefix(prefix) if prefix and title.startswith(prefix) else title
+    topic = spec.get("topic")
+    return topic if isinstance(topic, str) else None
+
+
 def _question(index: int, entry: Any) -> QuizQuestion:
     if not isinstance(entry, dict):
         return QuizQuestion(index)

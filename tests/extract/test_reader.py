@@ -122,7 +122,7 @@ def test_extra_tables_and_columns_are_ignored(engine: sa.Engine) -> None:
     with engine.connect() as conn:
         names = set(sa.inspect(conn).get_table_names())
         columns = {c["name"] for c in sa.inspect(conn).get_columns("users")}
-    assert "quiz_answers" in names and "theme" in columns
+    assert "points" in names and "theme" in columns
     with snapshot(engine) as conn:
         assert set(read_learner(conn, 3, lesson_limit=1).user) == {
             "id", "username", "email", "name", "role", "parent_id", "created_at"

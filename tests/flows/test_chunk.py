@@ -4,11 +4,17 @@ import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import orjson
 import pytest
+from fsspec.implementations.local import LocalFileSystem
 
 from flows.chunk import ChunkJob, archive_chunk, export_one
-from load.manifest import ChunkPart, part_path
+from flows.run import open_plan, publish_run, write_manifest
+from learner_export.verify import verify_snapshot
+from load.destination import open_destination, open_snapshot
+from load.manifest import ChunkPart, RunParameters, part_path
+from load.parquet import promote_parts
 from tests.conftest import DemoSource
 from transform.schema import schema_errors
 
@@ -96,3 +102,52 @@ def test_compressed_documents_decode_to_the_plain_bytes(
     packed = archive_chunk(_job(sqlite_demo, tmp_path / "c", compress=compress), 0, [3]).files[0]
     stored = (tmp_path / "c" / ".incomplete" / "r1" / packed.path).read_bytes()
     assert hashlib.sha256(decode_stored(packed.path, stored)).hexdigest() == plain.sha256
+
+
+def test_no_parquet_glob_matches_a_run_in_progress_until_it_is_published(
+    sqlite_demo: DemoSource, tmp_path: Path
+) -> None:
+    destination = open_destination(str(tmp_path))
+    parameters = RunParameters(
+        learners="all", chunk_size=6, compress=None, encrypt=False, exported_by=None, parquet=True
+    )
+    ids = sqlite_demo.rows.learner_ids
+    plan = open_plan(destination, "r1", parameters, now=EXPORT_DATE, learner_ids=lambda: ids)
+    job = _job(sqlite_demo, tmp_path, parquet=True, pseudonym_key="tests-only pseudonym key")
+    parts = {i: archive_chunk(job, i, chunk) for i, chunk in enumerate(plan.chunks)}
+    in_progress = tmp_path / ".incomplete" / "r1" / "parquet" / "lessons"
+    assert sorted(p.name for p in in_progress.iterdir()) == [
+        "part-00000.parquet.inprogress",
+        "part-00001.parquet.inprogress",
+    ]
+    assert list(tmp_path.rglob("*.parquet")) == []
+    with pytest.raises(duckdb.IOException, match="No files found"):
+        duckdb.sql(f"SELECT count(*) FROM read_parquet('{tmp_path}/**/lessons/*.parquet')")
+
+    manifest = write_manifest(
+        destination, plan, parts, chunk_errors={}, tolerate_failures=False,
+        now=EXPORT_DATE, seconds=1.0,
+    )  # fmt: skip
+    publish_run(destination, manifest)
+    published = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.parquet*"))
+    assert published == sorted(
+        f"r1/{part.path}" for table in manifest.parquet.values() for part in table.parts
+    )
+    rows = duckdb.sql(f"SELECT count(*) FROM read_parquet('{tmp_path}/**/lessons/*.parquet')")
+    assert rows.fetchall() == [(len(sqlite_demo.rows.lessons),)]
+    fs, directory = open_snapshot(str(tmp_path / "r1"))
+    assert verify_snapshot(fs, directory, None).problems == []
+
+
+def test_publishing_parts_again_after_an_interruption_changes_nothing(tmp_path: Path) -> None:
+    fs = LocalFileSystem()
+    (tmp_path / "parquet" / "t").mkdir(parents=True)
+    (tmp_path / "parquet" / "t" / "part-00000.parquet.inprogress").write_bytes(b"a")
+    (tmp_path / "parquet" / "t" / "part-00001.parquet").write_bytes(b"b")  # renamed before a kill
+    paths = ["parquet/t/part-00000.parquet", "parquet/t/part-00001.parquet"]
+    for _ in range(2):
+        promote_parts(fs, str(tmp_path), paths)
+        assert sorted(p.name for p in (tmp_path / "parquet" / "t").iterdir()) == [
+            "part-00000.parquet",
+            "part-00001.parquet",
+        ]

@@ -13,6 +13,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from learner_export.cli import main
+from learner_export.commands_archive import unencrypted_tables_note
 from learner_export.demo import DemoRows
 from load.parquet import PARQUET_DIRECTORY
 from tests.conftest import DemoSource, use_source
@@ -29,13 +30,24 @@ def test_archive_verify_and_decrypt(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     key = Fernet.generate_key().decode()
-    use_source(sqlite_demo, monkeypatch, LEARNER_EXPORT_ENCRYPTION_KEY=key)
+    use_source(
+        sqlite_demo,
+        monkeypatch,
+        LEARNER_EXPORT_ENCRYPTION_KEY=key,
+        LEARNER_EXPORT_PSEUDONYM_KEY="cli-test pseudonym key",
+    )
     dest = tmp_path / "dest"
-    args = ["archive", "--no-parquet", "--encrypt", "--compress", "gzip", "--run-id", "r1"]
+    args = ["archive", "--encrypt", "--compress", "gzip", "--run-id", "r1"]
     assert main([*args, "--learners", "3,4", "--dest", str(dest), "--exported-by", "2"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "snapshot r1 complete: 2 documents" in out
     assert f"snapshot: {dest}/r1" in out
+    # Said plainly, once: the analyst tables beside the encrypted documents are not encrypted.
+    note = unencrypted_tables_note(encrypt=True, parquet=True)
+    assert note is not None and err.count(note) == 1
+    assert pq.read_table(dest / "r1" / PARQUET_DIRECTORY / "lessons").num_rows > 0
+    assert unencrypted_tables_note(encrypt=True, parquet=False) is None
+    assert unencrypted_tables_note(encrypt=False, parquet=True) is None
 
     assert main(["verify", str(dest / "r1")]) == 0
     assert "ok, 2 documents" in capsys.readouterr().out

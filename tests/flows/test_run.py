@@ -8,6 +8,7 @@ import pytest
 from flows import run
 from flows.errors import RunFailed, RunMismatch
 from load.destination import MANIFEST_NAME, Destination, open_destination, write_file
+from load.errors import TerminalLoadError
 from load.manifest import ChunkPart, Failure, FileEntry, RunParameters, part_path, to_json
 
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
@@ -67,6 +68,8 @@ def test_a_run_id_names_one_set_of_options_and_learners(tmp_path: Path, state: s
     what differs and what to do, whether the run is finished or not."""
     destination = _destination(tmp_path)
     plan = run.open_plan(destination, "r", PARAMETERS, now=NOW, learner_ids=lambda: [1, 2])
+    for i in (1, 2):
+        Path(destination.incomplete_dir("r"), f"doc-{i}.json").write_text("{}")
     if state != "started":
         manifest = run.write_manifest(
             destination, plan, {0: _part(0, [1, 2])}, chunk_errors={}, tolerate_failures=False,
@@ -102,6 +105,7 @@ def test_abandon_removes_an_unfinished_run_and_only_that(tmp_path: Path) -> None
 def test_abandon_never_touches_a_published_snapshot(tmp_path: Path) -> None:
     destination = _destination(tmp_path)
     plan = run.open_plan(destination, "r", PARAMETERS, now=NOW, learner_ids=lambda: [1])
+    Path(destination.incomplete_dir("r"), "doc-1.json").write_text("{}")
     manifest = run.write_manifest(
         destination, plan, {0: _part(0, [1])}, chunk_errors={}, tolerate_failures=False,
         now=NOW, seconds=0,
@@ -191,3 +195,22 @@ def test_retention_keeps_the_newest_and_records_deletions(tmp_path: Path) -> Non
     ]
     assert (tmp_path / "dest" / ".deleted" / "b-oldest.json").is_file()
     assert run.apply_retention(destination, 1, current="a-middle", now=NOW) == []
+
+
+def test_a_run_whose_files_are_gone_is_never_published(tmp_path: Path) -> None:
+    """Files removed while the run was writing (the destination deleted under it): the written
+    manifest is not published, its chunk is no longer finished, and the rerun writes them."""
+    destination = _destination(tmp_path)
+    plan = run.open_plan(destination, "r", PARAMETERS, now=NOW, learner_ids=lambda: [1, 2])
+    run_dir = Path(destination.incomplete_dir("r"))
+    (run_dir / "doc-1.json").write_text("{}")
+    write_file(destination.fs, f"{run_dir}/{part_path(0)}", to_json(_part(0, [1, 2])))
+    assert run.finished_parts(destination, plan) == {}  # doc-2.json is missing
+    manifest = run.write_manifest(
+        destination, plan, {0: _part(0, [1, 2])}, chunk_errors={}, tolerate_failures=False,
+        now=NOW, seconds=0,
+    )  # fmt: skip
+    assert run.incomplete_manifest(destination, manifest) == ["doc-2.json"]
+    with pytest.raises(TerminalLoadError, match=r"1 file\(s\) its manifest lists are gone"):
+        run.publish_run(destination, manifest)
+    assert run.published_manifest(destination, "r") is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -83,3 +84,75 @@ def test_both_databases_hold_the_same_rows(demo_source: DemoSource) -> None:
     assert [tuple(u) for u in users] == [
         (u["id"], u["name"], u["parent_id"]) for u in demo_source.rows.users
     ]
+
+
+def test_quiz_answers_agree_with_the_lessons_questions_and_scores() -> None:
+    rows = demo_rows()
+    lessons = {lesson["id"]: lesson for lesson in rows.lessons}
+    answered: dict[str, list[dict[str, object]]] = {}
+    for answer in rows.quiz_answers:
+        answered.setdefault(str(answer["lesson_id"]), []).append(answer)
+    assert answered, "the demo has answers"
+    for lesson_id, answers in answered.items():
+        lesson = lessons[lesson_id]
+        assert lesson["status"] == "DONE"
+        assert {a["learner_id"] for a in answers} == {lesson["learner_id"]}
+        questions = orjson.loads(lesson["spec"])["questions"]
+        assert [a["question_index"] for a in answers] == list(range(len(questions)))
+        for answer, question in zip(answers, questions, strict=True):
+            assert answer["question_text"] == question["question"]
+            assert answer["correct_answer"] == question["correctIndex"]
+            assert answer["is_correct"] == (answer["user_answer"] == answer["correct_answer"])
+            assert lesson["completed_at"] >= answer["answered_at"]
+        if lesson["score"] is not None:
+            right = sum(bool(a["is_correct"]) for a in answers)
+            assert right == round(len(questions) * lesson["score"] / 100)
+    # Every finished lesson with a readable quiz was answered, and no other.
+    quizzed = {
+        lesson["id"]
+        for lesson in rows.lessons
+        if lesson["status"] == "DONE"
+        and lesson["spec"] not in (None, MALFORMED_SPEC)
+        and orjson.loads(lesson["spec"]).get("questions")
+    }
+    assert set(answered) == quizzed
+
+
+def test_concept_mastery_counts_the_answers() -> None:
+    # A concept is the lesson's topic, the first concept tag of each of its answers.
+    rows = demo_rows()
+    subject = {lesson["id"]: lesson["subject"] for lesson in rows.lessons}
+    grouped: dict[tuple[object, ...], list[dict[str, Any]]] = {}
+    for answer in rows.quiz_answers:
+        concept = (answer["learner_id"], subject[answer["lesson_id"]], answer["concept_tags"][0])
+        grouped.setdefault(concept, []).append(answer)
+    assert len(rows.concept_mastery) == len(grouped) > 0
+    for mastery in rows.concept_mastery:
+        mine = grouped[mastery["learner_id"], mastery["subject"], mastery["concept_name"]]
+        right = sum(a["is_correct"] for a in mine)
+        assert (mastery["correct_count"], mastery["total_count"]) == (right, len(mine))
+        assert mastery["mastery_level"] == round(100 * right / len(mine))
+        assert mastery["needs_reinforcement"] == (mastery["mastery_level"] < 60)
+        assert mastery["last_tested"] == max(a["answered_at"] for a in mine)
+
+
+def test_the_optional_tables_hold_the_same_rows_on_both_databases(
+    demo_source: DemoSource,
+) -> None:
+    engine = sa.create_engine(demo_source.owner_url)
+    try:
+        with engine.connect() as conn:
+            answers = conn.execute(
+                sa.text(
+                    "SELECT count(*), sum(CASE WHEN is_correct THEN 1 ELSE 0 END) FROM quiz_answers"
+                )
+            ).one()
+            mastery = conn.execute(sa.text("SELECT count(*) FROM concept_mastery")).scalar_one()
+    finally:
+        engine.dispose()
+    rows = demo_source.rows
+    assert tuple(answers) == (
+        len(rows.quiz_answers),
+        sum(a["is_correct"] for a in rows.quiz_answers),
+    )
+    assert mastery == len(rows.concept_mastery)

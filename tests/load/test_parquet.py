@@ -27,12 +27,14 @@ from load.files import FILE_MODE
 from load.parquet import (
     PARQUET_DIRECTORY,
     ParquetPart,
+    ParquetPartWriter,
     part_name,
     read_parquet_rows,
     write_parquet_part,
 )
-from tests.analyst import KEY, demo_chunks, demo_learners, personal_values
+from tests.analyst import KEY, RUN, demo_chunks, demo_learners, personal_values
 from tests.conftest import DemoSource
+from transform.analyst_schema import LEARNER_TABLES
 from transform.tables import TABLE_SCHEMAS, analyst_tables
 
 CHUNK_LEARNERS = 5
@@ -45,10 +47,10 @@ def small_table() -> pa.Table:
 def write_snapshot(
     fs: fsspec.AbstractFileSystem, dest: str, run_id: str, source: DemoSource
 ) -> int:
-    """What the flow does: per chunk, build the four tables and write one part of each."""
+    """Per chunk, build the tables of the learners' rows and write one part of each."""
     chunks = 0
     for index, rows in enumerate(demo_chunks(source, CHUNK_LEARNERS)):
-        for name, table in analyst_tables(rows, pseudonym_key=KEY).items():
+        for name, table in analyst_tables(rows, pseudonym_key=KEY, run=RUN).items():
             directory = f"{dest}/{run_id}/{PARQUET_DIRECTORY}/{name}"
             write_parquet_part(fs, directory, part_name(index), table)
         chunks += 1
@@ -122,6 +124,49 @@ def test_a_failed_local_write_leaves_no_file_under_either_name(
     assert list(tmp_path.iterdir()) == []
 
 
+# --- a part streamed a row group at a time -------------------------------------------------------
+
+
+@pytest.mark.parametrize("fs", [LocalFileSystem(), MemoryFileSystem()], ids=["local", "memory"])
+def test_a_streamed_part_has_one_row_group_per_write(fs: Any, tmp_path: Path) -> None:
+    directory = str(tmp_path / "t") if isinstance(fs, LocalFileSystem) else "/streamed/t"
+    writer = ParquetPartWriter(fs, directory, part_name(3), small_table().schema)
+    assert fs.ls(directory, detail=False) != [f"{directory}/part-00003.parquet"]
+    for _ in range(3):
+        writer.write(small_table())
+    writer.write(small_table().slice(0, 0))  # an empty batch adds no row group
+    part = writer.close()
+    data = fs.cat_file(part.path)
+    assert part == ParquetPart(part.path, 9, len(data), hashlib.sha256(data).hexdigest())
+    assert fs.ls(directory, detail=False) == [part.path]  # the temporary file was moved
+    with fs.open(part.path, "rb") as handle:
+        file = pq.ParquetFile(handle)
+        assert file.metadata.num_row_groups == 3
+        assert file.read().equals(pa.concat_tables([small_table()] * 3))
+    if isinstance(fs, LocalFileSystem):
+        assert stat.S_IMODE(Path(part.path).stat().st_mode) == FILE_MODE
+
+
+def test_an_aborted_or_failed_stream_leaves_nothing(tmp_path: Path) -> None:
+    writer = ParquetPartWriter(LocalFileSystem(), str(tmp_path), part_name(0), small_table().schema)
+    writer.write(small_table())
+    writer.abort()
+    assert list(tmp_path.iterdir()) == []
+    fs = BrokenMove()
+    writer = ParquetPartWriter(fs, "/d", part_name(0), small_table().schema)
+    writer.write(small_table())
+    with pytest.raises(TerminalLoadError, match=re.escape("/d/part-00000.parquet")):
+        writer.close()
+    assert fs.ls("/d", detail=False) == []
+
+
+def test_an_empty_stream_is_a_part_of_the_schema(tmp_path: Path) -> None:
+    writer = ParquetPartWriter(LocalFileSystem(), str(tmp_path), part_name(0), small_table().schema)
+    part = writer.close()
+    assert part.rows == read_parquet_rows(LocalFileSystem(), part.path) == 0
+    assert pq.read_schema(part.path).equals(small_table().schema)
+
+
 @pytest.mark.parametrize("content", [None, b"", b"PAR1 not really", b"{}\n"])
 def test_reading_rows_of_a_missing_or_broken_file_names_it(
     tmp_path: Path, content: bytes | None
@@ -148,9 +193,12 @@ def test_one_snapshot_reads_with_pandas_pyarrow_and_duckdb(
 ) -> None:
     dest, source = snapshots
     expected = analyst_tables(
-        [learner for chunk in demo_chunks(source, 1_000) for learner in chunk], pseudonym_key=KEY
+        [learner for chunk in demo_chunks(source, 1_000) for learner in chunk],
+        pseudonym_key=KEY,
+        run=RUN,
     )
-    for name, schema in TABLE_SCHEMAS.items():
+    for name in LEARNER_TABLES:
+        schema = TABLE_SCHEMAS[name]
         directory = dest / "2026-01-01T000000Z" / "parquet" / name
         rows = expected[name].num_rows
         assert sorted(p.name for p in directory.iterdir()) == [part_name(i) for i in range(3)]
@@ -174,6 +222,9 @@ def _sort_keys(table: str) -> list[tuple[str, str]]:
         "lessons": ["lesson_id"],
         "quiz_questions": ["lesson_id", "question_index"],
         "achievements": ["achievement_id"],
+        "subject_performance": ["learner_pseudonym", "subject"],
+        "knowledge_graph_nodes": ["learner_pseudonym", "node_index"],
+        "knowledge_graph_edges": ["learner_pseudonym", "edge_index"],
     }
     return [(key, "ascending") for key in keys[table]]
 
@@ -195,9 +246,10 @@ def test_empty_and_all_null_parts_read_with_the_others(
     chunks = [[], [nulls], next(demo_chunks(sqlite_demo, CHUNK_LEARNERS))]
     fs = LocalFileSystem()
     for index, rows in enumerate(chunks):
-        for name, table in analyst_tables(rows, pseudonym_key=KEY).items():
+        for name, table in analyst_tables(rows, pseudonym_key=KEY, run=RUN).items():
             write_parquet_part(fs, str(tmp_path / name), part_name(index), table)
-    for name, schema in TABLE_SCHEMAS.items():
+    for name in LEARNER_TABLES:
+        schema = TABLE_SCHEMAS[name]
         dataset = ds.dataset(tmp_path / name, format="parquet")
         assert dataset.schema.equals(schema, check_metadata=True)
         assert dataset.to_table().schema.equals(schema)
@@ -263,7 +315,7 @@ def test_no_personal_value_is_in_any_written_byte(snapshots: tuple[Path, DemoSou
     dest, source = snapshots
     personal = personal_values(source.rows)
     files = sorted(dest.rglob("*.parquet"))
-    assert len(files) == 2 * 4 * 3
+    assert len(files) == 2 * len(LEARNER_TABLES) * 3
     for path in files:
         raw = path.read_bytes()  # footers, statistics and schema metadata are not compressed
         decoded = pq.read_table(path).to_pylist()  # and the compressed pages, decompressed
@@ -302,7 +354,7 @@ def test_memory_is_bounded_by_one_chunk(tmp_path: Path, sqlite_demo: DemoSource)
     def write_chunks(count: int, kept: list[Any] | None = None) -> Callable[[], None]:
         def run() -> None:
             for index in range(count):
-                tables = analyst_tables(chunk, pseudonym_key=KEY)
+                tables = analyst_tables(chunk, pseudonym_key=KEY, run=RUN)
                 for name, table in tables.items():
                     directory = str(tmp_path / name)
                     write_parquet_part(LocalFileSystem(), directory, part_name(index), table)
@@ -317,4 +369,4 @@ def test_memory_is_bounded_by_one_chunk(tmp_path: Path, sqlite_demo: DemoSource)
     print(f"peak bytes: 2 chunks {two}, 20 chunks {twenty}, 20 chunks kept {hoarding}")
     assert twenty < 1.5 * two, (two, twenty)
     assert hoarding > 2 * two, (two, hoarding)  # the measure does see tables that pile up
-    assert sum(1 for _ in tmp_path.rglob("*.parquet")) == 4 * 20
+    assert sum(1 for _ in tmp_path.rglob("*.parquet")) == len(LEARNER_TABLES) * 20

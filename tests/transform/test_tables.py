@@ -15,7 +15,7 @@ import pytest
 
 from extract.records import LearnerRows
 from learner_export.demo import MALFORMED_SPEC
-from tests.analyst import KEY, OTHER_KEY, demo_learners, personal_values, question_counts
+from tests.analyst import KEY, OTHER_KEY, RUN, demo_learners, personal_values, question_counts
 from tests.conftest import DemoSource
 from transform.document import build_document
 from transform.tables import (
@@ -31,6 +31,7 @@ from transform.tables import (
 from transform.values import MALFORMED_JSON, UNREADABLE_TIMESTAMP, Problem
 
 EXPORT_DATE = datetime(2026, 1, 1, tzinfo=UTC)
+PROFILE_TABLES = ("subject_performance", "knowledge_graph_nodes", "knowledge_graph_edges")
 
 
 def lesson(lesson_id: str = "lesson-1", **values: Any) -> dict[str, Any]:
@@ -87,7 +88,7 @@ def learner(
 
 def quiz_rows(spec: Any) -> list[dict[str, Any]]:
     rows = [learner(lesson(spec=spec))]
-    rows_out: list[dict[str, Any]] = analyst_tables(rows, pseudonym_key=KEY)[
+    rows_out: list[dict[str, Any]] = analyst_tables(rows, pseudonym_key=KEY, run=RUN)[
         "quiz_questions"
     ].to_pylist()
     return rows_out
@@ -97,7 +98,7 @@ def quiz_rows(spec: Any) -> list[dict[str, Any]]:
 
 
 def test_every_lesson_and_every_question_of_the_demo_is_present(demo_source: DemoSource) -> None:
-    tables = analyst_tables(demo_learners(demo_source), pseudonym_key=KEY)
+    tables = analyst_tables(demo_learners(demo_source), pseudonym_key=KEY, run=RUN)
     learner_ids = set(demo_source.rows.learner_ids)
     expected_lessons = [row for row in demo_source.rows.lessons if row["learner_id"] in learner_ids]
     expected_questions = question_counts(demo_source.rows)
@@ -116,9 +117,17 @@ def test_every_lesson_and_every_question_of_the_demo_is_present(demo_source: Dem
 
 
 def test_tables_have_exactly_the_declared_schemas(demo_source: DemoSource) -> None:
-    tables = analyst_tables(demo_learners(demo_source), pseudonym_key=KEY)
-    assert list(tables) == ["learners", "lessons", "quiz_questions", "achievements"]
-    assert list(TABLE_SCHEMAS) == list(tables)
+    tables = analyst_tables(demo_learners(demo_source), pseudonym_key=KEY, run=RUN)
+    assert list(tables) == [
+        "learners",
+        "lessons",
+        "quiz_questions",
+        "achievements",
+        "subject_performance",
+        "knowledge_graph_nodes",
+        "knowledge_graph_edges",
+    ]
+    assert list(TABLE_SCHEMAS) == [*tables, "quiz_answers", "concept_mastery"]
     for name, table in tables.items():
         assert table.schema.equals(TABLE_SCHEMAS[name], check_metadata=True), name
     assert TABLE_SCHEMAS["lessons"] is LESSONS_SCHEMA
@@ -130,14 +139,16 @@ def test_tables_have_exactly_the_declared_schemas(demo_source: DemoSource) -> No
 def test_every_column_is_filled_somewhere_in_the_demo(demo_source: DemoSource) -> None:
     # A misspelt key in the builder, or a driver type it cannot read, would leave its column
     # silently null: none is, here.
-    tables = analyst_tables(demo_learners(demo_source), pseudonym_key=KEY)
+    tables = analyst_tables(demo_learners(demo_source), pseudonym_key=KEY, run=RUN)
     for name, table in tables.items():
         for column in table.column_names:
             assert table.column(column).null_count < table.num_rows, f"{name}.{column}"
 
 
 def test_quiz_questions_read_both_spec_shapes(sqlite_demo: DemoSource) -> None:
-    questions = analyst_tables(demo_learners(sqlite_demo), pseudonym_key=KEY)["quiz_questions"]
+    questions = analyst_tables(demo_learners(sqlite_demo), pseudonym_key=KEY, run=RUN)[
+        "quiz_questions"
+    ]
     assert set(questions.column("options_key").to_pylist()) == {"options", "choices"}
     for row in questions.to_pylist():
         assert row["option_count"] == len(row["options"]) == 4
@@ -147,7 +158,7 @@ def test_quiz_questions_read_both_spec_shapes(sqlite_demo: DemoSource) -> None:
 
 def test_timestamps_are_the_documents_instants(demo_source: DemoSource) -> None:
     learners = demo_learners(demo_source)
-    tables = analyst_tables(learners, pseudonym_key=KEY)
+    tables = analyst_tables(learners, pseudonym_key=KEY, run=RUN)
     created = dict(
         zip(
             tables["lessons"].column("lesson_id").to_pylist(),
@@ -171,7 +182,7 @@ def _iso_ms(moment: datetime) -> str:
 
 
 def test_malformed_json_is_a_problem_not_an_error(sqlite_demo: DemoSource) -> None:
-    built = build_analyst_tables(demo_learners(sqlite_demo), pseudonym_key=KEY)
+    built = build_analyst_tables(demo_learners(sqlite_demo), pseudonym_key=KEY, run=RUN)
     (victim,) = [row_id for table, column, row_id in sqlite_demo.rows.malformed]
     assert built.problems == (Problem("lessons", "spec", victim, MALFORMED_JSON),)
     (row,) = [r for r in built.tables["lessons"].to_pylist() if r["lesson_id"] == victim]
@@ -183,7 +194,7 @@ def test_malformed_json_is_a_problem_not_an_error(sqlite_demo: DemoSource) -> No
 
 
 def test_no_personal_identifier_in_any_table(demo_source: DemoSource) -> None:
-    tables = analyst_tables(demo_learners(demo_source), pseudonym_key=KEY)
+    tables = analyst_tables(demo_learners(demo_source), pseudonym_key=KEY, run=RUN)
     for name, table in tables.items():
         for column in table.column_names:
             assert not {"name", "email", "user", "password", "parent"} & set(column.split("_")), (
@@ -196,9 +207,13 @@ def test_no_personal_identifier_in_any_table(demo_source: DemoSource) -> None:
 
 def test_pseudonyms_are_keyed_hmacs_stable_across_calls(sqlite_demo: DemoSource) -> None:
     learners = demo_learners(sqlite_demo)
-    first = analyst_tables(learners, pseudonym_key=KEY)["learners"].column("learner_pseudonym")
-    again = analyst_tables(learners, pseudonym_key=KEY)["learners"].column("learner_pseudonym")
-    other = analyst_tables(learners, pseudonym_key=OTHER_KEY)["learners"]
+    first = analyst_tables(learners, pseudonym_key=KEY, run=RUN)["learners"].column(
+        "learner_pseudonym"
+    )
+    again = analyst_tables(learners, pseudonym_key=KEY, run=RUN)["learners"].column(
+        "learner_pseudonym"
+    )
+    other = analyst_tables(learners, pseudonym_key=OTHER_KEY, run=RUN)["learners"]
     assert first.to_pylist() == again.to_pylist()
     assert not set(first.to_pylist()) & set(other.column("learner_pseudonym").to_pylist())
     expected = [
@@ -215,8 +230,12 @@ def test_every_table_names_a_learner_by_the_same_pseudonym() -> None:
         achievements=(achievement(type="T"),),
         learner_id=42,
     )
-    tables = analyst_tables([rows], pseudonym_key=KEY)
-    names = {tuple(table.column("learner_pseudonym").to_pylist()) for table in tables.values()}
+    tables = analyst_tables([rows], pseudonym_key=KEY, run=RUN)
+    names = {
+        tuple(table.column("learner_pseudonym").to_pylist())
+        for table in tables.values()
+        if table.num_rows  # no profile: no performance or graph rows
+    }
     assert len(names) == 1
     ((pseudonym,),) = names
     assert pseudonym == hmac.new(KEY, b"42", hashlib.sha256).hexdigest()[:32]
@@ -224,14 +243,14 @@ def test_every_table_names_a_learner_by_the_same_pseudonym() -> None:
 
 def test_a_short_key_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 16 bytes"):
-        analyst_tables([], pseudonym_key=b"short")
+        analyst_tables([], pseudonym_key=b"short", run=RUN)
 
 
 # --- chunks of any shape --------------------------------------------------------------------------
 
 
 def test_an_empty_chunk_gives_empty_tables_of_the_schemas() -> None:
-    tables = analyst_tables([], pseudonym_key=KEY)
+    tables = analyst_tables([], pseudonym_key=KEY, run=RUN)
     for name, table in tables.items():
         assert table.num_rows == 0
         assert table.schema.equals(TABLE_SCHEMAS[name], check_metadata=True)
@@ -243,9 +262,9 @@ def test_an_all_null_chunk_keeps_the_declared_types() -> None:
         lesson("l-2"),
         achievements=(achievement(),),
     )
-    tables = analyst_tables([rows], pseudonym_key=KEY)
+    tables = analyst_tables([rows], pseudonym_key=KEY, run=RUN)
     for name, table in tables.items():
-        assert table.num_rows > 0
+        assert table.num_rows > 0 or name in PROFILE_TABLES
         assert table.schema.equals(TABLE_SCHEMAS[name], check_metadata=True), name
     questions = tables["quiz_questions"]
     for column in ("question", "options", "correct_index", "explanation"):
@@ -253,6 +272,8 @@ def test_an_all_null_chunk_keeps_the_declared_types() -> None:
     assert questions.schema.field("options").type == QUIZ_QUESTIONS_SCHEMA.field("options").type
     assert tables["lessons"].column("score").type == pa.int32()
     assert tables["learners"].to_pylist()[0] | {"learner_pseudonym": None} == {
+        "run_id": RUN.run_id,
+        "exported_at": RUN.exported_at,
         "learner_pseudonym": None,
         "grade_level": None,
         "has_profile": False,
@@ -273,7 +294,7 @@ def test_capped_lessons_are_refused() -> None:
     rows = learner(lesson())
     capped = LearnerRows(**{**_fields(rows), "lesson_total": 5})
     with pytest.raises(ValueError, match="1 of 5 lessons"):
-        analyst_tables([capped], pseudonym_key=KEY)
+        analyst_tables([capped], pseudonym_key=KEY, run=RUN)
 
 
 def _fields(rows: LearnerRows) -> dict[str, Any]:
@@ -317,7 +338,7 @@ HOSTILE_SPECS = [
 @pytest.mark.parametrize("spec", HOSTILE_SPECS, ids=repr)
 def test_hostile_specs_never_raise(spec: Any, checked: bool) -> None:
     rows = learner(lesson(spec=spec), checked=checked)
-    built = build_analyst_tables([rows], pseudonym_key=KEY)
+    built = build_analyst_tables([rows], pseudonym_key=KEY, run=RUN)
     (row,) = built.tables["lessons"].to_pylist()
     assert row["question_count"] == built.tables["quiz_questions"].num_rows
     assert row["spec_malformed"] == bool(built.problems)
@@ -353,7 +374,7 @@ def test_a_correct_index_is_kept_only_when_it_is_an_int32(correct: str, expected
 
 def test_unreadable_timestamps_and_integers_are_problems() -> None:
     rows = learner(lesson("l-1", created_at="yesterday-ish", score="high", image_paths="[oops"))
-    built = build_analyst_tables([rows], pseudonym_key=KEY)
+    built = build_analyst_tables([rows], pseudonym_key=KEY, run=RUN)
     assert set(built.problems) == {
         Problem("lessons", "created_at", "l-1", UNREADABLE_TIMESTAMP),
         Problem("lessons", "score", "l-1", UNREADABLE_INTEGER),
@@ -372,7 +393,7 @@ def test_sqlite_timestamps_of_every_form_are_truncated_to_milliseconds() -> None
         1705314600999,
     ]
     rows = learner(*[lesson(f"l-{i}", created_at=form) for i, form in enumerate(forms)])
-    created = analyst_tables([rows], pseudonym_key=KEY)["lessons"].column("created_at")
+    created = analyst_tables([rows], pseudonym_key=KEY, run=RUN)["lessons"].column("created_at")
     assert {_iso_ms(moment) for moment in created.to_pylist()} == {"2024-01-15T10:30:00.999Z"}
 
 
@@ -388,7 +409,7 @@ def test_achievement_title_and_icon_come_from_the_payload() -> None:
         achievement("a-2", type="X", payload="[]"),
         achievement("a-3", type="Y", payload='{"title": 5, "icon": {"emoji": "x"}}'),
     )
-    rows = analyst_tables([learner(achievements=achievements)], pseudonym_key=KEY)
+    rows = analyst_tables([learner(achievements=achievements)], pseudonym_key=KEY, run=RUN)
     got = rows["achievements"].to_pylist()
     assert [(r["achievement_id"], r["type"], r["title"], r["icon"]) for r in got] == [
         ("a-1", "STREAK_7", "On Fire", "🔥"),
@@ -401,5 +422,105 @@ def test_achievement_title_and_icon_come_from_the_payload() -> None:
 def test_text_columns_are_text_whatever_the_driver_returned() -> None:
     template = uuid.UUID("12345678-1234-5678-1234-567812345678")
     rows = learner(lesson(template_id=template, subject=7, category=b"Creative"))
-    (row,) = analyst_tables([rows], pseudonym_key=KEY)["lessons"].to_pylist()
+    (row,) = analyst_tables([rows], pseudonym_key=KEY, run=RUN)["lessons"].to_pylist()
     assert (row["template_id"], row["subject"], row["category"]) == (str(template), "7", "Creative")
+
+
+# --- what analysts group by ---------------------------------------------------------------------
+
+
+def test_lessons_carry_the_specs_grade_level_topic_and_keywords() -> None:
+    spec = '{"title": "Math: Fractions", "gradeLevel": 4, "keywords": ["half", 3], "questions": []}'
+    rows = learner(
+        lesson("l-1", subject="Math", spec=spec),
+        lesson("l-2", subject="Science", spec=spec),  # another subject's prefix is kept
+        lesson("l-3", subject="Math", spec='{"topic": "Plants", "gradeLevel": true}'),
+    )
+    lessons = analyst_tables([rows], pseudonym_key=KEY, run=RUN)["lessons"].to_pylist()
+    picked = [(r["spec_title"], r["topic"], r["spec_grade_level"], r["keywords"]) for r in lessons]
+    assert picked == [
+        ("Math: Fractions", "Fractions", 4, ["half", "3"]),
+        ("Math: Fractions", "Math: Fractions", 4, ["half", "3"]),
+        ("Plants", "Plants", None, None),
+    ]
+
+
+def test_the_demo_specs_grade_level_is_kept_beside_the_profiles(sqlite_demo: DemoSource) -> None:
+    tables = analyst_tables(demo_learners(sqlite_demo), pseudonym_key=KEY, run=RUN)
+    lessons = tables["lessons"].to_pylist()
+    grades = {r["learner_pseudonym"]: r["grade_level"] for r in tables["learners"].to_pylist()}
+    differ = [
+        r for r in lessons if r["spec_grade_level"] not in (None, grades[r["learner_pseudonym"]])
+    ]
+    assert differ  # the point: the lesson's grade is not the profile's
+    prefixed = [r for r in lessons if (r["spec_title"] or "").startswith(f"{r['subject']}: ")]
+    assert len(prefixed) > 100
+    assert all(r["topic"] == r["spec_title"].split(": ", 1)[1] for r in prefixed)
+
+
+def test_question_ids_are_the_lesson_id_and_the_index() -> None:
+    spec = '{"questions": [{"question": "a"}, 7, {"question": "c"}]}'
+    questions = analyst_tables([learner(lesson("l-9", spec=spec))], pseudonym_key=KEY, run=RUN)[
+        "quiz_questions"
+    ]
+    assert questions.column("question_id").to_pylist() == ["l-9:0", "l-9:1", "l-9:2"]
+
+
+def test_every_row_carries_the_run() -> None:
+    rows = learner(lesson(spec='{"questions": [{}]}'), achievements=(achievement(),))
+    for name, table in analyst_tables([rows], pseudonym_key=KEY, run=RUN).items():
+        assert set(table.column("run_id").to_pylist()) <= {RUN.run_id}, name
+        assert set(table.column("exported_at").to_pylist()) <= {RUN.exported_at}, name
+
+
+def profile(**json_values: Any) -> dict[str, Any]:
+    return {
+        "id": "p-1", "user_id": 3, "grade_level": 2, "graph": None, "subjects": None,
+        "subject_performance": None, "recommended_subjects": None, "struggling_areas": None,
+        "created_at": None,
+    } | json_values  # fmt: skip
+
+
+def test_subject_performance_and_the_knowledge_graph_are_tables() -> None:
+    performance = {
+        "Math": {"averageScore": 81.5, "lessonsCompleted": 12},
+        "Art": {"averageScore": "high"},
+        "Odd": 3,
+    }
+    graph = {
+        "nodes": [{"id": "n1", "label": "Halves", "mastery": 0.5}, {"id": 2}, "junk"],
+        "edges": [{"source": "n1", "target": 2}],
+    }
+    rows = LearnerRows(
+        learner_id=3, user={"id": 3, "created_at": None},
+        profile=profile(subject_performance=orjson.dumps(performance), graph=orjson.dumps(graph)),
+        lessons=[], lesson_total=0, achievements=[], json_checked=True,
+    )  # fmt: skip
+    tables = analyst_tables([rows], pseudonym_key=KEY, run=RUN)
+    drop = ("run_id", "exported_at", "learner_pseudonym")
+    plain = {
+        name: tables[name].drop_columns(list(drop)).to_pylist()
+        for name in ("subject_performance", "knowledge_graph_nodes", "knowledge_graph_edges")
+    }
+    assert plain == {
+        "subject_performance": [
+            {"subject": "Math", "average_score": 81.5, "lessons_completed": 12},
+            {"subject": "Art", "average_score": None, "lessons_completed": None},
+        ],
+        "knowledge_graph_nodes": [
+            {"node_index": 0, "node_id": "n1", "label": "Halves", "mastery": 0.5},
+            {"node_index": 1, "node_id": "2", "label": None, "mastery": None},
+            {"node_index": 2, "node_id": None, "label": None, "mastery": None},
+        ],
+        "knowledge_graph_edges": [{"edge_index": 0, "source": "n1", "target": "2"}],
+    }
+
+
+def test_the_demo_profiles_give_performance_and_graph_rows(demo_source: DemoSource) -> None:
+    tables = analyst_tables(demo_learners(demo_source), pseudonym_key=KEY, run=RUN)
+    profiles = [p for p in demo_source.rows.learner_profiles if p["graph"] is not None]
+    assert tables["subject_performance"].num_rows == sum(
+        len(orjson.loads(p["subject_performance"])) for p in profiles
+    )
+    assert tables["knowledge_graph_nodes"].num_rows == 2 * len(profiles)
+    assert tables["knowledge_graph_edges"].num_rows == len(profiles)

@@ -1,0 +1,150 @@
+"""The analyst tables of a run: a chunk's Parquet parts streamed as its rows arrive, and the
+snapshot's data dictionary.
+
+Plain functions and classes, free of Prefect, composing extract's rows, transform's tables and
+load's Parquet writer. A chunk's parts are written a row group at a time (`ROW_GROUP_ROWS` rows
+of one table), so memory is bounded by a row group per table, never by the chunk.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable
+
+import orjson
+import pyarrow as pa
+from sqlalchemy.engine import Connection
+
+from extract.reader import iter_optional_rows, optional_tables_present
+from extract.records import LearnerRows
+from load.destination import Destination, write_file
+from load.manifest import Manifest, ParquetPartEntry, StoredEntry, parquet_part_path
+from load.parquet import IN_PROGRESS_SUFFIX, ParquetPartWriter, promote_parts
+from transform.analyst_schema import (
+    DICTIONARY_NAME,
+    LEARNER_TABLES,
+    SOURCE_TABLES,
+    TABLE_SCHEMAS,
+    data_dictionary,
+)
+from transform.pseudonyms import key_fingerprint
+from transform.source_tables import SourceTableRows
+from transform.tables import LearnerTableRows, RunStamp
+
+ROW_GROUP_ROWS = 5_000
+"""Rows of one table held before they are written as a row group: a few MB of Python objects per
+table (20,000 held ~340 MB more over two chunk threads of the bench), and row groups still large
+enough to read fast."""
+
+
+def use_system_allocator() -> None:
+    """Send Arrow's allocations to the system allocator (malloc) from now on. Arrow's default,
+    mimalloc, keeps freed pages for reuse: two chunk threads of 200 learners of the bench's SQLite
+    database peaked at 289 MB with it and 214 MB with ARROW_DEFAULT_MEMORY_POOL=system (240-250
+    MB switched here, after the first allocations), at the same speed.
+    Buffers already allocated are freed to the pool they came from."""
+    if pa.default_memory_pool().backend_name != "system":
+        pa.set_memory_pool(pa.system_memory_pool())
+
+
+class ChunkTables:
+    """The Parquet parts of one chunk, at `parquet/<table>/part-<index:05d>.parquet.inprogress`
+    under `run_dir` (the manifest lists them without the suffix, which `publish_parts` drops).
+    Add learners (`add`), then the optional tables (`add_optional`), then `close`; or `abort`,
+    which leaves no part under its name."""
+
+    def __init__(
+        self, destination: Destination, run_dir: str, index: int, key: bytes, run: RunStamp
+    ) -> None:
+        use_system_allocator()
+        self.run = run
+        self.fingerprint = key_fingerprint(key)
+        self.skipped: list[str] = []
+        self._learners = LearnerTableRows(key)
+        self._sources = {name: SourceTableRows(name, key) for name in SOURCE_TABLES}
+        self._writers: dict[str, ParquetPartWriter] = {}
+        self._destination = destination
+        self._run_dir = run_dir
+        self._index = index
+
+    def add(self, learner: LearnerRows) -> None:
+        """Add one learner's rows to the tables built from the four source tables."""
+        self._learners.add(learner)
+        for name in LEARNER_TABLES:
+            if self._learners.pending(name) >= ROW_GROUP_ROWS:
+                self._writer(name).write(self._learners.take_table(name, self.run))
+
+    def add_optional(self, conn: Connection, learner_ids: Iterable[int]) -> None:
+        """Stream the optional source tables' rows of these learners into their tables; a table
+        the source lacks is skipped and listed in `skipped`."""
+        present = optional_tables_present(conn)
+        ids = list(learner_ids)
+        for name, source in SOURCE_TABLES.items():
+            if not present[source]:
+                self.skipped.append(name)
+                continue
+            rows = self._sources[name]
+            for row in iter_optional_rows(conn, source, ids):
+                rows.add(row)
+                if len(rows.rows) >= ROW_GROUP_ROWS:
+                    self._writer(name).write(rows.take(self.run))
+
+    def close(self) -> list[ParquetPartEntry]:
+        """Write what is left and move every part into place; their manifest entries."""
+        for name in LEARNER_TABLES:
+            self._writer(name).write(self._learners.take_table(name, self.run))
+        for name, rows in self._sources.items():
+            if name not in self.skipped:
+                self._writer(name).write(rows.take(self.run))
+        entries = []
+        for name in sorted(self._writers):
+            part = self._writers[name].close()
+            entries.append(
+                ParquetPartEntry(
+                    table=name,
+                    path=parquet_part_path(name, self._index),
+                    rows=part.rows,
+                    bytes=part.bytes,
+                    sha256=part.sha256,
+                )
+            )
+        self._writers.clear()
+        return entries
+
+    def abort(self) -> None:
+        """Remove every part begun (none appears under its name)."""
+        for writer in self._writers.values():
+            writer.abort()
+        self._writers.clear()
+
+    def _writer(self, name: str) -> ParquetPartWriter:
+        if name not in self._writers:
+            relative = parquet_part_path(name, self._index)
+            # Named `*.parquet.inprogress` until the run is published (`publish_parts`).
+            self._writers[name] = ParquetPartWriter(
+                self._destination.fs,
+                posixpath.join(self._run_dir, posixpath.dirname(relative)),
+                posixpath.basename(relative) + IN_PROGRESS_SUFFIX,
+                TABLE_SCHEMAS[name],
+            )
+        return self._writers[name]
+
+
+def write_dictionary(destination: Destination, run_dir: str, manifest: Manifest) -> Manifest:
+    """Write the data dictionary `schema.json` into the run directory; the manifest listing it."""
+    dictionary = data_dictionary(
+        run_id=manifest.run_id,
+        pseudonym_key_fingerprint=manifest.pseudonym_key_fingerprint,
+        skipped=manifest.parquet_skipped,
+    )
+    data = orjson.dumps(dictionary, option=orjson.OPT_INDENT_2) + b"\n"
+    stored = write_file(destination.fs, posixpath.join(run_dir, DICTIONARY_NAME), data)
+    entry = StoredEntry(path=DICTIONARY_NAME, bytes=stored.bytes, sha256=stored.sha256)
+    return manifest.model_copy(update={"dictionary": entry})
+
+
+def publish_parts(destination: Destination, run_dir: str, manifest: Manifest) -> None:
+    """Give the run's Parquet parts their `.parquet` names, just before the run is published (a
+    glob over the destination matches no part of a run in progress)."""
+    paths = [part.path for table in manifest.parquet.values() for part in table.parts]
+    promote_parts(destination.fs, run_dir, paths)
