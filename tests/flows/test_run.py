@@ -120,6 +120,8 @@ def test_finished_chunks_are_skipped_and_failed_ones_redone(tmp_path: Path) -> N
     destination = _destination(tmp_path)
     plan = run.open_plan(destination, "r", PARAMETERS, now=NOW, learner_ids=lambda: [1, 2, 3, 4, 5])
     run_dir = destination.incomplete_dir("r")
+    for i in (1, 2, 3):
+        Path(run_dir, f"doc-{i}.json").write_text("{}")
     write_file(destination.fs, f"{run_dir}/{part_path(0)}", to_json(_part(0, [1, 2])))
     write_file(destination.fs, f"{run_dir}/{part_path(1)}", to_json(_part(1, [3, 4], [4])))
     parts = run.finished_parts(destination, plan)
