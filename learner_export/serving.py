@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=1,
-        help="worker processes (default 1); the per-user export limit applies per worker",
+        help="worker processes (default 1); the per-user export limit is shared by all of them",
     )
     parser.add_argument("--ssl-keyfile", metavar="PATH", help="TLS private key: serve HTTPS")
     parser.add_argument("--ssl-certfile", metavar="PATH", help="TLS certificate chain: serve HTTPS")

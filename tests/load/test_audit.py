@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -11,9 +13,10 @@ import orjson
 import pytest
 
 from load.audit import AuditRecord, append_audit, ensure_audit_log, read_audit
-from load.errors import TerminalLoadError
+from load.errors import LoadError, TerminalLoadError
 
 WHEN = datetime(2024, 1, 15, 10, 30, 0, 123456, tzinfo=UTC)
+REFUSAL = AuditRecord(at=WHEN, via="http", user_id=1, learner_id=3, status=403)
 
 
 def test_a_refusal_is_one_line_of_ids(tmp_path: Path) -> None:
@@ -110,6 +113,43 @@ def test_ensure_fails_where_nothing_can_be_appended(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a directory")
     with pytest.raises(TerminalLoadError, match=r"audit\.jsonl"):
         ensure_audit_log(tmp_path / "file" / "audit.jsonl")
+
+
+@pytest.mark.parametrize("write", [ensure_audit_log, lambda log: append_audit(log, REFUSAL)])
+def test_an_existing_log_readable_by_others_is_set_back_to_0600(
+    tmp_path: Path, write: Callable[[Path], None]
+) -> None:
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(b"")
+    log.chmod(0o644)
+    write(log)
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("write", [ensure_audit_log, lambda log: append_audit(log, REFUSAL)])
+def test_a_symbolic_link_at_the_log_path_is_refused(
+    tmp_path: Path, write: Callable[[Path], None]
+) -> None:
+    target = tmp_path / "elsewhere.jsonl"
+    target.write_bytes(b"")
+    target.chmod(0o644)
+    log = tmp_path / "audit.jsonl"
+    log.symlink_to(target)
+    with pytest.raises(TerminalLoadError, match=r"audit\.jsonl"):
+        write(log)
+    assert target.read_bytes() == b""
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644  # the link's target is left alone
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_anything_but_a_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
+    log = tmp_path / "audit.jsonl"
+    if kind == "directory":
+        log.mkdir()
+    else:
+        os.mkfifo(log)
+    with pytest.raises(LoadError, match=r"audit\.jsonl"):
+        append_audit(log, REFUSAL)
 
 
 def test_an_archive_manifest_gives_one_line_per_learner_failures_included(tmp_path: Path) -> None:
