@@ -56,6 +56,7 @@ from extract.reader import read_accounts, read_learner
 from extract.records import Account
 from learner_export.arguments import UserError
 from learner_export.health import HealthCheck
+from learner_export.http_server import ServerConfig
 from learner_export.ratelimit import RateLimiter, RateLimitUnavailable
 from learner_export.serving import DESCRIPTION, add_arguments, prepare
 from learner_export.settings import Settings, get_settings
@@ -84,6 +85,8 @@ GZIP_LEVEL = 1
 """Level 1 compresses the documents' text about 4:1 at a fraction of level 6's cost."""
 UNAVAILABLE_RETRY_SECONDS = 5
 MIN_SECRET_BYTES = 32
+STARTUP_FAILURE = 3
+"""uvicorn's exit status when the application does not start."""
 
 # Error messages: fixed texts that never echo the request.
 UNAUTHORIZED = "Unauthorized"
@@ -770,6 +773,20 @@ def serve_forever(args: argparse.Namespace, settings: Settings) -> None:
     _run_uvicorn(args, settings, prepare(args, settings))
 
 
+def server_config(app: Any, settings: Settings, **options: Any) -> ServerConfig:
+    """uvicorn's configuration for `app` with the server's bounds on slow and idle clients
+    (`learner_export.http_server`): a request must arrive within `http_request_timeout`, an idle
+    keep-alive connection is closed after `http_keep_alive_timeout`, and past
+    `http_max_connections` connections or requests a worker answers 503."""
+    return ServerConfig(
+        app,
+        request_timeout=settings.http_request_timeout,
+        timeout_keep_alive=settings.http_keep_alive_timeout,
+        limit_concurrency=settings.http_max_connections,
+        **options,
+    )
+
+
 def _run_uvicorn(args: argparse.Namespace, settings: Settings, secret: str) -> None:
     import uvicorn
 
@@ -785,15 +802,24 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings, secret: str) -> N
         "ws": "none",
     }
     if args.workers == 1:
-        uvicorn.run(create_app(settings, secret=secret), **options)
+        server = uvicorn.Server(
+            server_config(create_app(settings, secret=secret), settings, **options)
+        )
+        server.run()
+        if not server.started:
+            sys.exit(STARTUP_FAILURE)  # as uvicorn.run does; uvicorn has logged why
         return
     if args.demo:
         # Worker processes build their settings from the environment: hand them the demo secret.
         os.environ["JWT_SECRET"] = secret
-    _run_workers("serve:create_app_from_environment", workers=args.workers, options=options)
+    _run_workers(
+        "serve:create_app_from_environment", settings, workers=args.workers, options=options
+    )
 
 
-def _run_workers(factory: str, *, workers: int, options: dict[str, Any]) -> None:
+def _run_workers(
+    factory: str, settings: Settings, *, workers: int, options: dict[str, Any]
+) -> None:
     """What `uvicorn.run` does for several workers, but with TCP_NODELAY on the shared socket.
 
     uvicorn binds that socket without naming the TCP protocol, so asyncio does not turn Nagle's
@@ -804,10 +830,9 @@ def _run_workers(factory: str, *, workers: int, options: dict[str, Any]) -> None
     """
     import socket
 
-    import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    config = uvicorn.Config(factory, factory=True, workers=workers, **options)
+    config = server_config(factory, settings, factory=True, workers=workers, **options)
     sock = config.bind_socket()
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

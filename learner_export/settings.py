@@ -74,6 +74,23 @@ class Settings(BaseSettings):
         description="Seconds one PostgreSQL statement of the HTTP server may run before the"
         " server cancels it (statement_timeout); the request is answered 503.",
     )
+    http_request_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has to send a whole request (head and body), counted from"
+        " the connection's start or the end of its previous response; then it is closed.",
+    )
+    http_keep_alive_timeout: int = Field(
+        default=5,
+        gt=0,
+        description="Seconds an idle keep-alive connection is kept open after a response.",
+    )
+    http_max_connections: int = Field(
+        default=512,
+        gt=0,
+        description="Concurrent connections (or requests) per worker beyond which uvicorn"
+        " answers new requests 503.",
+    )
     encryption_key: SecretStr | None = Field(
         default=None, description="Key for encrypting documents at rest (--encrypt)."
     )
