@@ -22,6 +22,7 @@ from learner_export.arguments import (
     add_database_option,
     learner_list,
     positive_int,
+    warn_of_missing_indexes,
 )
 from learner_export.settings import Settings
 
@@ -182,6 +183,7 @@ def run_archive(args: argparse.Namespace, settings: Settings) -> None:
 
     options = _options(args, settings)
     secrets = ArchiveSecrets.from_settings(settings, database_url=args.database_url)
+    warn_of_missing_indexes(secrets.source_url.get_secret_value())
     try:
         check_options(
             options,

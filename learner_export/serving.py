@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import secrets
 
-from learner_export.arguments import UserError
+from learner_export.arguments import UserError, warn_of_missing_indexes
 from learner_export.settings import Settings
 
 DESCRIPTION = (
@@ -74,7 +74,8 @@ def prepare(args: argparse.Namespace, settings: Settings) -> str:
 
 
 def _check_places(settings: Settings) -> None:
-    """The source can be opened and the audit log appended to, or a one-line error."""
+    """The source can be opened and the audit log appended to, or a one-line error; a warning
+    when the source lacks an index the exports need."""
     from extract.engine import create_source_engine
     from extract.errors import ExtractError
     from load.audit import ensure_audit_log
@@ -85,6 +86,7 @@ def _check_places(settings: Settings) -> None:
         ensure_audit_log(settings.audit_log_path)
     except (ExtractError, LoadError) as exc:
         raise UserError(str(exc)) from None
+    warn_of_missing_indexes(settings.source_url)
 
 
 def _prepare_demo(settings: Settings) -> str:
