@@ -168,6 +168,7 @@ class Outcome:
     error: str | None = None
     retry_after: int | None = None
     built: BuiltDocument | None = None
+    measured: Measured | None = None
 
 
 class Exporter:
@@ -212,7 +213,8 @@ class Exporter:
             except LearnerNotFound:  # cannot happen within one snapshot; answered as 404
                 return Outcome(404, user_id, param.value, LEARNER_NOT_FOUND)
         built = build_document(rows, export_date=export_date, exported_by=user_id)
-        return Outcome(200, user_id, param.value, built=built)
+        # Hashed here, in the worker thread: encoding 6 MB would hold up the event loop.
+        return Outcome(200, user_id, param.value, built=built, measured=measure(built))
 
     def _refusal(
         self, accounts: dict[int, Account], user_id: int, param: LearnerParam
@@ -365,9 +367,8 @@ def document_response(
     """The 200 answer: the streamed document with the contract's headers, once its audit line
     (sha256 and size of the document's bytes) has been written; 503 when it cannot be. A
     transfer that breaks off adds a `"complete": false` note with the bytes that went out."""
-    built = outcome.built
-    assert built is not None and outcome.learner_id is not None
-    measured = measure(built)
+    built, measured = outcome.built, outcome.measured
+    assert built is not None and measured is not None and outcome.learner_id is not None
     served = AuditRecord(
         at=when, via="http", user_id=outcome.user_id, learner_id=outcome.learner_id, status=200,
         sha256=measured.sha256, size=measured.size,

@@ -1,7 +1,8 @@
 """Runs the queries of `extract.queries` and groups the rows by learner.
 
 A chunk of learners costs four statements whatever its size (users, profiles, lessons,
-achievements) plus one count when lessons are capped, all inside the caller's snapshot. The
+achievements), each table read once, all inside the caller's snapshot: when lessons are capped,
+the count of every lesson comes with the capped rows. The
 lessons, nearly all of the bytes, are streamed: `iter_learners` hands over each learner as soon
 as its lessons have arrived, so a chunk's memory is one learner's rows, not all of them.
 """
@@ -74,20 +75,17 @@ def iter_learners(
     achievements = _grouped(
         conn.execute(queries.achievements_query(dialect, ids)), key="learner_id"
     )
-    totals: dict[int, int] | None = None
-    if lesson_limit is not None:
-        # Rows unpack as tuples (SQLAlchemy 2.1 deprecates Result.tuples()).
-        totals = {
-            learner_id: count
-            for learner_id, count in conn.execute(queries.lesson_counts_query(ids))
-        }
     lessons = _stream(conn, queries.lessons_query(dialect, ids, limit_per_learner=lesson_limit))
     json_checked = dialect == queries.POSTGRESQL
     # Lessons come ordered by learner id, as `ids` are: each learner's are the next run of rows.
     pending = next(lessons, None)
     for learner_id in ids:
         own: list[Row] = []
+        total = 0
         while pending is not None and pending["learner_id"] == learner_id:
+            # A capped read carries each learner's full count on every row (read once, with
+            # the rows); it is no column of the lesson.
+            total = cast(dict[str, int], pending).pop(queries.LESSON_TOTAL, 0)
             own.append(pending)
             pending = next(lessons, None)
         yield LearnerRows(
@@ -95,7 +93,7 @@ def iter_learners(
             user=users[learner_id],
             profile=profiles.get(learner_id),
             lessons=own,
-            lesson_total=len(own) if totals is None else totals.get(learner_id, 0),
+            lesson_total=len(own) if lesson_limit is None else max(total, len(own)),
             achievements=achievements.get(str(learner_id), []),
             json_checked=json_checked,
         )
