@@ -52,7 +52,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from extract.engine import SourceTimeouts, create_source_engine, snapshot
 from extract.errors import ExtractError, LearnerNotFound
-from extract.reader import read_accounts, read_learner
+from extract.reader import account, read_learner, read_users
 from extract.records import Account
 from learner_export.arguments import UserError
 from learner_export.health import HealthCheck
@@ -203,13 +203,16 @@ class Exporter:
         """
         wanted = {user_id} if param.value is None else {user_id, param.value}
         with snapshot(self.engine) as conn:
-            accounts = read_accounts(conn, wanted)
+            users = read_users(conn, wanted)  # `users` read once: for both checks and rows
+            accounts = {uid: account(row) for uid, row in users.items()}
             refusal = self._refusal(accounts, user_id, param)
             if refusal is not None:
                 return refusal
             assert param.value is not None  # _refusal turned away every invalid parameter
             try:
-                rows = read_learner(conn, param.value, lesson_limit=LESSON_CAP)
+                rows = read_learner(
+                    conn, param.value, lesson_limit=LESSON_CAP, user=users[param.value]
+                )
             except LearnerNotFound:  # cannot happen within one snapshot; answered as 404
                 return Outcome(404, user_id, param.value, LEARNER_NOT_FOUND)
         built = build_document(rows, export_date=export_date, exported_by=user_id)

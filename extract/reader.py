@@ -10,7 +10,7 @@ as its lessons have arrived, so a chunk's memory is one learner's rows, not all 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Generator, Iterator
+from collections.abc import Collection, Generator, Iterator, Mapping
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -28,9 +28,16 @@ _CHUNKED_ROWS_LIBPQ = 170_000
 """The first libpq version (as `psycopg.pq.version()` numbers it) with chunked-rows mode."""
 
 
-def read_learner(conn: Connection, learner_id: int, *, lesson_limit: int | None) -> LearnerRows:
-    """One learner's rows; `LearnerNotFound` when the id is not a LEARNER user."""
-    found = read_learners(conn, [learner_id], lesson_limit=lesson_limit)
+def read_learner(
+    conn: Connection, learner_id: int, *, lesson_limit: int | None, user: Row | None = None
+) -> LearnerRows:
+    """One learner's rows; `LearnerNotFound` when the id is not a LEARNER user. `user`, the
+    learner's `users` row when the caller has read it already (`read_users`), spares a read."""
+    known = None if user is None else {learner_id: user}
+    found = {
+        rows.learner_id: rows
+        for rows in iter_learners(conn, [learner_id], lesson_limit=lesson_limit, users=known)
+    }
     if learner_id not in found:
         raise LearnerNotFound(learner_id)
     return found[learner_id]
@@ -48,7 +55,11 @@ def read_learners(
 
 
 def iter_learners(
-    conn: Connection, learner_ids: Collection[int], *, lesson_limit: int | None
+    conn: Connection,
+    learner_ids: Collection[int],
+    *,
+    lesson_limit: int | None,
+    users: Mapping[int, Row] | None = None,
 ) -> Generator[LearnerRows, None, None]:
     """The rows of every id in `learner_ids` that is a LEARNER user, one learner at a time in
     ascending id order, each as soon as its lessons have been read.
@@ -61,11 +72,9 @@ def iter_learners(
     """
     dialect = conn.dialect.name
     ids = sorted(set(learner_ids))
-    users = {
-        row.id: _mapping(row)
-        for row in conn.execute(queries.users_query(dialect, ids))
-        if row.role == "LEARNER"
-    }
+    if users is None:
+        users = read_users(conn, ids)
+    users = {i: users[i] for i in ids if i in users and users[i]["role"] == "LEARNER"}
     if not users:
         return
     ids = sorted(users)
@@ -97,6 +106,24 @@ def iter_learners(
             achievements=achievements.get(str(learner_id), []),
             json_checked=json_checked,
         )
+
+
+def read_users(conn: Connection, user_ids: Collection[int]) -> dict[int, Row]:
+    """The `users` rows (every column but `password`) with these ids, keyed by id; ids with no
+    user are absent. One statement: the HTTP export authorizes with it (`account`) and hands the
+    learner's row to `read_learner`, so `users` is read once per request."""
+    wanted = sorted(set(user_ids))
+    if not wanted:
+        return {}
+    return {
+        row.id: _mapping(row)
+        for row in conn.execute(queries.users_query(conn.dialect.name, wanted))
+    }
+
+
+def account(user: Row) -> Account:
+    """What authorization needs of a `users` row."""
+    return Account(id=user["id"], role=str(user["role"]), parent_id=user["parent_id"])
 
 
 def read_accounts(conn: Connection, user_ids: Collection[int]) -> dict[int, Account]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+import sqlalchemy as sa
 
 from learner_export.cli import main as cli_main
 from learner_export.processes import free_port
@@ -291,3 +292,24 @@ def test_openapi_describes_the_endpoint(live: LiveServer) -> None:
     assert len(operation["security"]) == 2  # either scheme
     assert "LearnerDocument" in spec["components"]["schemas"]
     assert "#/$defs/" not in orjson.dumps(spec).decode()
+
+
+def test_an_export_reads_each_table_once(sqlite_demo: DemoSource, tmp_path: Path) -> None:
+    """SQLite: every statement goes through SQLAlchemy's events, lessons included."""
+    settings = Settings(DATABASE_URL=sqlite_demo.url, JWT_SECRET=SECRET, data_dir=tmp_path)
+    live = start_server(settings, sqlite_demo)
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    try:
+        engine = live.server.config.app.state.exporter.engine
+        sa.event.listen(engine, "before_cursor_execute", record)
+        response = live.export(f"learnerId={live.ids.big}", token=live.token(live.ids.admin))
+        assert response.status_code == 200
+    finally:
+        live.stop()
+    read = [table for s in statements for table in re.findall(r"\bFROM\s+(\w+)", s)]
+    assert sorted(read) == ["achievements", "learner_profiles", "lessons", "users"]
