@@ -8,10 +8,17 @@ request), the document from `transform.document.build_document` and its bytes fr
 a file export of the same learner differ only in `exportDate` and `exportedBy`.
 
 Checks run in the contract's order, each answered `{"error": ...}`:
-401 (no or bad token, unknown user) → 429 (over the per-user limit; not in the contract, it only
-ever replaces what would have followed) → 403 (not PARENT/ADMIN) → 400 (learnerId) → 403 (a
-parent asking for anyone but their own child, existing or not) → 404 (an admin asking for an id
-that is no learner). Every attempt, served or refused, is appended to the audit log.
+401 (no or bad token, unknown user) → 403 (not PARENT/ADMIN) → 429 (over the per-user limit,
+shared by all workers) → 400 (learnerId) → 403 (a parent asking for anyone but their own child,
+existing or not) → 404 (an admin asking for an id that is no learner). Database trouble is 503
+with Retry-After, never 500.
+
+Every request that reaches the application, except the two informational routes (/healthz,
+/openapi.json), leaves exactly one line in the audit log with its final status (`AuditTrail`).
+A served document's line is written before its first byte, with the document's sha256 and size:
+when it cannot be written, the document is not served (503). A transfer that breaks off later
+adds a note (`"complete": false`) to that line. A failure after the first byte aborts the
+connection, so a truncated body never ends like a complete one.
 
 Run it with `python serve.py` or `learner-export serve` (options: `learner_export.serving`);
 `uvicorn --factory serve:create_app_from_environment` works too.
@@ -25,12 +32,14 @@ import logging
 import os
 import re
 import sys
+import traceback
 import warnings
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -41,12 +50,14 @@ from jwt.warnings import InsecureKeyLengthWarning
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from extract.engine import create_source_engine, snapshot
+from extract.engine import SourceTimeouts, create_source_engine, snapshot
 from extract.errors import ExtractError, LearnerNotFound
-from extract.reader import read_accounts, read_learner
+from extract.reader import account, read_learner, read_users
 from extract.records import Account
 from learner_export.arguments import UserError
-from learner_export.ratelimit import RateLimiter
+from learner_export.health import HealthCheck
+from learner_export.http_server import ServerConfig
+from learner_export.ratelimit import RateLimiter, RateLimitUnavailable
 from learner_export.serving import DESCRIPTION, add_arguments, prepare
 from learner_export.settings import Settings, get_settings
 from learner_export.tokens import MAX_USER_ID, InvalidToken, verify_token
@@ -60,6 +71,9 @@ from transform.schema import document_schema
 log = logging.getLogger("learner_export.serve")
 
 EXPORT_PATH = "/api/export"
+HEALTH_PATH = "/healthz"
+UNAUDITED_PATHS = frozenset({HEALTH_PATH, "/openapi.json"})
+"""Routes that serve no one's data and are probed often: no audit line."""
 TOKEN_COOKIE = "token"  # noqa: S105 (a cookie's name, not a secret)
 EXPORTING_ROLES = frozenset({"PARENT", "ADMIN"})
 MAX_LEARNER_ID = MAX_USER_ID
@@ -71,6 +85,8 @@ GZIP_LEVEL = 1
 """Level 1 compresses the documents' text about 4:1 at a fraction of level 6's cost."""
 UNAVAILABLE_RETRY_SECONDS = 5
 MIN_SECRET_BYTES = 32
+STARTUP_FAILURE = 3
+"""uvicorn's exit status when the application does not start."""
 
 # Error messages: fixed texts that never echo the request.
 UNAUTHORIZED = "Unauthorized"
@@ -85,6 +101,7 @@ LEARNER_ID_OUT_OF_RANGE = f"learnerId is out of range (1 to {MAX_LEARNER_ID})"
 LEARNER_NOT_FOUND = "Learner not found"
 TOO_MANY_REQUESTS = "Too many requests"
 UNAVAILABLE = "Service unavailable"
+INTERNAL_ERROR = "Internal server error"
 
 _CANONICAL_ID = re.compile(r"[1-9][0-9]*")
 
@@ -151,6 +168,7 @@ class Outcome:
     error: str | None = None
     retry_after: int | None = None
     built: BuiltDocument | None = None
+    measured: Measured | None = None
 
 
 class Exporter:
@@ -160,8 +178,22 @@ class Exporter:
         self.settings = settings
         self.secret = secret
         ensure_audit_log(settings.audit_log_path)  # no export that cannot be recorded
-        self.engine = create_source_engine(settings.source_url)
-        self.limiter = RateLimiter(settings.exports_per_minute)
+        self.engine = create_source_engine(
+            settings.source_url,
+            timeouts=SourceTimeouts(
+                pool=settings.database_pool_timeout,
+                connect=settings.database_connect_timeout,
+                statement=settings.database_statement_timeout,
+            ),
+        )
+        self.limiter = RateLimiter(settings.rate_limit_path, settings.exports_per_minute)
+        self.health = HealthCheck(settings.source_url)
+
+    def close(self) -> None:
+        """Release the source connections, the health check's and the rate limit's store."""
+        self.engine.dispose()
+        self.health.close()
+        self.limiter.close()
 
     def decide(self, user_id: int, param: LearnerParam, export_date: datetime) -> Outcome:
         """Authorize a request whose token named `user_id` and, if allowed, build its document.
@@ -171,17 +203,21 @@ class Exporter:
         """
         wanted = {user_id} if param.value is None else {user_id, param.value}
         with snapshot(self.engine) as conn:
-            accounts = read_accounts(conn, wanted)
+            users = read_users(conn, wanted)  # `users` read once: for both checks and rows
+            accounts = {uid: account(row) for uid, row in users.items()}
             refusal = self._refusal(accounts, user_id, param)
             if refusal is not None:
                 return refusal
             assert param.value is not None  # _refusal turned away every invalid parameter
             try:
-                rows = read_learner(conn, param.value, lesson_limit=LESSON_CAP)
+                rows = read_learner(
+                    conn, param.value, lesson_limit=LESSON_CAP, user=users[param.value]
+                )
             except LearnerNotFound:  # cannot happen within one snapshot; answered as 404
                 return Outcome(404, user_id, param.value, LEARNER_NOT_FOUND)
         built = build_document(rows, export_date=export_date, exported_by=user_id)
-        return Outcome(200, user_id, param.value, built=built)
+        # Hashed here, in the worker thread: encoding 6 MB would hold up the event loop.
+        return Outcome(200, user_id, param.value, built=built, measured=measure(built))
 
     def _refusal(
         self, accounts: dict[int, Account], user_id: int, param: LearnerParam
@@ -189,11 +225,17 @@ class Exporter:
         requester = accounts.get(user_id)
         if requester is None:  # a valid token for a user who no longer exists
             return Outcome(401, None, param.value, UNAUTHORIZED)
-        retry_after = self.limiter.admit(user_id)
-        if retry_after is not None:
-            return Outcome(429, user_id, param.value, TOO_MANY_REQUESTS, retry_after=retry_after)
         if requester.role not in EXPORTING_ROLES:
             return Outcome(403, user_id, param.value, FORBIDDEN)
+        # After the role (a LEARNER always hears 403), before the rest: every request of a PARENT
+        # or ADMIN counts, so probing ids costs as much as exporting.
+        try:
+            retry_after = self.limiter.admit(user_id)
+        except RateLimitUnavailable as exc:
+            log.error("rate limit: %s", exc)
+            return _unavailable(user_id, param.value)
+        if retry_after is not None:
+            return Outcome(429, user_id, param.value, TOO_MANY_REQUESTS, retry_after=retry_after)
         if param.value is None:
             return Outcome(400, user_id, None, param.problem)
         target = accounts.get(param.value)
@@ -204,22 +246,13 @@ class Exporter:
             return Outcome(404, user_id, param.value, LEARNER_NOT_FOUND)
         return None
 
-    def audit(self, record: AuditRecord) -> None:
-        """Append `record` to the audit log; a failure is logged (without personal data), since
-        the answer has been decided or already sent."""
-        try:
-            append_audit(self.settings.audit_log_path, record)
-        except LoadError as exc:
-            log.error("audit log: %s", exc)
+    def audit(self, record: AuditRecord) -> bool:
+        """Append `record` to the audit log; False when it could not be written (logged)."""
+        return write_audit(self.settings.audit_log_path, record)
 
-    def database_reachable(self) -> bool:
-        """True when a trivial read in a snapshot succeeds."""
-        try:
-            with snapshot(self.engine) as conn:
-                conn.exec_driver_sql("SELECT 1").scalar()
-        except ExtractError:
-            return False
-        return True
+
+def _unavailable(user_id: int | None, learner_id: int | None) -> Outcome:
+    return Outcome(503, user_id, learner_id, UNAVAILABLE, retry_after=UNAVAILABLE_RETRY_SECONDS)
 
 
 # --- answering --------------------------------------------------------------------------------
@@ -269,12 +302,31 @@ def _gathered(pieces: Iterator[bytes], size: int) -> Iterator[bytes]:
 
 @dataclass
 class Transfer:
-    """How far a document's bytes got: a running sha256 and size of the document bytes (before
-    any content encoding), and whether the last of them was handed to the server."""
+    """How far a document's bytes got: how many of them (before any content encoding) were
+    handed to the server, and whether the last of them was."""
 
-    digest: Any = field(default_factory=hashlib.sha256)
     size: int = 0
     complete: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """The sha256 (hex) and size of a document's bytes, known before the first is sent."""
+
+    sha256: str
+    size: int
+
+
+def measure(built: BuiltDocument) -> Measured:
+    """Encode the document once without keeping its bytes, for the audit line that must be
+    written before any of them is sent. The encoding is deterministic: the streamed bytes are
+    these (tests/serve/test_streaming.py checks it)."""
+    digest = hashlib.sha256()
+    size = 0
+    for piece in iter_encoded(built.document):
+        digest.update(piece)
+        size += len(piece)
+    return Measured(digest.hexdigest(), size)
 
 
 async def streamed_body(
@@ -284,7 +336,6 @@ async def streamed_body(
     pieces of about STREAM_CHUNK_BYTES; `transfer` follows their progress."""
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS) if gzip else None
     for chunk in _gathered(iter_encoded(built.document), STREAM_CHUNK_BYTES):
-        transfer.digest.update(chunk)
         transfer.size += len(chunk)
         yield chunk if compressor is None else compressor.compress(chunk)
     if compressor is not None:
@@ -294,7 +345,11 @@ async def streamed_body(
 
 class AuditedStreamingResponse(StreamingResponse):
     """A StreamingResponse that calls `on_close` exactly once when it is over, whether the body
-    was sent whole, broke off mid-way, or never started (the client left first)."""
+    was sent whole, broke off mid-way, or never started (the client left first).
+
+    An exception after the first byte propagates: the server then closes the connection without
+    the chunked body's last chunk, so the client sees a broken transfer, never a complete one.
+    """
 
     def __init__(
         self, content: AsyncIterator[bytes], *, on_close: Callable[[], None], **kwargs: Any
@@ -312,22 +367,30 @@ class AuditedStreamingResponse(StreamingResponse):
 def document_response(
     exporter: Exporter, outcome: Outcome, request: Request, when: datetime
 ) -> Response:
-    """The 200 answer: the streamed document with the contract's headers; its audit record is
-    written when the transfer is over, with the checksum if every byte went out."""
-    built = outcome.built
-    assert built is not None and outcome.learner_id is not None
+    """The 200 answer: the streamed document with the contract's headers, once its audit line
+    (sha256 and size of the document's bytes) has been written; 503 when it cannot be. A
+    transfer that breaks off adds a `"complete": false` note with the bytes that went out."""
+    built, measured = outcome.built, outcome.measured
+    assert built is not None and measured is not None and outcome.learner_id is not None
+    served = AuditRecord(
+        at=when, via="http", user_id=outcome.user_id, learner_id=outcome.learner_id, status=200,
+        sha256=measured.sha256, size=measured.size,
+        lessons_exported=built.lessons_exported, lessons_total=built.lessons_total,
+    )  # fmt: skip
+    if not exporter.audit(served):  # fail closed: nothing is served that is not on record
+        return _answer_error(_unavailable(outcome.user_id, outcome.learner_id))
     gzip = accepts_gzip(request.headers.get("accept-encoding", ""))
     transfer = Transfer()
 
-    def record() -> None:
-        exporter.audit(
-            AuditRecord(
-                at=when, via="http", user_id=outcome.user_id, learner_id=outcome.learner_id,
-                status=200, sha256=transfer.digest.hexdigest() if transfer.complete else None,
-                size=transfer.size, complete=transfer.complete,
-                lessons_exported=built.lessons_exported, lessons_total=built.lessons_total,
-            )
-        )  # fmt: skip
+    def note_a_broken_transfer() -> None:
+        if not transfer.complete:
+            exporter.audit(
+                AuditRecord(
+                    at=datetime.now(UTC), via="http", user_id=outcome.user_id,
+                    learner_id=outcome.learner_id, status=200, sha256=measured.sha256,
+                    size=transfer.size, complete=False,
+                )
+            )  # fmt: skip
 
     filename = document_filename(outcome.learner_id, when)
     headers = {
@@ -339,10 +402,21 @@ def document_response(
         headers["Content-Encoding"] = "gzip"
     return AuditedStreamingResponse(
         streamed_body(built, gzip=gzip, transfer=transfer),
-        on_close=record,
+        on_close=note_a_broken_transfer,
         media_type="application/json",
         headers=headers,
     )
+
+
+def _answer_error(outcome: Outcome) -> Response:
+    """The JSON error answer of a refused or failed request."""
+    headers = {}
+    if outcome.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if outcome.retry_after is not None:
+        headers["Retry-After"] = str(outcome.retry_after)
+    assert outcome.error is not None
+    return error_response(outcome.status, outcome.error, headers)
 
 
 # --- the application --------------------------------------------------------------------------
@@ -458,7 +532,7 @@ def create_app(settings: Settings, *, secret: str | None = None) -> FastAPI:
         try:
             yield
         finally:
-            exporter.engine.dispose()
+            exporter.close()
 
     app = FastAPI(
         title="learner-export",
@@ -468,6 +542,10 @@ def create_app(settings: Settings, *, secret: str | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    # No redirect from /api/export/ to /api/export: Starlette's would echo the Host header into
+    # Location. Any other path is a JSON 404.
+    app.router.redirect_slashes = False
+    app.add_middleware(AuditMiddleware, log_path=settings.audit_log_path)
     _install_error_handlers(app)
     _add_routes(app)
     _document_openapi(app)
@@ -509,24 +587,17 @@ def _add_routes(app: FastAPI) -> None:
         exporter = _exporter(request)
         when = datetime.now(UTC)
         outcome = await _decide(exporter, request, when)
+        trail = AuditTrail.of(request)
+        trail.asked(outcome.user_id, outcome.learner_id)
         if outcome.status == 200:
-            return document_response(exporter, outcome, request, when)
-        exporter.audit(
-            AuditRecord(
-                at=when, via="http", user_id=outcome.user_id,
-                learner_id=outcome.learner_id, status=outcome.status,
-            )
-        )  # fmt: skip
-        headers = {}
-        if outcome.status == 401:
-            headers["WWW-Authenticate"] = "Bearer"
-        if outcome.retry_after is not None:
-            headers["Retry-After"] = str(outcome.retry_after)
-        assert outcome.error is not None
-        return error_response(outcome.status, outcome.error, headers)
+            response = document_response(exporter, outcome, request, when)
+            if response.status_code == 200:
+                trail.written()  # document_response wrote the line before the first byte
+            return response
+        return _answer_error(outcome)
 
     @app.get(
-        "/healthz",
+        HEALTH_PATH,
         summary="Whether the server can read its source database",
         operation_id="healthz",
         responses={
@@ -535,7 +606,7 @@ def _add_routes(app: FastAPI) -> None:
         },
     )
     async def healthz(request: Request) -> Response:
-        reachable = await run_in_threadpool(_exporter(request).database_reachable)
+        reachable = await _exporter(request).health.reachable()
         body = {"status": "ok" if reachable else "unavailable", "database": reachable}
         return Response(
             orjson.dumps(body),
@@ -559,9 +630,100 @@ async def _decide(exporter: Exporter, request: Request, when: datetime) -> Outco
         return await run_in_threadpool(exporter.decide, user_id, param, when)
     except ExtractError as exc:  # messages name ids and SQLSTATEs, never row content
         log.warning("export for user %s failed: %s", user_id, exc)
-        return Outcome(
-            503, user_id, param.value, UNAVAILABLE, retry_after=UNAVAILABLE_RETRY_SECONDS
-        )
+        return _unavailable(user_id, param.value)
+    except Exception as exc:  # a bug: answered and audited as 500; its text may quote data
+        log.error("export for user %s failed: %s", user_id, _where(exc))
+        return Outcome(500, user_id, param.value, INTERNAL_ERROR)
+
+
+def _where(exc: BaseException) -> str:
+    """An exception's class and the place it was raised, without its message (which may quote
+    a row's content)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    place = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}{place}"
+
+
+class AuditTrail:
+    """The audit state of one request: who asked for whom, and whether its line is written.
+
+    Kept in the ASGI scope's `state`, shared by the route and `AuditMiddleware`.
+    """
+
+    _KEY = "learner_export_audit"
+
+    def __init__(self) -> None:
+        self.user_id: int | None = None
+        self.learner_id: int | None = None
+        self.is_written = False
+
+    @classmethod
+    def of(cls, request: Request) -> AuditTrail:
+        return cls.in_scope(request.scope)
+
+    @classmethod
+    def in_scope(cls, scope: Any) -> AuditTrail:
+        state: dict[str, Any] = scope.setdefault("state", {})
+        trail: AuditTrail = state.setdefault(cls._KEY, cls())
+        return trail
+
+    def asked(self, user_id: int | None, learner_id: int | None) -> None:
+        self.user_id, self.learner_id = user_id, learner_id
+
+    def written(self) -> None:
+        self.is_written = True
+
+
+class AuditMiddleware:
+    """Writes the one audit line of every request that did not write its own (only a served
+    export does): refusals, 404s and 405s, 503s, and any unexpected 500, with the final status.
+
+    Pure ASGI, inside Starlette's ServerErrorMiddleware: an exception reaching it becomes the
+    500 that ServerErrorMiddleware then answers.
+    """
+
+    def __init__(self, app: Any, *, log_path: Path) -> None:
+        self.app = app
+        self.log_path = log_path
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in UNAUDITED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        when = datetime.now(UTC)
+        trail = AuditTrail.in_scope(scope)
+
+        def record(status: int) -> None:
+            if not trail.is_written:
+                trail.written()
+                write_audit(
+                    self.log_path,
+                    AuditRecord(
+                        at=when, via="http", user_id=trail.user_id,
+                        learner_id=trail.learner_id, status=status,
+                    ),
+                )  # fmt: skip
+
+        async def recording_first(message: Any) -> None:
+            if message["type"] == "http.response.start":  # the line is there before the answer
+                record(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_first)
+        finally:
+            record(500)  # an exception before any answer: ServerErrorMiddleware answers 500
+
+
+def write_audit(path: Path, record: AuditRecord) -> bool:
+    """Append `record` to the audit log at `path`; False (and the failure logged, without
+    personal data) when it could not be written."""
+    try:
+        append_audit(path, record)
+    except LoadError as exc:
+        log.error("audit log: %s", exc)
+        return False
+    return True
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -572,7 +734,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, str(exc.detail), dict(exc.headers or {}))
 
     async def server_error(request: Request, exc: Exception) -> Response:
-        return error_response(500, "Internal server error")
+        log.error("request failed: %s", _where(exc))
+        return error_response(500, INTERNAL_ERROR)
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, server_error)
@@ -614,6 +777,20 @@ def serve_forever(args: argparse.Namespace, settings: Settings) -> None:
     _run_uvicorn(args, settings, prepare(args, settings))
 
 
+def server_config(app: Any, settings: Settings, **options: Any) -> ServerConfig:
+    """uvicorn's configuration for `app` with the server's bounds on slow and idle clients
+    (`learner_export.http_server`): a request must arrive within `http_request_timeout`, an idle
+    keep-alive connection is closed after `http_keep_alive_timeout`, and past
+    `http_max_connections` connections or requests a worker answers 503."""
+    return ServerConfig(
+        app,
+        request_timeout=settings.http_request_timeout,
+        timeout_keep_alive=settings.http_keep_alive_timeout,
+        limit_concurrency=settings.http_max_connections,
+        **options,
+    )
+
+
 def _run_uvicorn(args: argparse.Namespace, settings: Settings, secret: str) -> None:
     import uvicorn
 
@@ -629,15 +806,24 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings, secret: str) -> N
         "ws": "none",
     }
     if args.workers == 1:
-        uvicorn.run(create_app(settings, secret=secret), **options)
+        server = uvicorn.Server(
+            server_config(create_app(settings, secret=secret), settings, **options)
+        )
+        server.run()
+        if not server.started:
+            sys.exit(STARTUP_FAILURE)  # as uvicorn.run does; uvicorn has logged why
         return
     if args.demo:
         # Worker processes build their settings from the environment: hand them the demo secret.
         os.environ["JWT_SECRET"] = secret
-    _run_workers("serve:create_app_from_environment", workers=args.workers, options=options)
+    _run_workers(
+        "serve:create_app_from_environment", settings, workers=args.workers, options=options
+    )
 
 
-def _run_workers(factory: str, *, workers: int, options: dict[str, Any]) -> None:
+def _run_workers(
+    factory: str, settings: Settings, *, workers: int, options: dict[str, Any]
+) -> None:
     """What `uvicorn.run` does for several workers, but with TCP_NODELAY on the shared socket.
 
     uvicorn binds that socket without naming the TCP protocol, so asyncio does not turn Nagle's
@@ -648,10 +834,9 @@ def _run_workers(factory: str, *, workers: int, options: dict[str, Any]) -> None
     """
     import socket
 
-    import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    config = uvicorn.Config(factory, factory=True, workers=workers, **options)
+    config = server_config(factory, settings, factory=True, workers=workers, **options)
     sock = config.bind_socket()
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -11,6 +11,7 @@ import functools
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,27 @@ def describe(url: str | URL) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
-def create_source_engine(url: str | URL, **engine_kwargs: Any) -> Engine:
-    """An engine that can only read the source at `url`.
+@dataclass(frozen=True, slots=True)
+class SourceTimeouts:
+    """How long a reader waits on the source before giving up, in seconds (None: no bound).
+
+    `pool`: for a free connection of the engine's pool (SQLAlchemy's `pool_timeout`).
+    `connect`: for a new PostgreSQL connection (libpq's `connect_timeout`; libpq counts anything
+    below 2 as 2). `statement`: for one PostgreSQL statement (the session's `statement_timeout`,
+    enforced by the server; SQLite reads a local file and has no such bound).
+    Every one of them ends as a `TransientExtractError` from `snapshot`.
+    """
+
+    pool: float | None = 30.0
+    connect: int | None = 10
+    statement: float | None = None
+
+
+def create_source_engine(
+    url: str | URL, *, timeouts: SourceTimeouts | None = None, **engine_kwargs: Any
+) -> Engine:
+    """An engine that can only read the source at `url`, bounded by `timeouts` (default:
+    SQLAlchemy's 30 s pool wait, a 10 s connect timeout, no statement timeout).
 
     SQLite: the file must exist; it is opened read-only, and every transaction is an explicit
     `BEGIN` so that the several SELECTs of one export see one snapshot (pysqlite would otherwise
@@ -65,10 +85,13 @@ def create_source_engine(url: str | URL, **engine_kwargs: Any) -> Engine:
     """
     parsed = normalize_url(url)
     backend = parsed.get_backend_name()
+    timeouts = timeouts or SourceTimeouts()
+    if timeouts.pool is not None:
+        engine_kwargs.setdefault("pool_timeout", timeouts.pool)
     if backend == "sqlite":
         return _sqlite_engine(parsed, **engine_kwargs)
     if backend == "postgresql":
-        return _postgres_engine(parsed, **engine_kwargs)
+        return _postgres_engine(parsed, timeouts, **engine_kwargs)
     raise TerminalExtractError(f"unsupported database kind {backend!r}: use sqlite or postgresql")
 
 
@@ -101,11 +124,15 @@ def _sqlite_engine(url: URL, **engine_kwargs: Any) -> Engine:
     return engine
 
 
-def _postgres_engine(url: URL, **engine_kwargs: Any) -> Engine:
+def _postgres_engine(url: URL, timeouts: SourceTimeouts, **engine_kwargs: Any) -> Engine:
     connect_args = dict(engine_kwargs.pop("connect_args", {}))
-    options = connect_args.get("options", "")
-    connect_args["options"] = f"{options} -c default_transaction_read_only=on".strip()
-    connect_args.setdefault("connect_timeout", 10)
+    options = connect_args.get("options", "") + " -c default_transaction_read_only=on"
+    if timeouts.statement is not None:
+        # Server-side: a statement running longer is cancelled (SQLSTATE 57014, transient).
+        options += f" -c statement_timeout={max(1, round(timeouts.statement * 1000))}"
+    connect_args["options"] = options.strip()
+    if timeouts.connect is not None:
+        connect_args.setdefault("connect_timeout", timeouts.connect)
     connect_args.setdefault("application_name", "learner-export")
     # Text arrives as UTF-8 whatever the database's encoding, so stored JSON can go into the
     # (UTF-8) documents byte for byte.
@@ -141,9 +168,10 @@ def _json_text_loader() -> type:
 def snapshot(engine: Engine) -> Iterator[Connection]:
     """One read-only transaction in which every SELECT sees the same committed state.
 
-    Source errors are translated: connection failures become `TransientExtractError` (worth a
-    retry), everything else `TerminalExtractError`. The database's own message is left out on
-    purpose, since PostgreSQL quotes offending values; the SQLSTATE code is kept.
+    Source errors are translated: connection failures, timeouts and an exhausted pool become
+    `TransientExtractError` (worth a retry), everything else `TerminalExtractError`. The
+    database's own message is left out on purpose, since PostgreSQL quotes offending values; the
+    SQLSTATE code is kept.
     """
     try:
         with engine.connect() as conn:
@@ -155,6 +183,11 @@ def snapshot(engine: Engine) -> Iterator[Connection]:
                 yield conn
     except sa.exc.DBAPIError as exc:
         raise _translate(exc, engine) from None
+    except sa.exc.TimeoutError:
+        # The pool's own wait (not a DBAPIError): every connection stayed busy for pool_timeout.
+        raise TransientExtractError(
+            f"no {engine.dialect.name} source connection became free in time; it may be retried"
+        ) from None
 
 
 def _translate(exc: sa.exc.DBAPIError, engine: Engine) -> ExtractError:

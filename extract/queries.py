@@ -28,6 +28,8 @@ from extract.tables import (
 )
 
 POSTGRESQL = "postgresql"
+LESSON_TOTAL = "lesson_total"
+"""The column a capped lessons query adds to each row: the learner's lesson count, all of them."""
 
 AnySelect: TypeAlias = sa.Select[*tuple[Any, ...]]
 """A SELECT of any columns (SQLAlchemy 2.1 types a Select by its column types, one by one)."""
@@ -129,24 +131,35 @@ def lessons_query(
 ) -> AnySelect:
     """Lessons of these learners, grouped by learner, each group in contract order.
 
-    With `limit_per_learner`, only that many of each learner's most recent lessons are read: a
-    window function numbers each learner's lessons in contract order, so one statement caps every
-    learner of a chunk. For a single learner (the HTTP export, the one-off CLI export) a plain
-    ORDER BY ... LIMIT gives the same rows in the same order without numbering every lesson.
+    With `limit_per_learner`, only that many of each learner's most recent lessons are read, and
+    each row carries LESSON_TOTAL, the learner's count of every lesson (a window over the same
+    scan: the table is read once, not once more to count). A window function numbers each
+    learner's lessons in contract order, so one statement caps every learner of a chunk. For a
+    single learner (the HTTP export, the one-off CLI export) a plain ORDER BY ... LIMIT gives the
+    same rows in the same order without numbering every lesson; the count is taken before the
+    LIMIT applies.
     """
     ids = list(learner_ids)
-    if limit_per_learner is None or len(set(ids)) == 1:
-        ordered = (
-            sa.select(*_lesson_columns(dialect))
+    columns = _lesson_columns(dialect)
+    if limit_per_learner is None:
+        return (
+            sa.select(*columns)
             .where(lessons.c.learner_id.in_(ids))
             .order_by(lessons.c.learner_id, *_lesson_order(dialect))
         )
-        return ordered if limit_per_learner is None else ordered.limit(limit_per_learner)
+    if len(set(ids)) == 1:
+        return (
+            sa.select(*columns, sa.func.count().over().label(LESSON_TOTAL))
+            .where(lessons.c.learner_id.in_(ids))
+            .order_by(lessons.c.learner_id, *_lesson_order(dialect))
+            .limit(limit_per_learner)
+        )
     position = sa.func.row_number().over(
         partition_by=lessons.c.learner_id, order_by=_lesson_order(dialect)
     )
+    total = sa.func.count().over(partition_by=lessons.c.learner_id)
     numbered = (
-        sa.select(*_lesson_columns(dialect), position.label("position"))
+        sa.select(*columns, total.label(LESSON_TOTAL), position.label("position"))
         .where(lessons.c.learner_id.in_(ids))
         .subquery("numbered")
     )
@@ -155,15 +168,6 @@ def lessons_query(
         sa.select(*kept)
         .where(numbered.c.position <= limit_per_learner)
         .order_by(numbered.c.learner_id, numbered.c.position)
-    )
-
-
-def lesson_counts_query(learner_ids: Collection[int]) -> sa.Select[int, int]:
-    """How many lessons each of these learners has in the source (learners with none are absent)."""
-    return (
-        sa.select(lessons.c.learner_id, sa.func.count().label("lessons"))
-        .where(lessons.c.learner_id.in_(list(learner_ids)))
-        .group_by(lessons.c.learner_id)
     )
 
 

@@ -1,7 +1,8 @@
 """Runs the queries of `extract.queries` and groups the rows by learner.
 
 A chunk of learners costs four statements whatever its size (users, profiles, lessons,
-achievements) plus one count when lessons are capped, all inside the caller's snapshot. The
+achievements), each table read once, all inside the caller's snapshot: when lessons are capped,
+the count of every lesson comes with the capped rows. The
 lessons, nearly all of the bytes, are streamed: `iter_learners` hands over each learner as soon
 as its lessons have arrived, so a chunk's memory is one learner's rows, not all of them.
 """
@@ -9,7 +10,7 @@ as its lessons have arrived, so a chunk's memory is one learner's rows, not all 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Generator, Iterator
+from collections.abc import Collection, Generator, Iterator, Mapping
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -27,9 +28,16 @@ _CHUNKED_ROWS_LIBPQ = 170_000
 """The first libpq version (as `psycopg.pq.version()` numbers it) with chunked-rows mode."""
 
 
-def read_learner(conn: Connection, learner_id: int, *, lesson_limit: int | None) -> LearnerRows:
-    """One learner's rows; `LearnerNotFound` when the id is not a LEARNER user."""
-    found = read_learners(conn, [learner_id], lesson_limit=lesson_limit)
+def read_learner(
+    conn: Connection, learner_id: int, *, lesson_limit: int | None, user: Row | None = None
+) -> LearnerRows:
+    """One learner's rows; `LearnerNotFound` when the id is not a LEARNER user. `user`, the
+    learner's `users` row when the caller has read it already (`read_users`), spares a read."""
+    known = None if user is None else {learner_id: user}
+    found = {
+        rows.learner_id: rows
+        for rows in iter_learners(conn, [learner_id], lesson_limit=lesson_limit, users=known)
+    }
     if learner_id not in found:
         raise LearnerNotFound(learner_id)
     return found[learner_id]
@@ -47,7 +55,11 @@ def read_learners(
 
 
 def iter_learners(
-    conn: Connection, learner_ids: Collection[int], *, lesson_limit: int | None
+    conn: Connection,
+    learner_ids: Collection[int],
+    *,
+    lesson_limit: int | None,
+    users: Mapping[int, Row] | None = None,
 ) -> Generator[LearnerRows, None, None]:
     """The rows of every id in `learner_ids` that is a LEARNER user, one learner at a time in
     ascending id order, each as soon as its lessons have been read.
@@ -60,11 +72,9 @@ def iter_learners(
     """
     dialect = conn.dialect.name
     ids = sorted(set(learner_ids))
-    users = {
-        row.id: _mapping(row)
-        for row in conn.execute(queries.users_query(dialect, ids))
-        if row.role == "LEARNER"
-    }
+    if users is None:
+        users = read_users(conn, ids)
+    users = {i: users[i] for i in ids if i in users and users[i]["role"] == "LEARNER"}
     if not users:
         return
     ids = sorted(users)
@@ -74,20 +84,17 @@ def iter_learners(
     achievements = _grouped(
         conn.execute(queries.achievements_query(dialect, ids)), key="learner_id"
     )
-    totals: dict[int, int] | None = None
-    if lesson_limit is not None:
-        # Rows unpack as tuples (SQLAlchemy 2.1 deprecates Result.tuples()).
-        totals = {
-            learner_id: count
-            for learner_id, count in conn.execute(queries.lesson_counts_query(ids))
-        }
     lessons = _stream(conn, queries.lessons_query(dialect, ids, limit_per_learner=lesson_limit))
     json_checked = dialect == queries.POSTGRESQL
     # Lessons come ordered by learner id, as `ids` are: each learner's are the next run of rows.
     pending = next(lessons, None)
     for learner_id in ids:
         own: list[Row] = []
+        total = 0
         while pending is not None and pending["learner_id"] == learner_id:
+            # A capped read carries each learner's full count on every row (read once, with
+            # the rows); it is no column of the lesson.
+            total = cast(dict[str, int], pending).pop(queries.LESSON_TOTAL, 0)
             own.append(pending)
             pending = next(lessons, None)
         yield LearnerRows(
@@ -95,10 +102,28 @@ def iter_learners(
             user=users[learner_id],
             profile=profiles.get(learner_id),
             lessons=own,
-            lesson_total=len(own) if totals is None else totals.get(learner_id, 0),
+            lesson_total=len(own) if lesson_limit is None else max(total, len(own)),
             achievements=achievements.get(str(learner_id), []),
             json_checked=json_checked,
         )
+
+
+def read_users(conn: Connection, user_ids: Collection[int]) -> dict[int, Row]:
+    """The `users` rows (every column but `password`) with these ids, keyed by id; ids with no
+    user are absent. One statement: the HTTP export authorizes with it (`account`) and hands the
+    learner's row to `read_learner`, so `users` is read once per request."""
+    wanted = sorted(set(user_ids))
+    if not wanted:
+        return {}
+    return {
+        row.id: _mapping(row)
+        for row in conn.execute(queries.users_query(conn.dialect.name, wanted))
+    }
+
+
+def account(user: Row) -> Account:
+    """What authorization needs of a `users` row."""
+    return Account(id=user["id"], role=str(user["role"]), parent_id=user["parent_id"])
 
 
 def read_accounts(conn: Connection, user_ids: Collection[int]) -> dict[int, Account]:

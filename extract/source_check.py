@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection
 
 from extract import tables
-from extract.engine import create_source_engine, normalize_url
+from extract.engine import SourceTimeouts, create_source_engine, normalize_url
 from extract.errors import ExtractError, TerminalExtractError, TransientExtractError
 
 CONNECT_SECONDS = 5
@@ -55,10 +55,11 @@ def check_source(url: str | URL) -> None:
     a type it can read. Raises TerminalExtractError (or TransientExtractError when the server
     may come back: refused, timed out, starting up) with a one-line reason."""
     parsed = normalize_url(url)
-    options: dict[str, object] = {"poolclass": sa.pool.NullPool}
-    if parsed.get_backend_name() == "postgresql":
-        options["connect_args"] = {"connect_timeout": CONNECT_SECONDS}
-    engine = create_source_engine(parsed, **options)
+    engine = create_source_engine(
+        parsed,
+        timeouts=SourceTimeouts(pool=None, connect=CONNECT_SECONDS, statement=None),
+        poolclass=sa.pool.NullPool,  # one connection, closed after the check
+    )
     try:
         with engine.connect() as conn:
             drift = schema_drift(conn)

@@ -52,6 +52,7 @@ learner_profiles = sa.Table(
     sa.Column("recommended_subjects", json_text),
     sa.Column("struggling_areas", json_text),
     sa.Column("created_at", sa.DateTime(timezone=False), server_default=sa.func.now()),
+    sa.Index("learner_profiles_user_idx", "user_id"),
 )
 
 lessons = sa.Table(

@@ -1,4 +1,5 @@
-"""What every subcommand shares: the program's name, the user error, and argument types.
+"""What every subcommand shares: the program's name, the user error, argument types, and the
+warning about missing indexes.
 
 Its own module so that `cli` and the command modules it loads import it, never each other.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -18,6 +20,15 @@ PROG = "learner-export"
 
 class UserError(Exception):
     """A failure the user can act on: printed as one line, exit code 1."""
+
+
+def warn_of_missing_indexes(url: str) -> None:
+    """Print one warning line on stderr when the source at `url` lacks an index the exports need
+    (`extract.indexes`); said when `serve` and `archive` start."""
+    from extract.indexes import missing_index_warning
+
+    if warning := missing_index_warning(url):
+        print(f"{PROG}: warning: {warning}", file=sys.stderr, flush=True)
 
 
 def positive_int(text: str) -> int:

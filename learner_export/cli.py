@@ -67,6 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_database_option(export)
 
+    indexes = add_command(
+        commands,
+        "indexes",
+        _run_indexes,
+        help="print the CREATE INDEX statements the source lacks for fast exports (runs nothing)",
+    )
+    indexes.add_argument(
+        "--all", action="store_true", help="print every needed index, not only the missing ones"
+    )
+    add_database_option(indexes)
+
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(commands)
     return parser
@@ -94,6 +105,28 @@ def _run_demo_db(args: argparse.Namespace, settings: Settings) -> None:
         f"{len(rows.learner_ids)} learners (ids {rows.learner_ids[0]}..{rows.learner_ids[-1]}), "
         f"{len(rows.lessons)} lessons, {len(rows.achievements)} achievements"
     )
+
+
+def _run_indexes(args: argparse.Namespace, settings: Settings) -> None:
+    """Print the CREATE INDEX statements of the indexes an export needs (lessons, achievements
+    and learner_profiles, by learner) that the source lacks. Nothing is run: the exporter only
+    reads. Without them every export scans those tables whole. On PostgreSQL the statements use
+    CONCURRENTLY (writes go on meanwhile), which cannot run inside a transaction: run them one by
+    one, e.g. `learner-export indexes | psql "$OWNER_URL"` (psql runs each line on its own)."""
+    from extract.engine import create_source_engine, snapshot
+    from extract.indexes import NEEDED_INDEXES, missing_indexes
+
+    engine = create_source_engine(_source_url(args, settings))
+    try:
+        with snapshot(engine) as conn:
+            needed = list(NEEDED_INDEXES) if args.all else missing_indexes(conn)
+            dialect = conn.dialect.name
+    finally:
+        engine.dispose()
+    if not needed:
+        print("-- the source has every index the export needs")
+    for index in needed:
+        print(index.create_statement(dialect))
 
 
 def _run_export(args: argparse.Namespace, settings: Settings) -> None:

@@ -22,6 +22,7 @@ from learner_export.arguments import (
     add_database_option,
     learner_list,
     positive_int,
+    warn_of_missing_indexes,
 )
 from learner_export.settings import Settings
 
@@ -218,6 +219,7 @@ def run_archive(args: argparse.Namespace, settings: Settings) -> None:
         run_id = check_archive(options, secrets, now=datetime.now(UTC))
     except (ArchiveError, ExtractError, LoadError) as exc:
         raise UserError(str(exc)) from None
+    warn_of_missing_indexes(secrets.source_url.get_secret_value())
     if note := unencrypted_tables_note(encrypt=options.encrypt, parquet=options.parquet):
         print(f"{PROG}: note: {note}", file=sys.stderr)
     configure_prefect(settings)  # before the task runner's import loads Prefect

@@ -1,58 +1,126 @@
-"""A per-user limit on exports: at most N in any sliding window of 60 seconds.
+"""A per-user limit on exports: at most N in any sliding window of 60 seconds, shared by every
+worker process of one server.
 
-In memory, per process: with several server workers each enforces its own window, so a user may
-get up to N per worker (documented in the server's help). Only admitted requests count: a client
-that waits out the Retry-After it was given is admitted, however often it was refused before.
+The window lives in a small SQLite file (WAL mode) beside the audit log, not in a process's
+memory: with `--workers 2` a limit of 2 a minute admits 2, not 4. Each decision is one
+`BEGIN IMMEDIATE` transaction (the file's write lock), so two workers never both take the last
+place, and each reads the clock only once it holds that lock. Only admitted requests count: a
+client that waits out the Retry-After it was given is admitted, however often it was refused
+before. Times are wall-clock seconds (`time.time`, the one clock every process of the host
+shares); an entry more than a window in the future (the clock was set back) is dropped rather
+than trusted. The file holds user ids and times only, mode 0600.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import sqlite3
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 WINDOW_SECONDS = 60.0
+BUSY_TIMEOUT_SECONDS = 5.0
+"""How long a decision waits for another worker's transaction on the file before it fails."""
+FILE_MODE = 0o600
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS admitted (user_id INTEGER NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS admitted_by_user ON admitted (user_id, at);
+"""
+
+
+class RateLimitUnavailable(Exception):
+    """The shared window could not be read or written (locked too long, disk trouble)."""
 
 
 class RateLimiter:
-    """Sliding-window counter keyed by user id. Thread-safe. Memory is bounded by the users seen
-    in the last two windows: idle users' entries are swept at most once a window."""
+    """Sliding-window counter keyed by user id, stored at `path`. Thread-safe, process-safe.
+
+    The store holds at most `per_window` entries per user active in the last two windows: idle
+    users' entries are swept at most once a window by each process.
+    """
 
     def __init__(
         self,
+        path: Path,
         per_window: int,
         *,
         window: float = WINDOW_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if per_window < 1:
             raise ValueError("the limit must allow at least one request per window")
+        self.path = path
         self.per_window = per_window
         self.window = window
         self._clock = clock
-        self._admitted: dict[int, deque[float]] = {}
         self._lock = threading.Lock()
-        self._last_sweep = clock()
+        self._db: sqlite3.Connection | None = None
+        self._last_sweep = -math.inf
 
     def admit(self, user_id: int) -> int | None:
         """Count one request of `user_id` and return None if it is within the limit; otherwise
-        count nothing and return the whole seconds (>= 1) after which a retry will be admitted."""
-        now = self._clock()
-        horizon = now - self.window
+        count nothing and return the whole seconds (>= 1) after which a retry will be admitted.
+        Raises `RateLimitUnavailable` when the shared store cannot be used."""
         with self._lock:
-            if self._last_sweep <= horizon:  # at most once a window: drop idle users' entries
-                self._sweep(horizon)
-                self._last_sweep = now
-            times = self._admitted.setdefault(user_id, deque())
-            while times and times[0] <= horizon:
-                times.popleft()
-            if len(times) < self.per_window:
-                times.append(now)
-                return None
-            return max(1, math.ceil(times[0] + self.window - now))
+            try:
+                db = self._connection()
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    # Read the clock holding the write lock: an entry written before is older.
+                    retry_after = self._decide(db, user_id, self._clock())
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+            except (sqlite3.Error, OSError) as exc:
+                raise RateLimitUnavailable(
+                    f"the rate limit's store {self.path} cannot be used ({type(exc).__name__})"
+                ) from None
+        return retry_after
 
-    def _sweep(self, horizon: float) -> None:
-        for user_id in [u for u, times in self._admitted.items() if times[-1] <= horizon]:
-            del self._admitted[user_id]
+    def _decide(self, db: sqlite3.Connection, user_id: int, now: float) -> int | None:
+        horizon = now - self.window
+        future = now + self.window  # beyond it, only a clock set back far could have written
+        if self._last_sweep <= horizon:  # at most once a window: drop idle users' entries
+            db.execute("DELETE FROM admitted WHERE at <= ? OR at > ?", (horizon, future))
+            self._last_sweep = now
+        else:
+            db.execute(
+                "DELETE FROM admitted WHERE user_id = ? AND (at <= ? OR at > ?)",
+                (user_id, horizon, future),
+            )
+        count, oldest = db.execute(
+            "SELECT count(*), min(at) FROM admitted WHERE user_id = ?", (user_id,)
+        ).fetchone()
+        if count < self.per_window:
+            db.execute("INSERT INTO admitted (user_id, at) VALUES (?, ?)", (user_id, now))
+            return None
+        return max(1, math.ceil(float(oldest) + self.window - now))
+
+    def _connection(self) -> sqlite3.Connection:
+        """The process's connection to the store, opened (and the store created) on first use:
+        after the server has forked or spawned its workers, never before."""
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Created 0600 before SQLite opens it; its -wal and -shm files take the same mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+            db = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None,
+                check_same_thread=False,
+            )  # fmt: skip
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # a lost last entry after a crash is harmless
+            db.executescript(_SCHEMA)
+            self._db = db
+        return self._db
+
+    def close(self) -> None:
+        """Close the process's connection (it is reopened on the next `admit`)."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import secrets
 
-from learner_export.arguments import UserError
+from learner_export.arguments import UserError, warn_of_missing_indexes
 from learner_export.settings import Settings
 
 DESCRIPTION = (
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=1,
-        help="worker processes (default 1); the per-user export limit applies per worker",
+        help="worker processes (default 1); the per-user export limit is shared by all of them",
     )
     parser.add_argument("--ssl-keyfile", metavar="PATH", help="TLS private key: serve HTTPS")
     parser.add_argument("--ssl-certfile", metavar="PATH", help="TLS certificate chain: serve HTTPS")
@@ -74,7 +74,8 @@ def prepare(args: argparse.Namespace, settings: Settings) -> str:
 
 
 def _check_places(settings: Settings) -> None:
-    """The source can be opened and the audit log appended to, or a one-line error."""
+    """The source can be opened and the audit log appended to, or a one-line error; a warning
+    when the source lacks an index the exports need."""
     from extract.engine import create_source_engine
     from extract.errors import ExtractError
     from load.audit import ensure_audit_log
@@ -85,6 +86,7 @@ def _check_places(settings: Settings) -> None:
         ensure_audit_log(settings.audit_log_path)
     except (ExtractError, LoadError) as exc:
         raise UserError(str(exc)) from None
+    warn_of_missing_indexes(settings.source_url)
 
 
 def _prepare_demo(settings: Settings) -> str:

@@ -53,8 +53,43 @@ class Settings(BaseSettings):
     exports_per_minute: int = Field(
         default=30,
         gt=0,
-        description="Exports one user may ask the HTTP endpoint for per minute (per server"
-        " process); more are answered 429 with Retry-After.",
+        description="Export requests one PARENT or ADMIN may make to the HTTP endpoint per minute,"
+        " counted across all the server's workers; more are answered 429 with Retry-After.",
+    )
+    database_pool_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds an HTTP request waits for a free source connection before it is"
+        " answered 503.",
+    )
+    database_connect_timeout: int = Field(
+        default=5,
+        ge=2,
+        description="Seconds the HTTP server waits for a new PostgreSQL connection (libpq's"
+        " connect_timeout, which counts anything below 2 as 2).",
+    )
+    database_statement_timeout: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds one PostgreSQL statement of the HTTP server may run before the"
+        " server cancels it (statement_timeout); the request is answered 503.",
+    )
+    http_request_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has to send a whole request (head and body), counted from"
+        " the connection's start or the end of its previous response; then it is closed.",
+    )
+    http_keep_alive_timeout: int = Field(
+        default=5,
+        gt=0,
+        description="Seconds an idle keep-alive connection is kept open after a response.",
+    )
+    http_max_connections: int = Field(
+        default=512,
+        gt=0,
+        description="Concurrent connections (or requests) per worker beyond which uvicorn"
+        " answers new requests 503.",
     )
     encryption_key: SecretStr | None = Field(
         default=None, description="Key for encrypting documents at rest (--encrypt)."
@@ -71,6 +106,11 @@ class Settings(BaseSettings):
     def audit_log_path(self) -> Path:
         """LEARNER_EXPORT_AUDIT_LOG, or `audit.jsonl` in the data directory."""
         return self.audit_log or self.data_dir / "audit.jsonl"
+
+    @property
+    def rate_limit_path(self) -> Path:
+        """The rate limit's shared store (SQLite), beside the audit log."""
+        return self.audit_log_path.with_name("export-rate.sqlite3")
 
     @property
     def source_url(self) -> str:

@@ -6,15 +6,19 @@ a checksum: never a name, an e-mail address, a token or a document byte.
 
 Appends are atomic: the file is opened with `O_APPEND` and each line goes out in a single
 `write(2)`, so lines from concurrent writers (threads, or the server's worker processes) never
-interleave or overwrite each other. The file is created with mode 0600 (it reveals who exported
-which child's data).
+interleave or overwrite each other. The file is created with mode 0600 and kept so (it reveals who
+exported which child's data): an existing log readable by others is set back to 0600. Only a
+regular file is appended to: a symbolic link at the log's path is refused (`O_NOFOLLOW`), so the
+lines cannot be redirected into another file, and so is anything else that is not a file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -184,15 +188,12 @@ def abandoned_record(
 
 def append_audit(path: Path, record: AuditRecord) -> None:
     """Append `record` to the audit log at `path` as one line, creating the file (0600) and its
-    directory if needed. Raises a `LoadError` naming the path on failure."""
+    directory if needed. Raises a `LoadError` naming the path on failure (a symbolic link or
+    anything but a regular file at `path` is a failure)."""
     line = orjson.dumps(record.as_json()) + b"\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        descriptor = _open_log(path)
         try:
-            if _ends_torn(descriptor):
-                # A line cut short by a full disk: end it, so this one stays a line of its own.
-                line = b"\n" + line
             written = os.write(descriptor, line)
         finally:
             os.close(descriptor)
@@ -203,20 +204,35 @@ def append_audit(path: Path, record: AuditRecord) -> None:
         raise TerminalLoadError(f"appending to {path} wrote {written} of {len(line)} bytes")
 
 
-def _ends_torn(descriptor: int) -> bool:
-    size = os.fstat(descriptor).st_size
-    return size > 0 and os.pread(descriptor, 1, size - 1) != b"\n"
-
-
 def ensure_audit_log(path: Path) -> None:
-    """Create the log at `path` (mode 0600, and its directory) if it is missing, and prove it can
-    be appended to, so that a server fails at start rather than serving exports it cannot record.
-    Raises a `LoadError` naming the path."""
+    """Create the log at `path` (mode 0600, and its directory) if it is missing, set an existing
+    one back to 0600, and prove it can be appended to, so that a server fails at start rather
+    than serving exports it cannot record. Raises a `LoadError` naming the path."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE))
+        os.close(_open_log(path))
     except OSError as exc:
         raise os_error(exc, f"appending to {path}") from None
+
+
+def _open_log(path: Path) -> int:
+    """A descriptor appending to the regular file at `path` (created 0600), whose mode is 0600.
+
+    `O_NOFOLLOW` makes a symbolic link fail with ELOOP; `O_NONBLOCK` keeps a FIFO from blocking
+    the open, and the check below refuses it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    descriptor = os.open(path, flags, FILE_MODE)
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if stat.S_IMODE(status.st_mode) != FILE_MODE:
+            os.fchmod(descriptor, FILE_MODE)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor
 
 
 def read_audit(path: Path) -> list[dict[str, Any]]:

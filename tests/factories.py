@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from extract.records import LearnerRows
@@ -106,3 +108,24 @@ def zstd_bomb(inflated_bytes: int) -> bytes:
     blocks = (rle.to_bytes(3, "little") + b"\0") * (count - 1)
     last = (rle | 1).to_bytes(3, "little") + b"\0"
     return header + blocks + last
+
+
+PLATFORM_TABLES = """
+CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT UNIQUE, username TEXT UNIQUE, role TEXT,
+                    parent_id INTEGER);
+CREATE TABLE learner_profiles (id TEXT PRIMARY KEY, user_id INTEGER NOT NULL);
+CREATE TABLE lessons (id TEXT PRIMARY KEY, learner_id INTEGER NOT NULL, status TEXT,
+                      created_at TIMESTAMP);
+CREATE UNIQUE INDEX one_active_lesson ON lessons (learner_id) WHERE status = 'ACTIVE';
+CREATE TABLE achievements (id TEXT PRIMARY KEY, learner_id TEXT NOT NULL);
+"""
+"""The four tables indexed as the platform's real database is: primary keys, unique e-mails and
+usernames, a partial unique index on ACTIVE lessons, nothing by learner."""
+
+
+def platform_like_sqlite(path: Path) -> str:
+    """A SQLite file with PLATFORM_TABLES (no rows); its URL."""
+    with sqlite3.connect(path) as db:
+        db.executescript(PLATFORM_TABLES)
+    db.close()
+    return f"sqlite:///{path}"

@@ -113,6 +113,12 @@ class PostgresCluster:
             ).fetchone()
         return int(row[0]) if row else 0
 
+    def pids(self) -> list[int]:
+        """The server's processes: the postmaster, then its children (the sessions too)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+        return [postmaster, *(int(pid) for pid in children)]
+
     def stop(self) -> None:
         with contextlib.suppress(Exception):
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")

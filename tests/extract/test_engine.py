@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
-from extract.engine import create_source_engine, describe, normalize_url, snapshot
+from extract.engine import (
+    SourceTimeouts,
+    create_source_engine,
+    describe,
+    normalize_url,
+    snapshot,
+)
 from extract.errors import TerminalExtractError, TransientExtractError
 from extract.reader import all_learner_ids
 from learner_export.processes import free_port
+from tests.conftest import DemoSource
 from tests.pg import PostgresCluster
 
 
@@ -71,4 +79,39 @@ def test_a_database_without_the_tables_is_terminal(pg_cluster: PostgresCluster) 
     engine = create_source_engine(url)
     with pytest.raises(TerminalExtractError, match=r"\(42P01\)"), snapshot(engine) as conn:
         all_learner_ids(conn)
+    engine.dispose()
+
+
+def test_an_exhausted_pool_is_transient(sqlite_demo: DemoSource) -> None:
+    engine = create_source_engine(
+        sqlite_demo.url, timeouts=SourceTimeouts(pool=0.05), pool_size=1, max_overflow=0
+    )
+    with (
+        engine.connect(),  # the pool's only connection, held
+        pytest.raises(TransientExtractError, match="no sqlite source connection became free"),
+        snapshot(engine),
+    ):
+        pass
+    engine.dispose()
+
+
+def test_a_server_that_never_answers_is_a_transient_connect_timeout() -> None:
+    """A listening socket that accepts and never speaks: libpq gives up after connect_timeout."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        engine = create_source_engine(
+            f"postgresql://nobody@127.0.0.1:{port}/none", timeouts=SourceTimeouts(connect=2)
+        )
+        with pytest.raises(TransientExtractError, match="may be retried"), snapshot(engine):
+            pass
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_statement_past_the_statement_timeout_is_transient(postgres_demo: DemoSource) -> None:
+    engine = create_source_engine(postgres_demo.url, timeouts=SourceTimeouts(statement=0.05))
+    with pytest.raises(TransientExtractError, match="57014"), snapshot(engine) as conn:
+        conn.exec_driver_sql("SELECT pg_sleep(5)")
+    with snapshot(engine) as conn:  # the session is usable again afterwards
+        assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "50ms"
     engine.dispose()

@@ -51,7 +51,7 @@ def test_only_the_four_tables_are_read() -> None:
         queries.users_query("postgresql", [1]),
         queries.profiles_query("postgresql", [1]),
         queries.lessons_query("postgresql", [1], limit_per_learner=5),
-        queries.lesson_counts_query([1]),
+        queries.lessons_query("postgresql", [1, 2], limit_per_learner=5),
         queries.achievements_query("postgresql", [1]),
         queries.learner_ids_query(),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -203,3 +204,26 @@ def test_an_older_libpq_streams_row_by_row_with_the_same_rows(
         engine.dispose()
     assert sizes == [STREAM_ROWS, 1]
     assert single == chunked
+
+
+@pytest.mark.parametrize("learners", [[4], [3, 4]], ids=["one learner", "a chunk"])
+def test_a_capped_read_reads_each_table_once(sqlite_demo: DemoSource, learners: list[int]) -> None:
+    """The lesson count comes with the capped rows, not from a second pass over lessons (SQLite:
+    every statement, lessons included, goes through SQLAlchemy's events)."""
+    engine = create_source_engine(sqlite_demo.url)
+    statements: list[str] = []
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    try:
+        with snapshot(engine) as conn:
+            found = read_learners(conn, learners, lesson_limit=1000)
+    finally:
+        engine.dispose()
+    assert (len(found[4].lessons), found[4].lesson_total) == (1000, BIG_LEARNER_LESSONS)
+    assert all("lesson_total" not in lesson for lesson in found[4].lessons)
+    read = [table for s in statements for table in re.findall(r"\bFROM\s+(\w+)", s)]
+    assert sorted(read) == ["achievements", "learner_profiles", "lessons", "users"]

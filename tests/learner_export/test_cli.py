@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import re
@@ -16,7 +17,7 @@ import pytest
 from load.codec import inflation_limit
 from load.manifest import MANIFEST_NAME, FileEntry, to_json
 from tests.conftest import DemoSource
-from tests.factories import zstd_bomb
+from tests.factories import platform_like_sqlite, zstd_bomb
 from tests.restore_helpers import manifest_of, user_ids
 from transform.schema import schema_errors
 
@@ -237,3 +238,36 @@ def test_a_decompression_bomb_is_refused_in_one_line_with_bounded_memory(
     if command == "restore":
         assert user_ids(target) == []
         assert refusal.count(BOMB_NAME) == 1  # the outcome names the file once
+
+
+def test_indexes_prints_what_the_source_lacks_and_runs_nothing(
+    sqlite_demo: DemoSource, env: dict[str, str], tmp_path: Path
+) -> None:
+    platform = platform_like_sqlite(tmp_path / "platform.sqlite3")
+    before = (tmp_path / "platform.sqlite3").read_bytes()
+    result = run_cli("indexes", "--database-url", platform, env=env, cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines() == [
+        "CREATE INDEX IF NOT EXISTS lessons_learner_created_idx ON lessons (learner_id, created_at);",
+        "CREATE INDEX IF NOT EXISTS achievements_learner_idx ON achievements (learner_id);",
+        "CREATE INDEX IF NOT EXISTS learner_profiles_user_idx ON learner_profiles (user_id);",
+    ]
+    assert (tmp_path / "platform.sqlite3").read_bytes() == before
+    complete = run_cli("indexes", "--database-url", sqlite_demo.url, env=env, cwd=tmp_path)
+    assert complete.stdout == "-- the source has every index the export needs\n"
+    every = run_cli("indexes", "--all", "--database-url", sqlite_demo.url, env=env, cwd=tmp_path)
+    assert len(every.stdout.splitlines()) == 3
+
+
+def test_serve_warns_at_start_of_the_indexes_the_source_lacks(
+    env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from learner_export.serving import prepare
+    from learner_export.settings import Settings
+
+    platform = platform_like_sqlite(tmp_path / "platform.sqlite3")
+    settings = Settings(DATABASE_URL=platform, JWT_SECRET="x" * 32, data_dir=tmp_path / "data")
+    args = argparse.Namespace(workers=1, ssl_keyfile=None, ssl_certfile=None, demo=False)
+    prepare(args, settings)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("learner-export: warning: the source has no index on lessons.learner_id")

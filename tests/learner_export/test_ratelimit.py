@@ -1,10 +1,15 @@
-"""The per-user sliding window."""
+"""The per-user sliding window, shared through a SQLite file by every limiter that opens it."""
 
 from __future__ import annotations
 
+import sqlite3
+import stat
+import threading
+from pathlib import Path
+
 import pytest
 
-from learner_export.ratelimit import RateLimiter
+from learner_export.ratelimit import RateLimiter, RateLimitUnavailable
 
 
 class Clock:
@@ -15,9 +20,13 @@ class Clock:
         return self.now
 
 
-def test_admits_up_to_the_limit_then_says_when_to_retry() -> None:
+def _limiter(tmp_path: Path, per_window: int, clock: Clock) -> RateLimiter:
+    return RateLimiter(tmp_path / "rate.sqlite3", per_window, clock=clock)
+
+
+def test_admits_up_to_the_limit_then_says_when_to_retry(tmp_path: Path) -> None:
     clock = Clock()
-    limiter = RateLimiter(3, clock=clock)
+    limiter = _limiter(tmp_path, 3, clock)
     assert [limiter.admit(7) for _ in range(3)] == [None, None, None]
     clock.now += 10.5
     assert limiter.admit(7) == 50  # the first admitted request leaves the window at 1060
@@ -25,9 +34,9 @@ def test_admits_up_to_the_limit_then_says_when_to_retry() -> None:
     assert limiter.admit(7) is None
 
 
-def test_refusals_do_not_count() -> None:
+def test_refusals_do_not_count(tmp_path: Path) -> None:
     clock = Clock()
-    limiter = RateLimiter(1, clock=clock)
+    limiter = _limiter(tmp_path, 1, clock)
     assert limiter.admit(1) is None
     for _ in range(100):
         assert limiter.admit(1) is not None
@@ -35,31 +44,84 @@ def test_refusals_do_not_count() -> None:
     assert limiter.admit(1) is None
 
 
-def test_users_are_counted_apart() -> None:
-    limiter = RateLimiter(1, clock=Clock())
+def test_users_are_counted_apart(tmp_path: Path) -> None:
+    limiter = _limiter(tmp_path, 1, Clock())
     assert limiter.admit(1) is None
     assert limiter.admit(2) is None
     assert limiter.admit(1) is not None
 
 
-def test_retry_after_is_at_least_one_second() -> None:
+def test_retry_after_is_at_least_one_second(tmp_path: Path) -> None:
     clock = Clock()
-    limiter = RateLimiter(1, clock=clock)
+    limiter = _limiter(tmp_path, 1, clock)
     limiter.admit(1)
     clock.now += 59.999
     assert limiter.admit(1) == 1
 
 
-def test_idle_users_are_forgotten() -> None:
+def test_idle_users_are_forgotten(tmp_path: Path) -> None:
     clock = Clock()
-    limiter = RateLimiter(5, clock=clock)
+    limiter = _limiter(tmp_path, 5, clock)
     for user in range(100):
         limiter.admit(user)
     clock.now += 61
     limiter.admit(1000)
-    assert list(limiter._admitted) == [1000]
+    with sqlite3.connect(limiter.path) as db:
+        assert db.execute("SELECT DISTINCT user_id FROM admitted").fetchall() == [(1000,)]
 
 
-def test_a_limit_below_one_is_refused() -> None:
+def test_two_limiters_on_one_file_share_the_window(tmp_path: Path) -> None:
+    """What two worker processes see: each opens the file, neither admits beyond the limit."""
+    clock = Clock()
+    first, second = _limiter(tmp_path, 2, clock), _limiter(tmp_path, 2, clock)
+    assert first.admit(5) is None
+    assert second.admit(5) is None
+    assert first.admit(5) is not None
+    assert second.admit(5) is not None
+
+
+def test_concurrent_admissions_never_exceed_the_limit(tmp_path: Path) -> None:
+    clock = Clock()
+    limiters = [_limiter(tmp_path, 10, clock) for _ in range(4)]
+    results: list[int | None] = []
+    lock = threading.Lock()
+
+    def ask(limiter: RateLimiter) -> None:
+        for _ in range(10):
+            answer = limiter.admit(9)
+            with lock:
+                results.append(answer)
+
+    threads = [threading.Thread(target=ask, args=(limiter,)) for limiter in limiters]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results.count(None) == 10
+    assert len(results) == 40
+
+
+def test_an_entry_from_the_future_is_not_trusted(tmp_path: Path) -> None:
+    clock = Clock()
+    limiter = _limiter(tmp_path, 1, clock)
+    assert limiter.admit(1) is None
+    clock.now -= 3600  # the wall clock was set back an hour
+    assert limiter.admit(1) is None
+
+
+def test_the_store_is_private(tmp_path: Path) -> None:
+    limiter = _limiter(tmp_path, 1, Clock())
+    limiter.admit(1)
+    assert stat.S_IMODE(limiter.path.stat().st_mode) == 0o600
+
+
+def test_a_store_that_cannot_be_opened_is_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    limiter = RateLimiter(tmp_path / "file" / "rate.sqlite3", 1, clock=Clock())
+    with pytest.raises(RateLimitUnavailable, match=r"rate\.sqlite3"):
+        limiter.admit(1)
+
+
+def test_a_limit_below_one_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
-        RateLimiter(0)
+        RateLimiter(tmp_path / "rate.sqlite3", 0)

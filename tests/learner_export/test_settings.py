@@ -99,6 +99,25 @@ def test_every_other_setting_is_read_from_its_prefixed_name(
     assert settings.pseudonym_key.get_secret_value() == "the-pseudonym-key"
 
 
+def test_the_servers_database_timeouts_are_read_and_bounded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("LEARNER_EXPORT_DATABASE_POOL_TIMEOUT", "0.5")
+    monkeypatch.setenv("LEARNER_EXPORT_DATABASE_CONNECT_TIMEOUT", "3")
+    monkeypatch.setenv("LEARNER_EXPORT_DATABASE_STATEMENT_TIMEOUT", "2.5")
+    monkeypatch.setenv("LEARNER_EXPORT_AUDIT_LOG", str(tmp_path / "logs" / "a.jsonl"))
+    settings = Settings()
+    assert (
+        settings.database_pool_timeout,
+        settings.database_connect_timeout,
+        settings.database_statement_timeout,
+    ) == (0.5, 3, 2.5)
+    assert settings.rate_limit_path == tmp_path / "logs" / "export-rate.sqlite3"
+    monkeypatch.setenv("LEARNER_EXPORT_DATABASE_CONNECT_TIMEOUT", "1")  # libpq would wait 2
+    with pytest.raises(ValidationError, match="database_connect_timeout"):
+        Settings()
+
+
 def test_unprefixed_names_of_the_other_settings_are_not_read(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

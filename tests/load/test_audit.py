@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import stat
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -11,9 +14,10 @@ import orjson
 import pytest
 
 from load.audit import AuditRecord, append_audit, ensure_audit_log, read_audit
-from load.errors import TerminalLoadError
+from load.errors import LoadError, TerminalLoadError
 
 WHEN = datetime(2024, 1, 15, 10, 30, 0, 123456, tzinfo=UTC)
+REFUSAL = AuditRecord(at=WHEN, via="http", user_id=1, learner_id=3, status=403)
 
 
 def test_a_refusal_is_one_line_of_ids(tmp_path: Path) -> None:
@@ -112,6 +116,43 @@ def test_ensure_fails_where_nothing_can_be_appended(tmp_path: Path) -> None:
         ensure_audit_log(tmp_path / "file" / "audit.jsonl")
 
 
+@pytest.mark.parametrize("write", [ensure_audit_log, lambda log: append_audit(log, REFUSAL)])
+def test_an_existing_log_readable_by_others_is_set_back_to_0600(
+    tmp_path: Path, write: Callable[[Path], None]
+) -> None:
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(b"")
+    log.chmod(0o644)
+    write(log)
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("write", [ensure_audit_log, lambda log: append_audit(log, REFUSAL)])
+def test_a_symbolic_link_at_the_log_path_is_refused(
+    tmp_path: Path, write: Callable[[Path], None]
+) -> None:
+    target = tmp_path / "elsewhere.jsonl"
+    target.write_bytes(b"")
+    target.chmod(0o644)
+    log = tmp_path / "audit.jsonl"
+    log.symlink_to(target)
+    with pytest.raises(TerminalLoadError, match=r"audit\.jsonl"):
+        write(log)
+    assert target.read_bytes() == b""
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644  # the link's target is left alone
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_anything_but_a_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
+    log = tmp_path / "audit.jsonl"
+    if kind == "directory":
+        log.mkdir()
+    else:
+        os.mkfifo(log)
+    with pytest.raises(LoadError, match=r"audit\.jsonl"):
+        append_audit(log, REFUSAL)
+
+
 def test_an_archive_manifest_gives_one_line_per_learner_failures_included(tmp_path: Path) -> None:
     from load.audit import audit_manifest
     from load.manifest import Failure, FileEntry, Manifest
@@ -178,11 +219,12 @@ def test_a_resumed_run_appends_only_its_missing_lines(tmp_path: Path) -> None:
         handle.write(
             b'{"at":"2024-01-15T02:00:00.000Z","via":"archive","userId":null,"learnerId":4,"runId":"r","runStartedAt":"2024-01-15T02:00'
         )
-    assert audit_manifest(log, this, exported_by=None, resumed=True) == 2  # type: ignore[arg-type]
-    assert audit_manifest(log, this, exported_by=None, resumed=True) == 0  # type: ignore[arg-type]
-    lines = log.read_bytes().split(b"\n")
-    assert lines[-1] == b""
-    records = [orjson.loads(line) for line in lines[:-1] if not line.endswith(b"02:00")]
+    # The torn line swallows the next one (learner 4's), so a further rerun appends it again, whole.
+    appended = [audit_manifest(log, this, exported_by=None, resumed=True) for _ in range(3)]  # type: ignore[arg-type]
+    assert appended == [2, 1, 0]
+    records = []
+    for line in log.read_bytes().splitlines():
+        with contextlib.suppress(orjson.JSONDecodeError):
+            records.append(orjson.loads(line))
     this_run = sorted(r["learnerId"] for r in records if r["runStartedAt"].startswith("2024-01-15"))
-    assert this_run == [3, 4, 5]
-    assert len(records) == 6  # the torn line stays a line of its own, the next ones whole
+    assert this_run == [3, 4, 5]  # each exactly once among the whole lines

@@ -20,7 +20,7 @@ import pytest
 import uvicorn
 
 from learner_export.settings import Settings
-from serve import create_app
+from serve import create_app, server_config
 from tests.conftest import DemoSource
 
 # 64 bytes: PyJWT warns below 32 for HS256 and below 64 for the HS512 tokens the tests forge.
@@ -117,8 +117,9 @@ class LiveServer:
 
 def start_server(settings: Settings, source: DemoSource) -> LiveServer:
     """Start uvicorn on 127.0.0.1 with an ephemeral port; return once it accepts connections."""
-    config = uvicorn.Config(
+    config = server_config(
         create_app(settings),
+        settings,
         host="127.0.0.1",
         port=0,
         log_level="warning",

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -168,6 +169,51 @@ def test_several_workers_share_the_demo_secret(tmp_path: Path) -> None:
         # Fresh connections land on either worker: every one must accept the printed token.
         statuses = [httpx.get(url, headers=headers).status_code for _ in range(8)]
         assert statuses == [200] * 8
+
+
+def _processes_holding(path: Path) -> set[int]:
+    """Ids of the processes that have `path` open (read from /proc)."""
+    holders = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if any(fd.readlink() == path for fd in (entry / "fd").iterdir()):
+                holders.add(int(entry.name))
+        except OSError:  # a process that ended meanwhile
+            continue
+    return holders
+
+
+def test_the_rate_limit_holds_across_workers(tmp_path: Path, sqlite_demo: DemoSource) -> None:
+    port = free_port()
+    command = [sys.executable, "serve.py", "--workers", "2", "--port", str(port)]
+    env = _env(
+        tmp_path, JWT_SECRET=SECRET, DATABASE_URL=sqlite_demo.url,
+        LEARNER_EXPORT_EXPORTS_PER_MINUTE="2",
+    )  # fmt: skip
+    store = tmp_path / "export-rate.sqlite3"
+    url = f"http://127.0.0.1:{port}/api/export?learnerId=3"
+    headers = {"Authorization": f"Bearer {make_token(SECRET, userId='2', role='ADMIN')}"}
+    statuses: list[int] = []
+    with running(command, env, ready="Application startup complete"):
+        # Concurrent requests on fresh connections, until both workers have answered some (each
+        # opens the shared store on its first admission): a per-worker limit would admit 4.
+        for _ in range(10):
+            with ThreadPoolExecutor(max_workers=6) as pool:
+                statuses += pool.map(
+                    lambda _: httpx.get(url, headers=headers).status_code, range(6)
+                )
+            if len(_processes_holding(store)) == 2:
+                break
+        assert len(_processes_holding(store)) == 2
+    assert statuses.count(200) == 2
+    assert statuses.count(429) == len(statuses) - 2
+    audited = [
+        orjson.loads(line)["status"]
+        for line in (tmp_path / "audit.jsonl").read_bytes().splitlines()
+    ]
+    assert sorted(audited) == sorted(statuses)
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+import sqlalchemy as sa
 
 from learner_export.cli import main as cli_main
 from learner_export.processes import free_port
@@ -161,7 +162,7 @@ def test_every_attempt_is_audited(server_pool: ServerPool, demo_source: DemoSour
     first = records[0]
     assert first["sha256"] == hashlib.sha256(served.content).hexdigest()
     assert first["bytes"] == len(served.content)
-    assert first["complete"] is True
+    assert "complete" not in first  # written before the first byte; only a broken transfer notes it
     assert first["truncated"] is False
     assert all("sha256" not in r for r in records[1:])
     assert len(read_audit(log)) == before + 4
@@ -205,6 +206,32 @@ def test_rate_limit_answers_429_with_retry_after(
         [(200, live.ids.admin), (200, live.ids.admin), (429, live.ids.admin),
          (200, live.ids.parent)]
     )  # fmt: skip
+
+
+def test_over_the_limit_a_learner_still_hears_403_and_refusals_count(
+    sqlite_demo: DemoSource, tmp_path: Path
+) -> None:
+    settings = Settings(
+        DATABASE_URL=sqlite_demo.url, JWT_SECRET=SECRET, data_dir=tmp_path, exports_per_minute=2
+    )
+    live = start_server(settings, sqlite_demo)
+    try:
+        ids = live.ids
+        learner = live.token(ids.child, role="LEARNER")
+        assert [live.export(f"learnerId={ids.child}", token=learner).status_code
+                for _ in range(4)] == [403] * 4  # fmt: skip
+        parent = live.token(ids.parent, role="PARENT")
+        # A parent probing another family's child is refused, and each probe counts.
+        assert live.export(f"learnerId={ids.other_child}", token=parent).status_code == 403
+        assert live.export("learnerId=abc", token=parent).status_code == 400
+        over = live.export(f"learnerId={ids.child}", token=parent)
+        assert over.status_code == 429
+        assert orjson.loads(over.content) == {"error": "Too many requests"}
+        assert [r["status"] for r in read_audit(settings.audit_log_path)] == [
+            403, 403, 403, 403, 403, 400, 429,
+        ]  # fmt: skip
+    finally:
+        live.stop()
 
 
 def test_healthz_reports_a_reachable_database(live: LiveServer) -> None:
@@ -265,3 +292,24 @@ def test_openapi_describes_the_endpoint(live: LiveServer) -> None:
     assert len(operation["security"]) == 2  # either scheme
     assert "LearnerDocument" in spec["components"]["schemas"]
     assert "#/$defs/" not in orjson.dumps(spec).decode()
+
+
+def test_an_export_reads_each_table_once(sqlite_demo: DemoSource, tmp_path: Path) -> None:
+    """SQLite: every statement goes through SQLAlchemy's events, lessons included."""
+    settings = Settings(DATABASE_URL=sqlite_demo.url, JWT_SECRET=SECRET, data_dir=tmp_path)
+    live = start_server(settings, sqlite_demo)
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    try:
+        engine = live.server.config.app.state.exporter.engine
+        sa.event.listen(engine, "before_cursor_execute", record)
+        response = live.export(f"learnerId={live.ids.big}", token=live.token(live.ids.admin))
+        assert response.status_code == 200
+    finally:
+        live.stop()
+    read = [table for s in statements for table in re.findall(r"\bFROM\s+(\w+)", s)]
+    assert sorted(read) == ["achievements", "learner_profiles", "lessons", "users"]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from starlette.requests import ClientDisconnect
 
-from serve import AuditedStreamingResponse, Transfer, streamed_body
+from serve import AuditedStreamingResponse, Transfer, measure, streamed_body
 from transform.document import BuiltDocument
 from transform.encoding import encode_document
 
@@ -44,7 +44,10 @@ def test_the_stream_is_the_encoded_document(use_gzip: bool) -> None:
     assert (gzip.decompress(sent) if use_gzip else sent) == expected
     assert transfer.complete
     assert transfer.size == len(expected)
-    assert transfer.digest.hexdigest() == hashlib.sha256(expected).hexdigest()
+    # The audit line, written before the first byte, names exactly the bytes that are streamed.
+    measured = measure(built)
+    assert measured.size == len(expected)
+    assert measured.sha256 == hashlib.sha256(expected).hexdigest()
 
 
 def _run(response: AuditedStreamingResponse, fail_after: int | None) -> list[dict[str, Any]]:

@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""Where a typical export's milliseconds go, phase by phase, with and without the source's
+indexes by learner.
+
+    .venv/bin/python bench/serve_phases.py [--learners 200] [--requests 300] [--only sqlite]
+
+It builds the demo database (`--learners` learners) on SQLite and on a throwaway PostgreSQL, each
+twice: as the demo schema has it, and with the three indexes by learner dropped, as on the
+platform's real database (`learner-export indexes`). For each, it runs the endpoint's own steps
+for the typical learner (~28 lessons) `--requests` times, in the endpoint's order and with its
+functions, and prints each phase's median in ms:
+
+  token     verify_token (HS256, claims)
+  checkout  a pooled connection, isolation level, snapshot entered (BEGIN is sent with the next)
+  accounts  read_users: who asks and for whom (their `users` rows), one statement
+  limit     the rate limit's admission (its shared SQLite store, one write transaction)
+  rows      read_learner: profiles, achievements, the lessons (with their count)
+  commit    the snapshot's end
+  build     build_document
+  measure   the hashing pass for the audit line
+  audit     the audit line appended
+  stream    the streamed encoding pass (no network)
+
+then the same learner over HTTP from `serve.py` (1 worker, 1 client, keep-alive): the p50 minus
+the phases' sum is what uvicorn, FastAPI, the thread hop and loopback cost. It asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from serve_latency import SECRET, fetch_all, server  # noqa: E402
+
+import serve  # noqa: E402
+from extract.engine import SourceTimeouts, create_source_engine, snapshot  # noqa: E402
+from extract.indexes import NEEDED_INDEXES  # noqa: E402
+from extract.reader import account, read_learner, read_users  # noqa: E402
+from learner_export.demo import build_demo_database, demo_rows  # noqa: E402
+from learner_export.ratelimit import RateLimiter  # noqa: E402
+from learner_export.tokens import issue_token, verify_token  # noqa: E402
+from load.audit import AuditRecord, append_audit  # noqa: E402
+from transform.document import LESSON_CAP, build_document  # noqa: E402
+from transform.encoding import iter_encoded  # noqa: E402
+
+ADMIN = 2
+TYPICAL_LESSONS = 28
+PHASES = (
+    "token", "checkout", "accounts", "limit", "rows", "commit", "build", "measure", "audit",
+    "stream",
+)  # fmt: skip
+
+
+def typical_learner(learners: int) -> int:
+    """The learner whose lesson count is closest to 28 (ties: the lower id)."""
+    counts: dict[int, int] = {}
+    for lesson in demo_rows(learners=learners, seed=7).lessons:
+        counts[lesson["learner_id"]] = counts.get(lesson["learner_id"], 0) + 1
+    return min(counts, key=lambda i: (abs(counts[i] - TYPICAL_LESSONS), i))
+
+
+def one_request(url_engine: Any, limiter: RateLimiter, audit: Path, token: str, learner: int
+                ) -> dict[str, float]:  # fmt: skip
+    """The endpoint's steps for one request, each timed (seconds)."""
+    times: dict[str, float] = {}
+    clock = time.perf_counter
+
+    def timed(name: str, step: Callable[[], Any]) -> Any:
+        start = clock()
+        result = step()
+        times[name] = clock() - start
+        return result
+
+    user = timed("token", lambda: verify_token(token, SECRET))
+    context = snapshot(url_engine)
+    conn = timed("checkout", context.__enter__)
+    try:
+
+        def accounts() -> dict[str, Any]:
+            users = read_users(conn, {user, learner})
+            return {"rows": users, "accounts": {i: account(r) for i, r in users.items()}}
+
+        users = timed("accounts", accounts)["rows"]
+        timed("limit", lambda: limiter.admit(user))
+        rows = timed(
+            "rows",
+            lambda: read_learner(conn, learner, lesson_limit=LESSON_CAP, user=users[learner]),
+        )
+    except BaseException:
+        context.__exit__(*sys.exc_info())
+        raise
+    timed("commit", lambda: context.__exit__(None, None, None))
+    when = datetime.now(UTC)
+    built = timed("build", lambda: build_document(rows, export_date=when, exported_by=user))
+    measured = timed("measure", lambda: serve.measure(built))
+    record = AuditRecord(at=when, via="bench", user_id=user, learner_id=learner, status=200,
+                         sha256=measured.sha256, size=measured.size)  # fmt: skip
+    timed("audit", lambda: append_audit(audit, record))
+    pieces = serve._gathered(iter_encoded(built.document), serve.STREAM_CHUNK_BYTES)
+    timed("stream", lambda: sum(len(piece) for piece in pieces))
+    return times
+
+
+def phases(url: str, learner: int, requests: int, work: Path) -> dict[str, float]:
+    """The median of each phase over `requests` requests (after a warm-up), in ms."""
+    engine = create_source_engine(url, timeouts=SourceTimeouts(pool=5, connect=5, statement=15))
+    limiter = RateLimiter(work / "rate.sqlite3", 10**9)
+    token = issue_token(SECRET, ADMIN, "ADMIN", lifetime=3600)
+    try:
+        for _ in range(20):
+            one_request(engine, limiter, work / "audit.jsonl", token, learner)
+        runs = [
+            one_request(engine, limiter, work / "audit.jsonl", token, learner)
+            for _ in range(requests)
+        ]
+    finally:
+        engine.dispose()
+        limiter.close()
+    return {name: statistics.median(r[name] for r in runs) * 1000 for name in PHASES}
+
+
+def http_p50(url: str, learner: int, requests: int, data_dir: Path) -> float:
+    with server(url, 1, data_dir) as base:
+        token = issue_token(SECRET, ADMIN, "ADMIN", lifetime=3600)
+        path = f"/api/export?learnerId={learner}"
+        fetch_all(base, path, token, 20, False)
+        latencies, _ = fetch_all(base, path, token, requests, False)
+    return statistics.median(latencies) * 1000
+
+
+def drop_indexes_sql() -> list[str]:
+    return [f"DROP INDEX IF EXISTS {needed.name}" for needed in NEEDED_INDEXES]
+
+
+@contextmanager
+def sources(only: str | None, base: Path, learners: int) -> Iterator[list[tuple[str, str]]]:
+    """(label, reader URL) of each source: with the demo's indexes and without them."""
+    found: list[tuple[str, str]] = []
+    if only in (None, "sqlite"):
+        for label, drop in (("sqlite, indexed", False), ("sqlite, no indexes", True)):
+            path = base / f"{'bare' if drop else 'demo'}.sqlite3"
+            build_demo_database(f"sqlite:///{path}", learners=learners, seed=7, replace=True)
+            if drop:
+                with sqlite3.connect(path) as db:
+                    for statement in drop_indexes_sql():
+                        db.execute(statement)
+                db.close()
+            found.append((label, f"sqlite:///{path}"))
+    cluster = None
+    if only in (None, "postgresql"):
+        import psycopg
+
+        from tests.pg import PostgresCluster
+
+        cluster = PostgresCluster()
+        cluster.start()
+        for label, drop in (("postgresql, indexed", False), ("postgresql, no indexes", True)):
+            name = "bare" if drop else "demo"
+            owner = cluster.create_database(name)
+            build_demo_database(owner, learners=learners, seed=7, replace=False)
+            if drop:
+                with psycopg.connect(owner.replace("+psycopg", ""), autocommit=True) as db:
+                    for statement in drop_indexes_sql():
+                        db.execute(statement)  # type: ignore[arg-type]
+                    db.execute("VACUUM ANALYZE")
+            found.append((label, cluster.grant_reader(name)))
+    try:
+        yield found
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--learners", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--only", choices=["sqlite", "postgresql"])
+    args = parser.parse_args()
+    learner = typical_learner(args.learners)
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load}; "
+          f"{args.learners} learners, typical learner {learner}, {args.requests} requests; "
+          "medians in ms", flush=True)  # fmt: skip
+    print(f"{'source':<24}" + "".join(f"{p:>9}" for p in PHASES) + f"{'sum':>8}{'HTTP p50':>10}")
+    with tempfile.TemporaryDirectory(prefix="bench-phases-") as tmp:
+        base = Path(tmp)
+        with sources(args.only, base, args.learners) as found:
+            rows_ms: dict[str, float] = {}
+            for label, url in found:
+                work = base / label.replace(", ", "-").replace(" ", "-")
+                work.mkdir()
+                medians = phases(url, learner, args.requests, work)
+                total = sum(medians.values())
+                http = http_p50(url, learner, args.requests, work / "server")
+                rows_ms[label] = medians["rows"]
+                print(f"{label:<24}" + "".join(f"{medians[p]:>9.3f}" for p in PHASES)
+                      + f"{total:>8.2f}{http:>10.2f}", flush=True)  # fmt: skip
+            for kind in ("sqlite", "postgresql"):
+                if f"{kind}, indexed" in rows_ms:
+                    ratio = rows_ms[f"{kind}, no indexes"] / rows_ms[f"{kind}, indexed"]
+                    print(f"{kind}: reading the rows without the indexes / with: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
