@@ -17,6 +17,7 @@ fails instead: there a page that was never rendered must not pass.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -102,10 +103,8 @@ class _RecordingProxy:
                     head = b""
                 line = head.split(b"\r\n", 1)[0].decode("latin-1", "replace")
                 self.requests.append(line or "<connection without a request line>")
-                try:
+                with contextlib.suppress(OSError):
                     conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self._stop.set()
