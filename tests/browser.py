@@ -209,19 +209,19 @@ def distinct_colours(png: bytes, *, limit: int = 64, max_rows: int = 800) -> int
     seen: set[bytes] = set()
     offset = 0
     for _ in range(min(height, max_rows)):
-        kind, line = raw[offset], bytearray(raw[offset + 1 : offset + 1 + stride])
+        row_filter, line = raw[offset], bytearray(raw[offset + 1 : offset + 1 + stride])
         offset += 1 + stride
         for i in range(stride):
             left = line[i - channels] if i >= channels else 0
             up = previous[i]
             upleft = previous[i - channels] if i >= channels else 0
-            if kind == 1:
+            if row_filter == 1:
                 line[i] = (line[i] + left) & 0xFF
-            elif kind == 2:
+            elif row_filter == 2:
                 line[i] = (line[i] + up) & 0xFF
-            elif kind == 3:
+            elif row_filter == 3:
                 line[i] = (line[i] + (left + up) // 2) & 0xFF
-            elif kind == 4:
+            elif row_filter == 4:
                 guess = left + up - upleft
                 pa, pb, pc = abs(guess - left), abs(guess - up), abs(guess - upleft)
                 pred = left if pa <= pb and pa <= pc else up if pb <= pc else upleft
