@@ -57,9 +57,13 @@ class Transcript(str):
 
 @contextmanager
 def running(
-    command: list[str], env: dict[str, str], *, ready: str = STARTED
+    command: list[str], env: dict[str, str], *, ready: str = STARTED, times: int = 1
 ) -> Iterator[Transcript]:
-    """Run `command` until its output shows `ready`; yield everything it printed so far."""
+    """Run `command` until its output shows `ready` `times` times; yield what it printed so far.
+
+    `times` is the number of worker processes to wait for: each prints its own startup line, and
+    a worker still importing would leave all connections to the other.
+    """
     process = subprocess.Popen(
         command,
         cwd=ROOT,
@@ -73,7 +77,7 @@ def running(
     transcript = None
     try:
         deadline = time.monotonic() + 60
-        while ready not in output:
+        while output.count(ready) < times:
             line = process.stdout.readline()
             if not line and process.poll() is not None:
                 raise AssertionError(f"the server exited early:\n{output}")
@@ -161,7 +165,7 @@ def test_several_workers_share_the_demo_secret(tmp_path: Path) -> None:
     port = free_port()
     command = [str(CLI), "serve", "--demo", "--workers", "2", "--port", str(port)]
     # With workers the parent only binds: the socket listens once a worker has started.
-    with running(command, _env(tmp_path), ready="Application startup complete") as output:
+    with running(command, _env(tmp_path), ready="Application startup complete", times=2) as output:
         token = re.search(r"^ADMIN_TOKEN=(\S+)", output, re.MULTILINE)
         assert token is not None
         headers = {"Authorization": f"Bearer {token.group(1)}"}
@@ -196,7 +200,7 @@ def test_the_rate_limit_holds_across_workers(tmp_path: Path, sqlite_demo: DemoSo
     url = f"http://127.0.0.1:{port}/api/export?learnerId=3"
     headers = {"Authorization": f"Bearer {make_token(SECRET, userId='2', role='ADMIN')}"}
     statuses: list[int] = []
-    with running(command, env, ready="Application startup complete"):
+    with running(command, env, ready="Application startup complete", times=2):
         # Concurrent requests on fresh connections, until both workers have answered some (each
         # opens the shared store on its first admission): a per-worker limit would admit 4.
         for _ in range(10):
