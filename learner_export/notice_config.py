@@ -10,7 +10,6 @@ it at start. A file that is named but unreadable, or holds anything else, is an 
 from __future__ import annotations
 
 import json
-import logging
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,8 +19,6 @@ from extract.coverage import load_registry
 from learner_export.arguments import UserError
 from learner_export.settings import Settings
 from transform.notice import Exclusion, Notice, OperatorNotice, build_notice
-
-log = logging.getLogger("learner_export.notice")
 
 _TEXT_KEYS = ("controller", "contact", "retention")
 _LIST_KEYS = ("purposes", "recipients")
@@ -82,20 +79,19 @@ def operator_notice(settings: Settings) -> OperatorNotice:
     return load_operator_notice(settings.notice_config)
 
 
-def warn_if_incomplete(operator: OperatorNotice, settings: Settings) -> list[str]:
-    """Log a warning naming what the notice will show as not configured; the missing names."""
-    missing = operator.missing()
+def incomplete_warning(operator: OperatorNotice, settings: Settings) -> str | None:
+    """What `serve` warns at start when the notice will show something as not configured."""
     if settings.notice_config is None:
-        log.warning(
+        return (
             "no notice configuration (LEARNER_EXPORT_NOTICE_CONFIG): the Art. 15 notice of every "
-            "page and family bundle shows controller, contact, purposes, recipients and retention "
-            "as 'not configured by the operator'"
+            "page and family bundle shows controller, contact, purposes, recipients and "
+            "retention as 'not configured by the operator'"
         )
-    elif missing:
-        log.warning(
-            "the notice configuration %s does not say %s: the Art. 15 notice shows them as "
-            "'not configured by the operator'",
-            settings.notice_config,
-            ", ".join(missing),
+    missing = operator.missing()
+    if missing:
+        return (
+            f"the notice configuration {settings.notice_config} does not say "
+            f"{', '.join(missing)}: the Art. 15 notice shows them as 'not configured by the "
+            "operator'"
         )
-    return missing
+    return None
