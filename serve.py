@@ -988,8 +988,17 @@ _FAMILY_RESPONSES: dict[int | str, dict[str, Any]] = {
 def _add_readable_routes(app: FastAPI) -> None:
     """/api/export/view and /api/export/family: the checks, statuses, audit and rate limit of
     /api/export (same token, same order, one audit line per request, per child for a family)."""
-    bearer = HTTPBearer(bearerFormat="JWT", auto_error=False)
-    cookie = APIKeyCookie(name=TOKEN_COOKIE, auto_error=False)
+    # The same schemes as /api/export's (same names and texts: one entry each in the OpenAPI).
+    bearer = HTTPBearer(
+        bearerFormat="JWT",
+        description="The platform's HS256 token: {userId: '<id>', role, exp}.",
+        auto_error=False,
+    )
+    cookie = APIKeyCookie(
+        name=TOKEN_COOKIE,
+        description="The same token in the `token` cookie, for the web client's download tab.",
+        auto_error=False,
+    )
 
     @app.get(
         VIEW_PATH,

@@ -112,7 +112,8 @@ def summary_lines(document: Mapping[str, Any]) -> list[str]:
         )
     busy = [x for x in lessons if x.get("status") in ("ACTIVE", "QUEUED")]
     if busy:
-        lines.append(f"{len(busy)} more {_plural(len(busy), 'lesson')} are waiting for you.")
+        waiting = "lesson is" if len(busy) == 1 else "lessons are"
+        lines.append(f"{len(busy)} more {waiting} waiting for you.")
     badges = len(document.get("achievements") or [])
     if badges:
         lines.append(f"You earned {badges} {_plural(badges, 'badge')}.")
