@@ -180,7 +180,10 @@ def _profile(document: Mapping[str, Any]) -> Iterator[str]:
         nodes, edges = graph.get("nodes"), graph.get("edges")
         count = len(nodes) if isinstance(nodes, list) else 0
         links = len(edges) if isinstance(edges, list) else 0
-        yield _row("Map of topics", f"{count} topics, {links} links between them")
+        yield _row(
+            "Map of topics",
+            f"{count} {_plural(count, 'topic')}, {links} {_plural(links, 'link')} between them",
+        )
     yield _row("Made on", _date(profile.get("createdAt")))
     yield "</table></section>"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,12 @@ def test_serve_warns_of_what_is_not_configured(tmp_path: Path) -> None:
     assert "LEARNER_EXPORT_NOTICE_CONFIG" in (
         incomplete_warning(load_operator_notice(None), Settings()) or ""
     )
+
+
+def test_the_readmes_example_is_a_complete_configuration(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```toml\n(.*?)```", readme, flags=re.S)
+    path = tmp_path / "notice.toml"
+    path.write_text(block)
+    notice = load_operator_notice(path)
+    assert notice.missing() == [] and notice.archive_keep == 14
