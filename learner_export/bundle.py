@@ -16,12 +16,12 @@ from typing import Any
 
 import orjson
 
-from learner_export.notice_config import notice_for
+from learner_export.notice_config import left_out, notice_for
 from load.names import document_filename, page_filename
 from transform.document import BuiltDocument
 from transform.encoding import encode_document
 from transform.notice import OperatorNotice
-from transform.page_html import render_page
+from transform.page_html import page_for
 
 NOTICE_NAME = "notice.json"
 MANIFEST_NAME = "manifest.json"
@@ -29,9 +29,9 @@ BUNDLE_FORMAT = "learner-export-family-bundle/1"
 
 
 def page_bytes(document_bytes: bytes, operator: OperatorNotice) -> bytes:
-    """The readable page (UTF-8 HTML) of one encoded document, with its own notice."""
-    plain: dict[str, Any] = orjson.loads(document_bytes)
-    return render_page(plain, notice_for([plain], operator)).encode("utf-8")
+    """The readable page (UTF-8 HTML) of one encoded document, with its own notice (which
+    lists what the documents leave out, from the coverage registry)."""
+    return page_for(document_bytes, operator, left_out())
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +70,12 @@ def family_bundle(
     """The bundle of `children` (built documents, one per child, ascending ids)."""
     members: list[Member] = []
     plains = []
+    exclusions = left_out()
     for built in children:
         data = encode_document(built.document)
         plain: dict[str, Any] = orjson.loads(data)
         plains.append(plain)
-        page = render_page(plain, notice_for([plain], operator)).encode("utf-8")
+        page = page_for(data, operator, exclusions)
         members.append(
             Member(document_filename(built.learner_id, export_date), data, built.learner_id)
         )

@@ -21,20 +21,22 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from html import escape
 from typing import Any
 
 import orjson
 
 from transform.encoding import encode_document
-from transform.notice import Notice
+from transform.notice import Exclusion, Notice, OperatorNotice, build_notice
 from transform.quiz import QuizQuestion, spec_questions, spec_title
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 """The page's Content-Security-Policy: no script, no request; inline style and data: images."""
 
 MEDIA_TYPE = "text/html; charset=utf-8"
+PAGE_START = b"<!doctype html>"
+"""How every page begins (what `verify` checks a stored page by)."""
 
 _DATA_IMAGE = re.compile(r"data:image/(png|jpeg|gif|webp);base64,([A-Za-z0-9+/]+={0,2})", re.ASCII)
 _MAX_DEPTH = 64
@@ -63,6 +65,15 @@ def plain_document(document: Mapping[str, Any]) -> dict[str, Any]:
     through the builder as raw text (`orjson.Fragment`); this is what that text says."""
     parsed: dict[str, Any] = orjson.loads(encode_document(dict(document)))
     return parsed
+
+
+def page_for(
+    document_bytes: bytes, operator: OperatorNotice, left_out: Iterable[Exclusion] = ()
+) -> bytes:
+    """The page (UTF-8) of one encoded document, with that document's own notice: what the
+    CLI, the HTTP route, the family bundle and the archive all write."""
+    plain: dict[str, Any] = orjson.loads(document_bytes)
+    return render_page(plain, build_notice([plain], operator, left_out=left_out)).encode("utf-8")
 
 
 def render_page(document: Mapping[str, Any], notice: Notice) -> str:
