@@ -68,7 +68,7 @@ from load.errors import LoadError
 from load.names import document_filename, family_filename, page_filename
 from load.zip_stream import iter_zip
 from transform.document import LESSON_CAP, BuiltDocument, build_document
-from transform.encoding import encode_document, iter_encoded
+from transform.encoding import iter_encoded
 from transform.notice import OperatorNotice
 from transform.page_html import CSP
 from transform.page_html import MEDIA_TYPE as PAGE_MEDIA_TYPE
@@ -1019,9 +1019,7 @@ def _add_readable_routes(app: FastAPI) -> None:
             return _answer_error(outcome)
         assert outcome.built is not None
         try:
-            page = await run_in_threadpool(
-                page_bytes, encode_document(outcome.built.document), app_notice(request)
-            )
+            page = await run_in_threadpool(page_bytes, outcome.built.document, app_notice(request))
         except Exception as exc:  # a bug in the renderer: 500, audited by the middleware
             log.error("page for user %s failed: %s", outcome.user_id, _where(exc))
             return _answer_error(Outcome(500, outcome.user_id, outcome.learner_id, INTERNAL_ERROR))

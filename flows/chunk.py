@@ -211,7 +211,7 @@ def _store_document(
     page = None
     if job.html:  # rendered from the document's own bytes; stored (and encrypted) as it is
         page_name = page_filename(rows.learner_id, job.export_date) + suffix
-        html = page_for(plain, job.notice or OperatorNotice(), job.left_out)
+        html = page_for(built.document, job.notice or OperatorNotice(), job.left_out)
         written = batch.write(page_name, encode_stored(html, job.compress, fernet))
         page = StoredEntry(path=page_name, bytes=written.bytes, sha256=written.sha256)
     return FileEntry(

@@ -12,26 +12,25 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import orjson
 
 from learner_export.notice_config import left_out, notice_for
 from load.names import document_filename, page_filename
-from transform.document import BuiltDocument
+from transform.document import BuiltDocument, Document
 from transform.encoding import encode_document
 from transform.notice import OperatorNotice
-from transform.page_html import page_for
+from transform.page_html import page_for, plain_document
 
 NOTICE_NAME = "notice.json"
 MANIFEST_NAME = "manifest.json"
 BUNDLE_FORMAT = "learner-export-family-bundle/1"
 
 
-def page_bytes(document_bytes: bytes, operator: OperatorNotice) -> bytes:
-    """The readable page (UTF-8 HTML) of one encoded document, with its own notice (which
-    lists what the documents leave out, from the coverage registry)."""
-    return page_for(document_bytes, operator, left_out())
+def page_bytes(document: Document, operator: OperatorNotice) -> bytes:
+    """The readable page (UTF-8 HTML) of one built document, with its own notice (which lists
+    what the documents leave out, from the coverage registry)."""
+    return page_for(document, operator, left_out())
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +72,9 @@ def family_bundle(
     exclusions = left_out()
     for built in children:
         data = encode_document(built.document)
-        plain: dict[str, Any] = orjson.loads(data)
+        plain = plain_document(built.document)
         plains.append(plain)
-        page = page_for(data, operator, exclusions)
+        page = page_for(built.document, operator, exclusions)
         members.append(
             Member(document_filename(built.learner_id, export_date), data, built.learner_id)
         )

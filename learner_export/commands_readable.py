@@ -43,7 +43,7 @@ def export_readable(args: argparse.Namespace, settings: Settings, source_url: st
     with AtomicBatch(out) as batch:
         if args.format == "both":
             written.append(batch.add(document_filename(built.learner_id, export_date), data))
-        page = page_bytes(data, operator)
+        page = page_bytes(built.document, operator)
         written.append(batch.add(page_filename(built.learner_id, export_date), page))
     append_audit(settings.audit_log_path, cli_record(built, data, export_date, exported_by))
     report(built)

@@ -60,19 +60,41 @@ footer{margin-top:2rem;color:#4a5866;font-size:.9rem}
 """
 
 
+TOO_DEEP = "(nested too deeply to show on this page; it is in the JSON file)"
+"""Shown for a stored JSON value the parser refuses (orjson stops at 1,024 levels of nesting,
+which PostgreSQL's json type does not)."""
+
+
 def plain_document(document: Mapping[str, Any]) -> dict[str, Any]:
-    """The document as plain Python values: its encoded bytes parsed again. Stored JSON passes
-    through the builder as raw text (`orjson.Fragment`); this is what that text says."""
-    parsed: dict[str, Any] = orjson.loads(encode_document(dict(document)))
+    """The document as plain Python values: its encoded bytes (the one encoder's) parsed again.
+    Stored JSON passes through the builder as raw text (`orjson.Fragment`); this is what that
+    text says. A stored value too deep to parse becomes TOO_DEEP, the rest is kept."""
+    try:
+        parsed: dict[str, Any] = orjson.loads(encode_document(dict(document)))
+    except orjson.JSONDecodeError:
+        return {key: _plain(value) for key, value in document.items()}
     return parsed
 
 
+def _plain(value: Any) -> Any:
+    """One value parsed back; only containers the builder made are split further (a stored
+    value is one `orjson.Fragment`), so this recursion is as shallow as the document's shape."""
+    try:
+        return orjson.loads(orjson.dumps(value))
+    except orjson.JSONDecodeError:
+        if isinstance(value, Mapping):
+            return {key: _plain(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [_plain(item) for item in value]
+        return TOO_DEEP
+
+
 def page_for(
-    document_bytes: bytes, operator: OperatorNotice, left_out: Iterable[Exclusion] = ()
+    document: Mapping[str, Any], operator: OperatorNotice, left_out: Iterable[Exclusion] = ()
 ) -> bytes:
-    """The page (UTF-8) of one encoded document, with that document's own notice: what the
-    CLI, the HTTP route, the family bundle and the archive all write."""
-    plain: dict[str, Any] = orjson.loads(document_bytes)
+    """The page (UTF-8) of one built document, with that document's own notice: what the CLI,
+    the HTTP route, the family bundle and the archive all write."""
+    plain = plain_document(document)
     return render_page(plain, build_notice([plain], operator, left_out=left_out)).encode("utf-8")
 
 

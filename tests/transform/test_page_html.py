@@ -16,7 +16,9 @@ from tests.browser import distinct_colours, render
 from transform.notice import NOT_CONFIGURED, OperatorNotice, build_notice
 from transform.page_html import (
     CSP,
+    TOO_DEEP,
     best_subject,
+    page_for,
     picture_url,
     plain_document,
     render_page,
@@ -145,7 +147,7 @@ def test_quiz_questions_are_collapsed_with_the_right_answer_marked() -> None:
 def test_every_demo_learner_has_a_page(sqlite_exports: dict[int, bytes]) -> None:
     for learner_id, data in sqlite_exports.items():
         document = orjson.loads(data)
-        html = page_bytes(data, OperatorNotice()).decode()
+        html = page_bytes(document, OperatorNotice()).decode()
         assert "<script" not in html
         assert html.count('<article class="lesson">') == len(document["lessons"]), learner_id
         assert NOT_CONFIGURED in html
@@ -154,6 +156,16 @@ def test_every_demo_learner_has_a_page(sqlite_exports: dict[int, bytes]) -> None
 def test_plain_document_parses_stored_json() -> None:
     fragment = {"spec": orjson.Fragment(b'{"title":"T"}')}
     assert plain_document(fragment) == {"spec": {"title": "T"}}
+
+
+def test_a_stored_value_too_deep_to_parse_spoils_only_itself() -> None:
+    """PostgreSQL's json type takes any depth; orjson stops at 1,024 levels."""
+    deep = orjson.Fragment(b"[" * 1100 + b"]" * 1100)
+    document = _document([_lesson(0, deep), _lesson(1, orjson.Fragment(b'{"title":"Fine"}'))])
+    plain = plain_document(document)
+    assert [lesson["spec"] for lesson in plain["lessons"]] == [TOO_DEEP, {"title": "Fine"}]
+    html = page_for(document, OperatorNotice()).decode()
+    assert "Fine" in html and html.count('<article class="lesson">') == 2
 
 
 def test_hostile_page_in_a_real_browser(tmp_path: Path) -> None:
@@ -172,7 +184,7 @@ def test_demo_page_in_a_real_browser(
     sqlite_exports: dict[int, bytes], tmp_path: Path, learner: int
 ) -> None:
     page = tmp_path / "page.html"
-    page.write_bytes(page_bytes(sqlite_exports[learner], OperatorNotice()))
+    page.write_bytes(page_bytes(orjson.loads(sqlite_exports[learner]), OperatorNotice()))
     seen = render(page)
     assert seen.requests == ()
     assert distinct_colours(seen.png) > 16
