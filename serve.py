@@ -52,20 +52,26 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from extract.engine import SourceTimeouts, create_source_engine, snapshot
 from extract.errors import ExtractError, LearnerNotFound
-from extract.reader import account, read_learner, read_users
+from extract.reader import account, read_accounts, read_family, read_learner, read_users
 from extract.records import Account
 from learner_export.arguments import UserError
+from learner_export.bundle import Bundle, family_bundle, page_bytes
 from learner_export.health import HealthCheck
 from learner_export.http_server import ServerConfig
+from learner_export.notice_config import operator_notice
 from learner_export.ratelimit import RateLimiter, RateLimitUnavailable
 from learner_export.serving import DESCRIPTION, add_arguments, prepare
 from learner_export.settings import Settings, get_settings
 from learner_export.tokens import MAX_USER_ID, InvalidToken, verify_token
 from load.audit import AuditRecord, append_audit, ensure_audit_log
 from load.errors import LoadError
-from load.names import document_filename
+from load.names import document_filename, family_filename, page_filename
+from load.zip_stream import iter_zip
 from transform.document import LESSON_CAP, BuiltDocument, build_document
 from transform.encoding import iter_encoded
+from transform.notice import OperatorNotice
+from transform.page_html import CSP
+from transform.page_html import MEDIA_TYPE as PAGE_MEDIA_TYPE
 from transform.schema import document_schema
 
 log = logging.getLogger("learner_export.serve")
@@ -548,6 +554,8 @@ def create_app(settings: Settings, *, secret: str | None = None) -> FastAPI:
     app.add_middleware(AuditMiddleware, log_path=settings.audit_log_path)
     _install_error_handlers(app)
     _add_routes(app)
+    app.state.notice = _operator_notice(settings)
+    _add_readable_routes(app)
     _document_openapi(app)
     return app
 
@@ -761,6 +769,308 @@ def _document_openapi(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# --- the readable page and the family bundle (issue 13) ----------------------------------------
+
+VIEW_PATH = "/api/export/view"
+FAMILY_PATH = "/api/export/family"
+PARENT_NOT_FOUND = "Parent not found"
+NO_CHILDREN = "No children found"
+PARENT_ID_REQUIRED = LEARNER_ID_REQUIRED.replace("learnerId", "parentId")
+
+
+def _operator_notice(settings: Settings) -> OperatorNotice:
+    """The operator's part of the Art. 15 notice; ConfigurationError when its file is bad."""
+    try:
+        return operator_notice(settings)
+    except UserError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def page_response(exporter: Exporter, outcome: Outcome, page: bytes, when: datetime) -> Response:
+    """The 200 answer of /api/export/view: the page, once its audit line (the page's sha256
+    and size) is written; 503 when it cannot be. The page's CSP is sent as a header too."""
+    built = outcome.built
+    assert built is not None and outcome.learner_id is not None
+    served = AuditRecord(
+        at=when, via="http", user_id=outcome.user_id, learner_id=outcome.learner_id, status=200,
+        sha256=hashlib.sha256(page).hexdigest(), size=len(page), complete=True,
+        lessons_exported=built.lessons_exported, lessons_total=built.lessons_total,
+    )  # fmt: skip
+    if not exporter.audit(served):  # fail closed, as for the document
+        return _answer_error(_unavailable(outcome.user_id, outcome.learner_id))
+    filename = page_filename(outcome.learner_id, when)
+    return Response(
+        page, status_code=200, media_type=PAGE_MEDIA_TYPE, headers=_page_headers(filename)
+    )
+
+
+def _page_headers(filename: str) -> dict[str, str]:
+    return {
+        "Content-Disposition": f'inline; filename="{filename}"',
+        "Content-Security-Policy": CSP,
+        "Cache-Control": "no-store",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyOutcome:
+    """What to answer a family request: its bundle (status 200) or an error."""
+
+    status: int
+    user_id: int | None
+    error: str | None = None
+    retry_after: int | None = None
+    bundle: Bundle | None = None
+    children: tuple[BuiltDocument, ...] = ()
+
+    def as_outcome(self) -> Outcome:
+        return Outcome(self.status, self.user_id, None, self.error, self.retry_after)
+
+
+def parent_param(values: Sequence[str]) -> LearnerParam:
+    """The `parentId` parameter, under the rules of `learnerId` (`learner_param`)."""
+    parsed = learner_param(values)
+    if parsed.problem is None:
+        return parsed
+    return LearnerParam(None, parsed.problem.replace("learnerId", "parentId"))
+
+
+def decide_family(
+    exporter: Exporter,
+    notice: OperatorNotice,
+    user_id: int,
+    param: LearnerParam,
+    export_date: datetime,
+) -> FamilyOutcome:
+    """Authorize a family request and build every child's document, in one snapshot.
+
+    The checks of `Exporter.decide`, in the same order: 401, 403 (role), 429, then 400 (a
+    malformed `parentId`; an ADMIN must give one), 403 (a PARENT naming another parent), 404
+    (an ADMIN naming an id that is no PARENT, or a parent with no children). Blocking.
+    """
+    wanted = {user_id} if param.value is None else {user_id, param.value}
+    with snapshot(exporter.engine) as conn:
+        accounts = read_accounts(conn, wanted)
+        requester = accounts.get(user_id)
+        if requester is None:
+            return FamilyOutcome(401, None, UNAUTHORIZED)
+        if requester.role not in EXPORTING_ROLES:
+            return FamilyOutcome(403, user_id, FORBIDDEN)
+        try:
+            retry_after = exporter.limiter.admit(user_id)
+        except RateLimitUnavailable as exc:
+            log.error("rate limit: %s", exc)
+            return FamilyOutcome(503, user_id, UNAVAILABLE, UNAVAILABLE_RETRY_SECONDS)
+        if retry_after is not None:
+            return FamilyOutcome(429, user_id, TOO_MANY_REQUESTS, retry_after)
+        parent_id = param.value
+        if param.problem is not None and not (
+            requester.role == "PARENT" and param.problem == PARENT_ID_REQUIRED
+        ):
+            return FamilyOutcome(400, user_id, param.problem)
+        if requester.role == "PARENT":
+            if parent_id is not None and parent_id != user_id:
+                return FamilyOutcome(403, user_id, FORBIDDEN)
+            parent_id = user_id
+        else:
+            target = accounts.get(parent_id) if parent_id is not None else None
+            if target is None or target.role != "PARENT":
+                return FamilyOutcome(404, user_id, PARENT_NOT_FOUND)
+        assert parent_id is not None
+        family = read_family(conn, parent_id, lesson_limit=LESSON_CAP)
+    if not family:
+        return FamilyOutcome(404, user_id, NO_CHILDREN)
+    children = tuple(
+        build_document(r, export_date=export_date, exported_by=user_id) for r in family
+    )
+    bundle = family_bundle(parent_id, children, notice, export_date=export_date)
+    return FamilyOutcome(200, user_id, bundle=bundle, children=children)
+
+
+def app_notice(request: Request) -> OperatorNotice:
+    """The operator notice the application loaded at its creation (`create_app`)."""
+    notice: OperatorNotice = request.app.state.notice
+    return notice
+
+
+def family_response(exporter: Exporter, outcome: FamilyOutcome, when: datetime) -> Response:
+    """The 200 answer of /api/export/family: the zip, streamed member by member, once one
+    audit line per child (its document's sha256 and size) is written; 503 when one cannot be.
+    A transfer that breaks off adds a `"complete": false` note per child."""
+    bundle = outcome.bundle
+    assert bundle is not None
+    documents = bundle.documents()
+    for built, member in zip(outcome.children, documents, strict=True):
+        served = AuditRecord(
+            at=when, via="http", user_id=outcome.user_id, learner_id=built.learner_id,
+            status=200, sha256=member.sha256, size=len(member.data),
+            lessons_exported=built.lessons_exported, lessons_total=built.lessons_total,
+        )  # fmt: skip
+        if not exporter.audit(served):
+            return _answer_error(_unavailable(outcome.user_id, None))
+    transfer = Transfer()
+
+    def body() -> Iterator[bytes]:  # a plain iterator: Starlette runs it in a worker thread
+        for piece in iter_zip(((m.name, m.data) for m in bundle.members), modified=when):
+            transfer.size += len(piece)
+            yield piece
+        transfer.complete = True
+
+    def note_a_broken_transfer() -> None:
+        if not transfer.complete:
+            for built, member in zip(outcome.children, documents, strict=True):
+                exporter.audit(
+                    AuditRecord(
+                        at=datetime.now(UTC), via="http", user_id=outcome.user_id,
+                        learner_id=built.learner_id, status=200, sha256=member.sha256,
+                        complete=False,
+                    )
+                )  # fmt: skip
+
+    filename = family_filename(bundle.parent_id, when)
+    return AuditedStreamingResponse(
+        _async_pieces(body()),
+        on_close=note_a_broken_transfer,
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+async def _async_pieces(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """A blocking iterator's pieces, each computed in a worker thread (zip compression would
+    hold up the event loop)."""
+    from starlette.concurrency import iterate_in_threadpool
+
+    async for piece in iterate_in_threadpool(pieces):
+        yield piece
+
+
+_VIEW_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **{k: v for k, v in _EXPORT_RESPONSES.items() if k != 200},
+    200: {
+        "description": "The learner's readable page: one self-contained HTML file (no script, "
+        "no request), rendered from the same document /api/export serves.",
+        "headers": {
+            "Content-Security-Policy": {"description": CSP, "schema": {"type": "string"}},
+            "Cache-Control": {"description": "no-store", "schema": {"type": "string"}},
+        },
+        "content": {"text/html": {"schema": {"type": "string"}}},
+    },
+}
+
+_PARENT_ID_PARAMETER = {
+    **_LEARNER_ID_PARAMETER,
+    "name": "parentId",
+    "required": False,
+    "description": "ADMIN: the parent whose children to export (required). PARENT: their own "
+    "id or nothing.",
+}
+
+_FAMILY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **{k: v for k, v in _EXPORT_RESPONSES.items() if k not in (200, 400, 403, 404)},
+    200: {
+        "description": "A zip: each child's document and page, notice.json, manifest.json.",
+        "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    400: _error("parentId malformed, out of range or repeated; an ADMIN gave none."),
+    403: _error("The user is not a PARENT or an ADMIN, or is a PARENT naming another parent."),
+    404: _error("An ADMIN named an id that is no PARENT, or the parent has no children."),
+}
+
+
+def _add_readable_routes(app: FastAPI) -> None:
+    """/api/export/view and /api/export/family: the checks, statuses, audit and rate limit of
+    /api/export (same token, same order, one audit line per request, per child for a family)."""
+    # The same schemes as /api/export's (same names and texts: one entry each in the OpenAPI).
+    bearer = HTTPBearer(
+        bearerFormat="JWT",
+        description="The platform's HS256 token: {userId: '<id>', role, exp}.",
+        auto_error=False,
+    )
+    cookie = APIKeyCookie(
+        name=TOKEN_COOKIE,
+        description="The same token in the `token` cookie, for the web client's download tab.",
+        auto_error=False,
+    )
+
+    @app.get(
+        VIEW_PATH,
+        summary="One learner's data as a readable page",
+        operation_id="viewLearnerData",
+        response_class=Response,
+        responses=_VIEW_RESPONSES,
+        dependencies=[Security(bearer), Security(cookie)],
+        openapi_extra={"parameters": [_LEARNER_ID_PARAMETER]},
+    )
+    async def view_learner_data(request: Request) -> Response:
+        exporter = _exporter(request)
+        when = datetime.now(UTC)
+        outcome = await _decide(exporter, request, when)
+        trail = AuditTrail.of(request)
+        trail.asked(outcome.user_id, outcome.learner_id)
+        if outcome.status != 200:
+            return _answer_error(outcome)
+        assert outcome.built is not None
+        try:
+            page = await run_in_threadpool(page_bytes, outcome.built.document, app_notice(request))
+        except Exception as exc:  # a bug in the renderer: 500, audited by the middleware
+            log.error("page for user %s failed: %s", outcome.user_id, _where(exc))
+            return _answer_error(Outcome(500, outcome.user_id, outcome.learner_id, INTERNAL_ERROR))
+        response = page_response(exporter, outcome, page, when)
+        if response.status_code == 200:
+            trail.written()
+        return response
+
+    @app.get(
+        FAMILY_PATH,
+        summary="All of a family's children in one zip",
+        operation_id="exportFamilyData",
+        response_class=Response,
+        responses=_FAMILY_RESPONSES,
+        dependencies=[Security(bearer), Security(cookie)],
+        openapi_extra={"parameters": [_PARENT_ID_PARAMETER]},
+    )
+    async def export_family_data(request: Request) -> Response:
+        exporter = _exporter(request)
+        when = datetime.now(UTC)
+        outcome = await _decide_family(exporter, request, when)
+        trail = AuditTrail.of(request)
+        trail.asked(outcome.user_id, None)
+        if outcome.status != 200:
+            return _answer_error(outcome.as_outcome())
+        response = family_response(exporter, outcome, when)
+        if response.status_code == 200:
+            trail.written()  # one line per child, written by family_response
+        return response
+
+
+async def _decide_family(exporter: Exporter, request: Request, when: datetime) -> FamilyOutcome:
+    param = parent_param(request.query_params.getlist("parentId"))
+    token = bearer_token(request)
+    if token is None:
+        return FamilyOutcome(401, None, UNAUTHORIZED)
+    try:
+        user_id = verify_token(token, exporter.secret)
+    except InvalidToken as exc:
+        log.info("token refused: %s", exc)
+        return FamilyOutcome(401, None, UNAUTHORIZED)
+    try:
+        return await run_in_threadpool(
+            decide_family, exporter, app_notice(request), user_id, param, when
+        )
+    except ExtractError as exc:
+        log.warning("family export for user %s failed: %s", user_id, exc)
+        return FamilyOutcome(503, user_id, UNAVAILABLE, UNAVAILABLE_RETRY_SECONDS)
+    except Exception as exc:
+        log.error("family export for user %s failed: %s", user_id, _where(exc))
+        return FamilyOutcome(500, user_id, INTERNAL_ERROR)
 
 
 def create_app_from_environment() -> FastAPI:

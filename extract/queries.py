@@ -83,6 +83,15 @@ def learner_ids_query() -> sa.Select[int]:
     return sa.select(users.c.id).where(users.c.role == "LEARNER").order_by(users.c.id)
 
 
+def children_query(parent_id: int) -> sa.Select[int]:
+    """The ids of the LEARNER users whose parent is `parent_id`, ascending."""
+    return (
+        sa.select(users.c.id)
+        .where(users.c.role == "LEARNER", users.c.parent_id == parent_id)
+        .order_by(users.c.id)
+    )
+
+
 def profiles_query(dialect: str, user_ids: Collection[int]) -> AnySelect:
     """Profiles of these users; per user, the first created comes first (the one kept)."""
     p = learner_profiles.c

@@ -156,6 +156,18 @@ def iter_optional_rows(conn: Connection, table: str, learner_ids: Collection[int
     return _stream(conn, queries.OPTIONAL_QUERIES[table](conn.dialect.name, ids))
 
 
+def children_ids(conn: Connection, parent_id: int) -> list[int]:
+    """The ids of the LEARNER users whose parent is `parent_id`, ascending ([] when none)."""
+    return list(conn.execute(queries.children_query(parent_id)).scalars())
+
+
+def read_family(conn: Connection, parent_id: int, *, lesson_limit: int | None) -> list[LearnerRows]:
+    """The rows of every child (LEARNER user) of `parent_id`, ascending ids; [] when none. The
+    children and their rows are read on `conn`: inside one snapshot, the family is the one whose
+    documents are built."""
+    return list(iter_learners(conn, children_ids(conn, parent_id), lesson_limit=lesson_limit))
+
+
 def all_learner_ids(conn: Connection) -> list[int]:
     """Every LEARNER user's id, ascending."""
     return list(conn.execute(queries.learner_ids_query()).scalars())

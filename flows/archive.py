@@ -213,7 +213,22 @@ def _job(options: ArchiveOptions, secrets: ArchiveSecrets | None, now: datetime)
         encryption_key=encryption_key if options.encrypt else None,
         parquet=options.parquet,
         pseudonym_key=pseudonym_key if options.parquet else None,
+        **_page_options(options),
     )
+
+
+def _page_options(options: ArchiveOptions) -> dict[str, Any]:
+    """The ChunkJob fields of `--html`: the operator's notice (its retention told by this run's
+    `--keep` when given) and what the documents leave out (the coverage registry)."""
+    if not options.html:
+        return {}
+    from learner_export.notice_config import left_out, operator_notice
+    from learner_export.settings import get_settings
+
+    notice = operator_notice(get_settings())
+    if options.keep is not None:
+        notice = dataclasses.replace(notice, archive_keep=options.keep)
+    return {"html": True, "notice": notice, "left_out": tuple(left_out())}
 
 
 def _revealed(secret: SecretStr | None) -> str | None:

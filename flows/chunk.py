@@ -32,12 +32,15 @@ from load.manifest import (
     Failure,
     FileEntry,
     NulledValue,
+    StoredEntry,
     part_path,
 )
 from load.manifest import to_json as record_json
-from load.names import document_filename
+from load.names import document_filename, page_filename
 from transform.document import LESSON_CAP, build_document
 from transform.encoding import encode_document
+from transform.notice import Exclusion, OperatorNotice
+from transform.page_html import page_for
 
 if TYPE_CHECKING:
     from flows.analyst import ChunkTables
@@ -60,6 +63,12 @@ class ChunkJob:
     encryption_key: str | None
     parquet: bool
     pseudonym_key: str | None
+    html: bool = False
+    """`archive --html`: each learner's readable page beside its document."""
+    notice: OperatorNotice | None = None
+    """The operator's part of the pages' notice (None: nothing configured)."""
+    left_out: tuple[Exclusion, ...] = ()
+    """What the documents leave out, for the pages' notice (the coverage registry)."""
 
     def __repr__(self) -> str:  # never print the URL (password) or the keys
         return f"ChunkJob(run_id={self.run_id!r})"
@@ -194,10 +203,17 @@ def _store_document(
 ) -> FileEntry:
     """Build, encode and store one document in the batch's directory; `path` is its bare name."""
     built = build_document(rows, export_date=job.export_date, exported_by=job.exported_by)
-    data = encode_stored(encode_document(built.document), job.compress, fernet)
+    plain = encode_document(built.document)
+    data = encode_stored(plain, job.compress, fernet)
     suffix = stored_suffix(job.compress, encrypted=fernet is not None)
     name = document_filename(rows.learner_id, job.export_date, suffix=suffix)
     stored = batch.write(name, data)
+    page = None
+    if job.html:  # rendered from the document's own bytes; stored (and encrypted) as it is
+        page_name = page_filename(rows.learner_id, job.export_date) + suffix
+        html = page_for(built.document, job.notice or OperatorNotice(), job.left_out)
+        written = batch.write(page_name, encode_stored(html, job.compress, fernet))
+        page = StoredEntry(path=page_name, bytes=written.bytes, sha256=written.sha256)
     return FileEntry(
         path=name,
         learner_id=rows.learner_id,
@@ -210,6 +226,7 @@ def _store_document(
             NulledValue(table=p.table, column=p.column, row_id=p.row_id, kind=p.kind)
             for p in built.problems
         ],
+        page=page,
     )
 
 

@@ -50,6 +50,9 @@ class ArchiveOptions(BaseModel):
     encrypt: bool = False
     exported_by: int | None = Field(default=None, gt=0)
     parquet: bool = True
+    html: bool = Field(
+        default=False, description="Also write each learner's readable page beside the document."
+    )
     tolerate_failures: bool = False
     keep: int | None = Field(
         default=None, gt=0, description="Keep only this many newest snapshots (retention)."
@@ -138,4 +141,5 @@ def run_parameters(options: ArchiveOptions) -> RunParameters:
         encrypt=options.encrypt,
         exported_by=options.exported_by,
         parquet=options.parquet,
+        html=options.html,
     )

@@ -169,6 +169,7 @@ def finished_parts(destination: Destination, plan: RunPlan) -> dict[int, ChunkPa
     for index in range(len(plan.chunks)):
         part = _read_record(destination, posixpath.join(run_dir, part_path(index)), ChunkPart)
         written = [f.path for f in part.files] + [p.path for p in part.parquet] if part else []
+        written += [f.page.path for f in part.files if f.page is not None] if part else []
         if part is not None and not missing_files(written, present):
             parts[index] = part
     return parts

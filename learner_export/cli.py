@@ -53,9 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_database_option(demo)
 
     export = add_command(
-        commands, "export", _run_export, help="export one learner's document to a file"
+        commands,
+        "export",
+        _run_export,
+        help="export one learner's document (and/or readable page), or a family's bundle",
     )
-    export.add_argument("learner_id", type=positive_int, metavar="LEARNER_ID")
+    export.add_argument("learner_id", type=positive_int, metavar="LEARNER_ID", nargs="?")
+    export.add_argument(
+        "--parent",
+        type=positive_int,
+        metavar="ID",
+        help="instead of one learner: all children of this parent in one zip (documents, pages, "
+        "notice.json, manifest.json)",
+    )
+    export.add_argument(
+        "--format",
+        choices=("json", "html", "both"),
+        default="json",
+        help="json: the document (default); html: the readable page; both: the two side by side",
+    )
     export.add_argument(
         "--out", type=Path, default=Path(), help="directory to write to (default: current)"
     )
@@ -77,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--all", action="store_true", help="print every needed index, not only the missing ones"
     )
     add_database_option(indexes)
+
+    coverage = add_command(
+        commands,
+        "coverage",
+        _run_coverage,
+        help="list the source's learner-linked tables and columns: exported where, or excluded "
+        "why (exit 1 when one has no decision in the registry)",
+    )
+    add_database_option(coverage)
 
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(commands)
@@ -130,7 +155,22 @@ def _run_indexes(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _run_export(args: argparse.Namespace, settings: Settings) -> None:
-    """Write learner-data-{id}-{YYYY-MM-DD}.json for one learner and print its path."""
+    """Write learner-data-{id}-{YYYY-MM-DD}.json (and/or .html) for one learner, or a family's
+    bundle with --parent, and print the paths."""
+    if (args.parent is None) == (args.learner_id is None):
+        raise UserError("give either a LEARNER_ID or --parent ID (not both)")
+    if args.parent is not None:
+        if args.format != "json":
+            raise UserError("--format does not apply to --parent: the bundle holds both")
+        from learner_export.commands_readable import export_family
+
+        export_family(args, settings, _source_url(args, settings))
+        return
+    if args.format != "json":
+        from learner_export.commands_readable import export_readable
+
+        export_readable(args, settings, _source_url(args, settings))
+        return
     # The same function as the export-learner flow's task, called without Prefect.
     from flows.chunk import ChunkJob, export_one
     from load.audit import append_audit, written_record
@@ -164,6 +204,18 @@ def _run_export(args: argparse.Namespace, settings: Settings) -> None:
             file=sys.stderr,
         )
     print(args.out.resolve() / entry.path)
+
+
+def _run_coverage(args: argparse.Namespace, settings: Settings) -> None:
+    """Print every learner-linked column of the source with its registry decision; exit 1 when
+    one has none."""
+    from learner_export.commands_readable import run_coverage
+
+    if not run_coverage(_source_url(args, settings)):
+        raise UserError(
+            "learner-linked columns above have no decision: add each to "
+            "extract/coverage_registry.toml, as exported (where) or excluded (why)"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -142,6 +142,12 @@ def _add_archive_options(parser: argparse.ArgumentParser) -> None:
         help="also write the Parquet tables for analysts (default: yes)",
     )
     parser.add_argument(
+        "--html",
+        action="store_true",
+        help="also write each learner's readable page (learner-data-{id}-{date}.html) beside its "
+        "document, in the manifest and checked by verify",
+    )
+    parser.add_argument(
         "--tolerate-failures",
         action="store_true",
         help="publish the snapshot even if some learners could not be exported",
@@ -166,6 +172,7 @@ def _options(args: argparse.Namespace, settings: Settings) -> ArchiveOptions:
         encrypt=args.encrypt,
         exported_by=args.exported_by or settings.exported_by,
         parquet=args.parquet,
+        html=getattr(args, "html", False),
         tolerate_failures=args.tolerate_failures,
         keep=args.keep,
         audit_log=str(settings.audit_log_path),
@@ -348,8 +355,9 @@ def run_verify(args: argparse.Namespace, settings: Settings) -> None:
         print(f"{PROG}: mismatch: {problem}", file=sys.stderr)
     if report.problems:
         raise UserError(f"{args.snapshot}: {len(report.problems)} mismatch(es) with the manifest")
+    pages = f" (and their {report.pages} pages)" if report.pages else ""
     print(
-        f"{args.snapshot}: ok, {report.documents} documents and {report.parquet_parts} "
+        f"{args.snapshot}: ok, {report.documents} documents{pages} and {report.parquet_parts} "
         "Parquet parts match the manifest"
     )
 

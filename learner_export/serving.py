@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import sys
 
-from learner_export.arguments import UserError, warn_of_missing_indexes
+from learner_export.arguments import PROG, UserError, warn_of_missing_indexes
 from learner_export.settings import Settings
 
 DESCRIPTION = (
@@ -87,6 +88,16 @@ def _check_places(settings: Settings) -> None:
     except (ExtractError, LoadError) as exc:
         raise UserError(str(exc)) from None
     warn_of_missing_indexes(settings.source_url)
+    _warn_of_notice_gaps(settings)
+
+
+def _warn_of_notice_gaps(settings: Settings) -> None:
+    """The notice configuration can be read (or a one-line error); a warning naming what the
+    Art. 15 notice will show as not configured by the operator."""
+    from learner_export.notice_config import incomplete_warning, operator_notice
+
+    if warning := incomplete_warning(operator_notice(settings), settings):
+        print(f"{PROG}: warning: {warning}", file=sys.stderr, flush=True)
 
 
 def _prepare_demo(settings: Settings) -> str:

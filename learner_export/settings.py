@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         description="Concurrent connections (or requests) per worker beyond which uvicorn"
         " answers new requests 503.",
     )
+    notice_config: Path | None = Field(
+        default=None,
+        description="TOML or JSON file with what only the operator can say in the Art. 15 notice"
+        " (controller, contact, purposes, recipients, retention, archive_keep).",
+    )
     encryption_key: SecretStr | None = Field(
         default=None, description="Key for encrypting documents at rest (--encrypt)."
     )

@@ -31,6 +31,7 @@ from load.snapshot_files import (
     read_manifest,
     unlisted_files,
 )
+from transform.page_html import PAGE_START
 from transform.schema import schema_errors
 
 
@@ -40,6 +41,7 @@ class VerifyReport:
 
     documents: int = 0
     parquet_parts: int = 0
+    pages: int = 0
     problems: list[str] = field(default_factory=list)
 
 
@@ -59,6 +61,9 @@ def verify_snapshot(
     for entry in manifest.files:
         report.documents += 1
         report.problems += _document_problems(fs, directory, entry, fernet)
+        if entry.page is not None:
+            report.pages += 1
+            report.problems += _page_problems(fs, directory, entry.page, fernet)
     for table in manifest.parquet.values():
         for part in table.parts:
             report.parquet_parts += 1
@@ -93,6 +98,26 @@ def _document_problems(
     if not isinstance(learner, dict) or learner.get("id") != entry.learner_id:
         problems.append(f"{path}: is not the document of learner {entry.learner_id}")
     return problems
+
+
+def _page_problems(
+    fs: fsspec.AbstractFileSystem, directory: str, entry: StoredEntry, fernet: Fernet | None
+) -> list[str]:
+    """A readable page (`archive --html`): present, its size and sha256, decodable, HTML text."""
+    stored = read_if_exists(fs, posixpath.join(directory, entry.path))
+    if stored is None:
+        return [f"{entry.path}: {MISSING}"]
+    if problem := bytes_problem(stored, entry.bytes, entry.sha256):
+        return [f"{entry.path}: {problem}"]
+    if stored_format(entry.path).encrypted and fernet is None:
+        return [f"{entry.path}: encrypted, and no encryption key is configured to check it"]
+    try:
+        page = decode_stored(entry.path, stored, fernet)
+    except LoadError as exc:
+        return [str(exc)]
+    if not page.startswith(PAGE_START):
+        return [f"{entry.path}: not a readable page"]
+    return []
 
 
 def _dictionary_problems(

@@ -58,6 +58,7 @@ class RunParameters(_Record):
     encrypt: bool
     exported_by: int | None
     parquet: bool
+    html: bool = False  # issue 13: `archive --html`; absent from older manifests
 
 
 class RunPlan(_Record):
@@ -94,6 +95,8 @@ class FileEntry(_Record):
     lessons_total: int = Field(ge=0)
     truncated: bool
     problems: list[NulledValue] = []
+    page: StoredEntry | None = None
+    """The readable page beside the document (`archive --html`), stored as the document is."""
 
 
 class Failure(_Record):
@@ -184,6 +187,7 @@ class Manifest(_Record):
     def listed_paths(self) -> set[str]:
         """Every file of the snapshot, relative to it: the manifest itself included."""
         listed = {MANIFEST_NAME} | {entry.path for entry in self.files}
+        listed |= {entry.page.path for entry in self.files if entry.page is not None}
         listed |= {part.path for table in self.parquet.values() for part in table.parts}
         if self.dictionary is not None:
             listed.add(self.dictionary.path)

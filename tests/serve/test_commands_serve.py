@@ -127,6 +127,8 @@ def test_demo_mode_then_the_printed_curl(tmp_path: Path) -> None:
     command = [sys.executable, "serve.py", "--demo", "--port", str(port)]
     with running(command, _env(tmp_path / "data")) as output:
         assert "built the demo database" in output
+        # No notice configuration: said at start, before any page shows it (issue 13).
+        assert "warning: no notice configuration (LEARNER_EXPORT_NOTICE_CONFIG)" in output
         pasted = "\n".join(
             line
             for line in output.splitlines()
@@ -286,3 +288,24 @@ def test_refuses_to_start_when_the_audit_log_cannot_be_written(tmp_path: Path) -
     assert result.returncode == 1
     assert "audit.jsonl failed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_refuses_to_start_with_a_broken_notice_configuration(
+    tmp_path: Path,
+    sqlite_demo: DemoSource,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """In process: the check runs before anything is served, so nothing starts here."""
+    import serve
+    from learner_export.settings import get_settings
+
+    (tmp_path / "notice.toml").write_text('controler = "a typo"\n')
+    monkeypatch.setenv("DATABASE_URL", sqlite_demo.url)
+    monkeypatch.setenv("JWT_SECRET", SECRET)
+    monkeypatch.setenv("LEARNER_EXPORT_NOTICE_CONFIG", str(tmp_path / "notice.toml"))
+    get_settings.cache_clear()
+    assert serve.main(["--port", str(free_port())]) == 1
+    error = capsys.readouterr().err
+    assert "unknown keys: ['controler']" in error
+    assert error.count("\n") == 1

@@ -62,12 +62,39 @@ def test_no_server_error_from_the_openapi_document(live: LiveServer, mode: Gener
 def test_every_operation_is_fuzzed(live: LiveServer) -> None:
     schema = schemathesis.openapi.from_url(f"{live.url}/openapi.json")
     paths = {result.ok().path for result in schema.get_all_operations()}
-    assert paths == {"/api/export", "/healthz"}
+    assert paths == {"/api/export", "/healthz", "/api/export/view", "/api/export/family"}
     health = schema["/healthz"]["GET"]
 
     @settings(max_examples=5, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(case=health.as_strategy())
     def run(case: schemathesis.Case) -> None:
         case.call_and_validate(base_url=live.url, checks=CHECKS)
+
+    run()
+
+
+READABLE_EXAMPLES = 10
+"""The readable routes share /api/export's checks (fuzzed above at length): a few examples each,
+with tokens that never get a whole family zip, so it stays within seconds."""
+
+
+@pytest.mark.parametrize("path", ["/api/export/view", "/api/export/family"])
+def test_the_readable_routes_are_fuzzed(live: LiveServer, path: str) -> None:
+    schema = schemathesis.openapi.from_url(f"{live.url}/openapi.json")
+    operation = schema[path]["GET"]
+    tokens = st.sampled_from(
+        [None, live.token(live.ids.admin), live.token(live.ids.child, "LEARNER")]
+    )
+
+    @settings(
+        max_examples=READABLE_EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy(GenerationMode.NEGATIVE), token=tokens)
+    def run(case: schemathesis.Case, token: str | None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        case.call_and_validate(base_url=live.url, headers=headers, checks=CHECKS)
 
     run()
