@@ -50,6 +50,10 @@ class ArchiveOptions(BaseModel):
     encrypt: bool = False
     exported_by: int | None = Field(default=None, gt=0)
     parquet: bool = True
+    report: bool = Field(
+        default=False,
+        description="Also write the analyst report (report.html) into the snapshot; needs parquet.",
+    )
     tolerate_failures: bool = False
     keep: int | None = Field(
         default=None, gt=0, description="Keep only this many newest snapshots (retention)."
@@ -122,6 +126,8 @@ def check_options(
             "the Parquet side outputs need a pseudonym key: set LEARNER_EXPORT_PSEUDONYM_KEY, "
             "or pass --no-parquet"
         )
+    if options.report and not options.parquet:
+        raise OptionUnavailable("--report draws the analyst tables: it cannot go with --no-parquet")
     if options.parquet and pseudonym_key:
         try:
             check_key(pseudonym_key.encode())
@@ -138,4 +144,5 @@ def run_parameters(options: ArchiveOptions) -> RunParameters:
         encrypt=options.encrypt,
         exported_by=options.exported_by,
         parquet=options.parquet,
+        report=options.report,
     )

@@ -58,6 +58,9 @@ class RunParameters(_Record):
     encrypt: bool
     exported_by: int | None
     parquet: bool
+    report: bool = False
+    """`archive --report`: the analyst report is written into the snapshot (absent from runs
+    made before it existed: False)."""
 
 
 class RunPlan(_Record):
@@ -115,7 +118,8 @@ class ParquetPartEntry(_Record):
 
 
 class StoredEntry(_Record):
-    """A file of the snapshot other than documents and Parquet parts (the data dictionary)."""
+    """A file of the snapshot other than documents and Parquet parts (the data dictionary, the
+    analyst report)."""
 
     path: RelativePath
     bytes: int = Field(ge=0)
@@ -161,7 +165,9 @@ class Manifest(_Record):
     With Parquet: `parquet_skipped` names the analyst tables that no chunk wrote because the
     source lacks their optional table (contract §1b); `pseudonym_key_fingerprint` identifies the
     pseudonym key (`transform.pseudonyms.key_fingerprint`); `dictionary` is the data dictionary
-    `schema.json`. All three are absent from snapshots written before they existed.
+    `schema.json`. All three are absent from snapshots written before they existed. `report`
+    is the analyst report `report.html`, written by `archive --report` after the manifest and
+    before the publication (the manifest is then written again, listing it).
     """
 
     format: str = FORMAT
@@ -180,13 +186,13 @@ class Manifest(_Record):
     parquet_skipped: list[str] = []
     pseudonym_key_fingerprint: str | None = None
     dictionary: StoredEntry | None = None
+    report: StoredEntry | None = None
 
     def listed_paths(self) -> set[str]:
         """Every file of the snapshot, relative to it: the manifest itself included."""
         listed = {MANIFEST_NAME} | {entry.path for entry in self.files}
         listed |= {part.path for table in self.parquet.values() for part in table.parts}
-        if self.dictionary is not None:
-            listed.add(self.dictionary.path)
+        listed |= {entry.path for entry in (self.dictionary, self.report) if entry is not None}
         return listed
 
     @model_validator(mode="after")
