@@ -353,7 +353,7 @@ def _per_week(
 def week_start(times: pd.Series) -> pd.Series:
     """The Monday (UTC) of each timestamp's week, as `YYYY-MM-DD` (DuckDB's date_trunc('week'))."""
     utc = times.dt.tz_convert("UTC")
-    monday = utc.dt.normalize() - pd.to_timedelta(utc.dt.weekday, unit="D")
+    monday = utc.dt.normalize() - pd.to_timedelta(utc.dt.day_of_week, unit="D")
     return monday.dt.strftime("%Y-%m-%d")
 
 
