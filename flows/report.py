@@ -49,7 +49,15 @@ def report_frames(
     (SnapshotError, naming the snapshot and the part, when one does not match the manifest)."""
     try:
         tables = {
-            table: read_table(fs, directory, manifest, table, columns, TABLE_SCHEMAS[table])
+            table: read_table(
+                fs,
+                directory,
+                manifest,
+                table,
+                columns,
+                TABLE_SCHEMAS[table],
+                dictionary=("learner_pseudonym",),  # one per learner, over millions of rows
+            )
             for table, columns in TABLE_COLUMNS.items()
         }
     except SnapshotError as exc:

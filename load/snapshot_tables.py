@@ -34,13 +34,17 @@ def read_table(
     table: str,
     columns: list[str],
     schema: pa.Schema,
+    *,
+    dictionary: tuple[str, ...] = (),
 ) -> pa.Table | None:
     """`columns` of `table`, every part the manifest lists in part order, each checked against
     its entry; None when the run wrote no such table (its optional source table was missing).
 
     Raises SnapshotError naming the part when one is missing, differs from its entry or is not
     Parquet: a report is never built from files the manifest does not vouch for. `schema` (the
-    declared one) types the result even when every part is empty.
+    declared one) types the result even when every part is empty. The string columns named in
+    `dictionary` are read dictionary-encoded (a value repeated over millions of rows, such as a
+    learner's pseudonym, is then held once per part, not once per row).
     """
     if not manifest.parquet:
         raise TablesUnavailable(
@@ -49,13 +53,21 @@ def read_table(
     listed = manifest.parquet.get(table)
     if listed is None:
         return None
-    wanted = pa.schema([schema.field(name) for name in columns])
-    pieces = [_part(fs, directory, part, columns).cast(wanted) for part in listed.parts]
+    wanted = pa.schema([_field(schema.field(name), name in dictionary) for name in columns])
+    pieces = [_part(fs, directory, part, columns, dictionary).cast(wanted) for part in listed.parts]
     return pa.concat_tables(pieces) if pieces else wanted.empty_table()
 
 
+def _field(field: pa.Field, encoded: bool) -> pa.Field:
+    return field.with_type(pa.dictionary(pa.int32(), field.type)) if encoded else field
+
+
 def _part(
-    fs: fsspec.AbstractFileSystem, directory: str, part: ParquetPartEntry, columns: list[str]
+    fs: fsspec.AbstractFileSystem,
+    directory: str,
+    part: ParquetPartEntry,
+    columns: list[str],
+    dictionary: tuple[str, ...],
 ) -> pa.Table:
     full = posixpath.join(directory, part.path)
     data = read_if_exists(fs, full)
@@ -66,6 +78,10 @@ def _part(
     if problem := bytes_problem(data, part.bytes, part.sha256):
         raise SnapshotError(f"{part.path}: {problem}")
     try:
-        return pq.read_table(pa.BufferReader(data), columns=columns)
+        return pq.read_table(
+            pa.BufferReader(data),
+            columns=columns,
+            read_dictionary=[name for name in columns if name in dictionary],
+        )
     except (pa.ArrowException, OSError):
         raise SnapshotError(f"{part.path}: not a readable Parquet file") from None
