@@ -57,6 +57,11 @@ def setup() -> None:
     STAMP.write_text(wanted + "\n")
 
 
+DEMO_LEARNERS = 300
+"""Learners of the quick start's demo database: enough that most cells of the analyst report
+(subjects, grades, weeks by subject) have 5 or more learners and are shown, few enough that the
+demo stays quick. The first 12 are the tests' demo learners, row for row."""
+
 DEMO_PSEUDONYM_KEY = "demo-only-pseudonym-key"
 """Keys the demo's analyst pseudonyms; it is published here, so it protects nothing. Real runs
 take LEARNER_EXPORT_PSEUDONYM_KEY from their configuration."""
@@ -64,15 +69,17 @@ take LEARNER_EXPORT_PSEUDONYM_KEY from their configuration."""
 
 def demo() -> None:
     """The main job on the embedded demo database: build it, archive every learner into
-    `snapshots/<UTC date>/`, and say where the documents, manifest and Parquet tables are."""
+    `snapshots/<UTC date>/` with the analyst report, and say where the documents, manifest,
+    Parquet tables and report are."""
     from datetime import UTC, datetime  # here: dev.py must import on any python3
 
     cli = BIN / "learner-export"
     run_id = datetime.now(UTC).strftime("%Y-%m-%d")
     env = {**os.environ}
     env.setdefault("LEARNER_EXPORT_PSEUDONYM_KEY", DEMO_PSEUDONYM_KEY)
-    _run(cli, "demo-db", "--replace")  # the embedded demo database is ours to rebuild
-    _run(cli, "archive", "--dest", "snapshots", "--run-id", run_id, env=env)
+    # The embedded demo database is ours to rebuild.
+    _run(cli, "demo-db", "--replace", "--learners", str(DEMO_LEARNERS))
+    _run(cli, "archive", "--dest", "snapshots", "--run-id", run_id, "--report", env=env)
     _run(cli, "verify", f"snapshots/{run_id}")
     print(
         f"\nThe snapshot is in snapshots/{run_id}/: one learner-data-<id>-{run_id}.json per"
@@ -88,6 +95,13 @@ def demo() -> None:
         f"  {python} -c \"import pandas as pd; print(pd.read_parquet('{tables}/lessons'))\"\n"
         f"  {python} -c \"import duckdb; duckdb.read_parquet('{tables}/lessons/*.parquet')"
         '.limit(5).show()"\n',
+        flush=True,
+    )
+    print(
+        f"The analyst report (plots, small cells suppressed; opens offline in any browser) is"
+        f" snapshots/{run_id}/report.html. Make one of any snapshot with:\n\n"
+        f"  {BIN.relative_to(ROOT) / 'learner-export'} report snapshots/{run_id}"
+        f" --out report.html\n",
         flush=True,
     )
 

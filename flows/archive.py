@@ -47,6 +47,7 @@ from load.manifest import ChunkPart, FileEntry, RunPlan
 TASK_RETRIES = 3
 TASK_RETRY_DELAYS = [2, 10, 30]
 ARTIFACT_KEY = "learner-archive-summary"
+REPORT_ARTIFACT_KEY = "learner-archive-report"
 
 
 def retry_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
@@ -71,6 +72,7 @@ _IO_TASK: dict[str, Any] = {
 
 open_run_task = task(name="open-run", **_IO_TASK)(archive_steps.open_run)
 finish_run = task(name="finish-run", **_IO_TASK)(run.write_manifest)
+write_report = task(name="write-report", **_IO_TASK)(archive_steps.write_report)
 record_audit = task(name="record-audit", **_IO_TASK)(archive_steps.record_audit)
 publish_run = task(name="publish-run", **_IO_TASK)(archive_steps.publish)
 apply_retention = task(name="apply-retention", **_IO_TASK)(archive_steps.apply_retention)
@@ -124,6 +126,14 @@ def archive_learners(
     create_markdown_artifact(
         markdown=summary_markdown(result), key=ARTIFACT_KEY, description="Learner archive run"
     )
+    if outcome.report_headline is not None:
+        from flows.report import REPORT_NAME, headline_markdown
+
+        create_markdown_artifact(
+            markdown=headline_markdown(outcome.report_headline, f"{result.snapshot}/{REPORT_NAME}"),
+            key=REPORT_ARTIFACT_KEY,
+            description="Analyst report of the snapshot (headline figures)",
+        )
     logger.info(
         "run %s %s: %d files, %d bytes, %d truncated, %d failed",
         result.run_id, result.status, result.counts.files, result.counts.bytes,
@@ -162,6 +172,7 @@ PREFECT_STEPS = archive_steps.ArchiveSteps(
     open_run=open_run_task,
     run_chunks=_run_chunks,
     write_manifest=finish_run,
+    write_report=write_report,
     record_audit=record_audit,
     publish=publish_run,
     apply_retention=apply_retention,

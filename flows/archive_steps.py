@@ -1,7 +1,8 @@
 """An archive run as one recipe of plain steps, the same with Prefect and without.
 
 `archive_run` is the order of things: hold the run's lock, open (or resume) the run, export the
-chunks still to do, write the manifest, append the run's audit lines, publish, apply retention.
+chunks still to do, write the manifest, write the analyst report into the run (`--report`; the
+manifest is written again, listing it), append the run's audit lines, publish, apply retention.
 Each step is a plain function of `flows.run`, `flows.chunk` or `load`; `flows.archive` runs the
 same recipe with each step wrapped in a Prefect task (retries, records), and the fault tests run
 it with the plain functions, so what they prove about the order is what the flow does.
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from extract.source_check import check_source
 from flows import run
@@ -33,6 +34,9 @@ from load.audit import audit_manifest
 from load.destination import Destination, open_destination, remove_incomplete_root
 from load.manifest import ChunkPart, Manifest, RunParameters, RunPlan
 from load.run_lock import run_lock
+
+if TYPE_CHECKING:
+    from flows.report import ReportWritten
 
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
@@ -94,6 +98,14 @@ def publish(destination: Destination, manifest: Manifest) -> str:
     return snapshot
 
 
+def write_report(destination: Destination, manifest: Manifest) -> ReportWritten:
+    """Write the run's analyst report and list it in its manifest (`flows.report`; pandas and
+    matplotlib are imported only by runs that ask for a report)."""
+    from flows.report import write_report as write
+
+    return write(destination, manifest)
+
+
 def apply_retention(job: ChunkJob, keep: int, now: datetime) -> list[str]:
     """Delete all but the `keep` newest snapshots (never this one); the deleted run ids."""
     return run.apply_retention(
@@ -129,6 +141,7 @@ class ArchiveSteps:
     open_run: Callable[[ChunkJob, RunParameters, datetime], Opened] = open_run
     run_chunks: ChunkRunner = run_chunks_in_order
     write_manifest: Callable[..., Manifest] = run.write_manifest
+    write_report: Callable[[Destination, Manifest], ReportWritten] = write_report
     record_audit: Callable[[str, Manifest, int | None, bool], int] = record_audit
     publish: Callable[[Destination, Manifest], str] = publish
     apply_retention: Callable[[ChunkJob, int, datetime], list[str]] = apply_retention
@@ -137,13 +150,15 @@ class ArchiveSteps:
 @dataclass(frozen=True)
 class RunOutcome:
     """What a run did: its manifest, whether this call finished it, the chunks it exported,
-    the audit lines it appended and the snapshots retention deleted."""
+    the audit lines it appended, the snapshots retention deleted, and the headline figures of
+    the report this call wrote (None when it wrote none)."""
 
     manifest: Manifest
     status: Literal["complete", "already-complete"]
     chunks_run: int
     audit_lines: int
     deleted: list[str]
+    report_headline: list[tuple[str, str]] | None = None
 
 
 def archive_run(
@@ -192,6 +207,12 @@ def archive_run(
             chunks_run = len(pending)
         else:
             manifest = opened.manifest
+        headline = None
+        if manifest.parameters.report and manifest.report is None and not opened.published:
+            # After the manifest (the tables are complete and listed), before publishing: a run
+            # killed in between writes it again, from the same tables, to the same bytes.
+            written = steps.write_report(destination, manifest)
+            manifest, headline = written.manifest, written.headline
         lines = 0
         if audit_log:
             # Always searched first: an earlier attempt may have appended some of this run's
@@ -208,4 +229,4 @@ def archive_run(
     deleted = [] if keep is None else steps.apply_retention(job, keep, now)
     for run_id in deleted:
         log.info("retention: deleted snapshot %s", run_id)
-    return RunOutcome(manifest, status, chunks_run, lines, deleted)
+    return RunOutcome(manifest, status, chunks_run, lines, deleted, headline)

@@ -53,6 +53,10 @@ class ArchiveOptions(BaseModel):
     html: bool = Field(
         default=False, description="Also write each learner's readable page beside the document."
     )
+    report: bool = Field(
+        default=False,
+        description="Also write the analyst report (report.html) into the snapshot; needs parquet.",
+    )
     tolerate_failures: bool = False
     keep: int | None = Field(
         default=None, gt=0, description="Keep only this many newest snapshots (retention)."
@@ -125,6 +129,8 @@ def check_options(
             "the Parquet side outputs need a pseudonym key: set LEARNER_EXPORT_PSEUDONYM_KEY, "
             "or pass --no-parquet"
         )
+    if options.report and not options.parquet:
+        raise OptionUnavailable("--report draws the analyst tables: it cannot go with --no-parquet")
     if options.parquet and pseudonym_key:
         try:
             check_key(pseudonym_key.encode())
@@ -142,4 +148,5 @@ def run_parameters(options: ArchiveOptions) -> RunParameters:
         exported_by=options.exported_by,
         parquet=options.parquet,
         html=options.html,
+        report=options.report,
     )

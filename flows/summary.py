@@ -30,6 +30,8 @@ class ArchiveResult(BaseModel):
     deleted_snapshots: list[str]
     chunks_run: int
     duration_seconds: float
+    report: str | None = None
+    """Where the snapshot's analyst report is (`archive --report`), or None."""
 
     @classmethod
     def from_manifest(
@@ -54,6 +56,7 @@ class ArchiveResult(BaseModel):
             deleted_snapshots=deleted,
             chunks_run=chunks_run,
             duration_seconds=round(seconds, 3),
+            report=None if manifest.report is None else f"{snapshot}/{manifest.report.path}",
         )
 
 

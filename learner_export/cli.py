@@ -25,6 +25,7 @@ from learner_export.settings import Settings, get_settings
 
 COMMAND_MODULES: tuple[str, ...] = (
     "learner_export.commands_archive",
+    "learner_export.commands_report",
     "learner_export.commands_restore",
     "learner_export.commands_serve",
 )

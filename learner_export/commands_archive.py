@@ -148,6 +148,12 @@ def _add_archive_options(parser: argparse.ArgumentParser) -> None:
         "document, in the manifest and checked by verify",
     )
     parser.add_argument(
+        "--report",
+        action="store_true",
+        help="also write the analyst report (report.html: plots of the Parquet tables, small "
+        "cells suppressed) into the snapshot, listed in its manifest",
+    )
+    parser.add_argument(
         "--tolerate-failures",
         action="store_true",
         help="publish the snapshot even if some learners could not be exported",
@@ -173,6 +179,7 @@ def _options(args: argparse.Namespace, settings: Settings) -> ArchiveOptions:
         exported_by=args.exported_by or settings.exported_by,
         parquet=args.parquet,
         html=getattr(args, "html", False),
+        report=args.report,
         tolerate_failures=args.tolerate_failures,
         keep=args.keep,
         audit_log=str(settings.audit_log_path),
@@ -262,6 +269,8 @@ def run_archive(args: argparse.Namespace, settings: Settings) -> None:
     if result.parquet_rows:
         tables = ", ".join(f"{name} ({rows})" for name, rows in sorted(result.parquet_rows.items()))
         print(f"parquet:  {result.snapshot}/parquet/ — {tables}")
+    if result.report:
+        print(f"report:   {result.report}")
     if result.failed_learners or result.not_found:
         failed = ", ".join(str(i) for i in result.failed_learners + result.not_found)
         print(f"{PROG}: warning: not exported (tolerated): learner ids {failed}", file=sys.stderr)

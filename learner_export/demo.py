@@ -39,6 +39,7 @@ SPECIAL_LEARNERS = {
     "big": 1,  # more than 1,000 lessons
     "no_profile": 2,
     "null_profile_json": 3,
+    "no_parent": 11,  # or the last learner, in a demo of 5 to 11 learners
 }
 
 _EPOCH = datetime(2024, 1, 1, 8, 0, 0)
@@ -252,8 +253,11 @@ def demo_rows(learners: int = 12, seed: int = 7) -> DemoRows:
         family = 2 if parent_id == 1 else gen.rng.randrange(1, 4)
         for _ in range(min(family, learners - made)):
             position = made
-            # One learner of the last family has no parent on record (an admin-created account).
-            parent = None if position == learners - 1 and learners > 4 else parent_id
+            # One learner has no parent on record (an admin-created account): the twelfth (the
+            # last of the default demo), so a larger demo only adds learners after the rows of a
+            # smaller one; in a demo of 5 to 11 learners, the last.
+            no_parent = min(learners, SPECIAL_LEARNERS["no_parent"] + 1) - 1
+            parent = None if position == no_parent and learners > 4 else parent_id
             rows.users.append(gen.user(next_id, "LEARNER", parent))
             _learner_rows(gen, rows, next_id, position)
             next_id, made = next_id + 1, made + 1
@@ -261,7 +265,7 @@ def demo_rows(learners: int = 12, seed: int = 7) -> DemoRows:
             parent_id, next_id = next_id, next_id + 1
             rows.users.append(gen.user(parent_id, "PARENT", None))
     _plant_malformed_json(gen, rows)
-    _answer_quizzes(random.Random(f"{seed}/answers"), rows)
+    _answer_quizzes(random.Random(f"{seed}/answers"), random.Random(f"{seed}/mastery"), rows)
     return rows
 
 
@@ -295,13 +299,15 @@ MASTERY_NEEDS_REINFORCEMENT = 60
 """The demo flags a concept for review below this mastery level."""
 
 
-def _answer_quizzes(rng: random.Random, rows: DemoRows) -> None:
+def _answer_quizzes(rng: random.Random, ids: random.Random, rows: DemoRows) -> None:
     """The optional tables' rows, consistent with the lessons: every DONE lesson whose stored spec
     holds questions was answered, one answer per question, between the lesson's creation and
     completion; as many answers are correct as its score says (rounded), or at random when it has
     no score. A concept is the lesson's topic; the mastery rows count each learner's answers per
     (subject, concept). A separate random stream, so the four tables' rows (and the documents)
-    are what they were before the optional tables existed."""
+    are what they were before the optional tables existed. The mastery rows' ids come from a
+    stream of their own, drawn in learner order, so a demo with more learners holds the same
+    rows for the first ones (answers are drawn in lesson order, so theirs are the same too)."""
     mastery: dict[tuple[int, str, str], list[Any]] = {}
     for lesson in rows.lessons:
         if lesson["status"] != "DONE" or lesson["completed_at"] is None or lesson["spec"] is None:
@@ -352,7 +358,7 @@ def _answer_quizzes(rng: random.Random, rows: DemoRows) -> None:
         level = round(100 * correct / total)
         rows.concept_mastery.append(
             {
-                "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                "id": str(uuid.UUID(int=ids.getrandbits(128), version=4)),
                 "learner_id": learner_id,
                 "concept_name": concept,
                 "subject": subject,

@@ -4,7 +4,7 @@ Every document: present, the recorded size and sha256, decryptable when encrypte
 configured key), valid JSON, valid against the document schema, about the learner the manifest
 names. Every Parquet part: present, the recorded size and sha256, and the recorded row count in
 its footer. The data dictionary (`schema.json`), when listed: the recorded size and sha256, and
-valid JSON. Files the manifest does not list are reported too. Problems name paths, ids and
+valid JSON. The analyst report (`report.html`), when listed: its size, sha256, and an HTML page. Files the manifest does not list are reported too. Problems name paths, ids and
 checks, never content.
 """
 
@@ -70,6 +70,8 @@ def verify_snapshot(
             report.problems += _parquet_problems(fs, directory, part)
     if manifest.dictionary is not None:
         report.problems += _dictionary_problems(fs, directory, manifest.dictionary)
+    if manifest.report is not None:
+        report.problems += _report_problems(fs, directory, manifest.report)
     report.problems += [
         f"{name}: not listed in the manifest" for name in unlisted_files(fs, directory, manifest)
     ]
@@ -132,6 +134,21 @@ def _dictionary_problems(
         orjson.loads(stored)
     except orjson.JSONDecodeError:
         return [f"{entry.path}: not valid JSON"]
+    return []
+
+
+def _report_problems(
+    fs: fsspec.AbstractFileSystem, directory: str, entry: StoredEntry
+) -> list[str]:
+    """The analyst report (`archive --report`): its size and sha256, and that it is an HTML
+    page (what it shows was checked against the tables when it was made)."""
+    stored = read_if_exists(fs, posixpath.join(directory, entry.path))
+    if stored is None:
+        return [f"{entry.path}: {MISSING}"]
+    if problem := bytes_problem(stored, entry.bytes, entry.sha256):
+        return [f"{entry.path}: {problem}"]
+    if not stored.startswith(b"<!doctype html>"):
+        return [f"{entry.path}: not an HTML page"]
     return []
 
 

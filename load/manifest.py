@@ -59,6 +59,9 @@ class RunParameters(_Record):
     exported_by: int | None
     parquet: bool
     html: bool = False  # issue 13: `archive --html`; absent from older manifests
+    report: bool = False
+    """`archive --report`: the analyst report is written into the snapshot (absent from runs
+    made before it existed: False)."""
 
 
 class RunPlan(_Record):
@@ -118,7 +121,8 @@ class ParquetPartEntry(_Record):
 
 
 class StoredEntry(_Record):
-    """A file of the snapshot other than documents and Parquet parts (the data dictionary)."""
+    """A file of the snapshot other than documents and Parquet parts (the data dictionary, the
+    analyst report)."""
 
     path: RelativePath
     bytes: int = Field(ge=0)
@@ -164,7 +168,9 @@ class Manifest(_Record):
     With Parquet: `parquet_skipped` names the analyst tables that no chunk wrote because the
     source lacks their optional table (contract §1b); `pseudonym_key_fingerprint` identifies the
     pseudonym key (`transform.pseudonyms.key_fingerprint`); `dictionary` is the data dictionary
-    `schema.json`. All three are absent from snapshots written before they existed.
+    `schema.json`. All three are absent from snapshots written before they existed. `report`
+    is the analyst report `report.html`, written by `archive --report` after the manifest and
+    before the publication (the manifest is then written again, listing it).
     """
 
     format: str = FORMAT
@@ -183,14 +189,14 @@ class Manifest(_Record):
     parquet_skipped: list[str] = []
     pseudonym_key_fingerprint: str | None = None
     dictionary: StoredEntry | None = None
+    report: StoredEntry | None = None
 
     def listed_paths(self) -> set[str]:
         """Every file of the snapshot, relative to it: the manifest itself included."""
         listed = {MANIFEST_NAME} | {entry.path for entry in self.files}
         listed |= {entry.page.path for entry in self.files if entry.page is not None}
         listed |= {part.path for table in self.parquet.values() for part in table.parts}
-        if self.dictionary is not None:
-            listed.add(self.dictionary.path)
+        listed |= {entry.path for entry in (self.dictionary, self.report) if entry is not None}
         return listed
 
     @model_validator(mode="after")

@@ -4,14 +4,19 @@ demo rows say independently of the code under test."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from extract.engine import create_source_engine, snapshot
 from extract.reader import all_learner_ids, read_learners
 from extract.records import LearnerRows
+from flows.archive_steps import archive_run
+from flows.chunk import ChunkJob
 from learner_export.demo import DemoRows
+from load.manifest import RunParameters
 from tests.conftest import DemoSource
 from transform.tables import RunStamp
 
@@ -59,3 +64,32 @@ def _questions(spec_text: str | bytes | None) -> list[Any]:
         return []
     questions = spec.get("questions") if isinstance(spec, dict) else None
     return questions if isinstance(questions, list) else []
+
+
+def write_snapshot(
+    source: DemoSource,
+    dest: Path,
+    run_id: str,
+    *,
+    report: bool = False,
+    chunk_size: int = 5,
+    compress: Literal["gzip", "zstd"] | None = None,
+    encryption_key: str | None = None,
+) -> Path:
+    """Archive every learner of `source` into `dest/<run_id>/` with Parquet, through the
+    archive's recipe with its plain steps (no Prefect): the snapshot's directory."""
+    parameters = RunParameters(
+        learners="all", chunk_size=chunk_size, compress=compress,
+        encrypt=encryption_key is not None, exported_by=None, parquet=True, report=report,
+    )  # fmt: skip
+    now = datetime.fromisoformat(f"{run_id[:10]}T02:00:00+00:00")
+    job = ChunkJob(
+        destination_url=str(dest), run_id=run_id, source_url=source.url, export_date=now,
+        exported_by=None, compress=compress, encryption_key=encryption_key, parquet=True,
+        pseudonym_key=KEY.decode(),
+    )  # fmt: skip
+    archive_run(
+        job, parameters, now=now, tolerate_failures=False, audit_log=None, keep=None,
+        log=logging.getLogger("tests"),
+    )  # fmt: skip
+    return dest / run_id

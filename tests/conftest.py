@@ -115,6 +115,16 @@ def demo_source(request: pytest.FixtureRequest) -> DemoSource:
     return source
 
 
+@pytest.fixture(scope="session")
+def report_snapshot(sqlite_demo: DemoSource, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The SQLite demo archived with Parquet and `--report` (three chunks), by the archive's
+    recipe without Prefect: the analyst report's tests read it, never change it."""
+    from tests.analyst import write_snapshot
+
+    root = tmp_path_factory.mktemp("report-snapshot")
+    return write_snapshot(sqlite_demo, root, "2026-03-02", report=True)
+
+
 # --- restore: the demo learners' documents and fresh target databases -------------------------
 
 _database_numbers = itertools.count(1)

@@ -8,10 +8,11 @@ import uuid
 from pathlib import Path
 
 import orjson
+import pyarrow.parquet as pq
 import pytest
 from cryptography.fernet import Fernet
 
-from flows.archive import ARTIFACT_KEY, export_learner
+from flows.archive import ARTIFACT_KEY, REPORT_ARTIFACT_KEY, export_learner
 from flows.errors import OptionUnavailable, RunFailed
 from flows.server import drain_prefect_queues
 from learner_export.verify import verify_snapshot
@@ -158,6 +159,33 @@ def test_each_run_leaves_a_summary_artifact(
     with contextlib.closing(sqlite3.connect(prefect_server.home / "prefect.db")) as db:
         rows = db.execute("SELECT data FROM artifact WHERE key = ?", (ARTIFACT_KEY,)).fetchall()
     assert any("| files | 2 |" in str(data) for (data,) in rows)
+
+
+def test_a_run_with_report_writes_it_and_publishes_its_headline_figures(
+    sqlite_demo: DemoSource, tmp_path: Path, prefect_server: PrefectServer
+) -> None:
+    from tests.analyst import KEY, personal_values
+
+    result = run_archive(
+        sqlite_demo, tmp_path, run_id="rep", parquet=True, report=True,
+        secrets={"pseudonym_key": KEY.decode()},
+    )  # fmt: skip
+    assert result.report == f"{tmp_path}/rep/report.html"
+    assert (tmp_path / "rep" / "report.html").read_bytes().startswith(b"<!doctype html>")
+    assert verify_snapshot(*open_snapshot(str(tmp_path / "rep")), None).problems == []
+    drain_prefect_queues()
+    with contextlib.closing(sqlite3.connect(prefect_server.home / "prefect.db")) as db:
+        [(data,)] = db.execute(
+            "SELECT data FROM artifact WHERE key = ?", (REPORT_ARTIFACT_KEY,)
+        ).fetchall()
+    markdown = orjson.loads(data) if data.startswith('"') else data
+    assert f"`{tmp_path}/rep/report.html`" in markdown
+    assert f"| learners | {len(sqlite_demo.rows.learner_ids)} |" in markdown
+    assert "| learners whose documents are truncated | fewer than 5 learners |" in markdown
+    pseudonyms = {row["learner_pseudonym"] for row in pq.read_table(
+        tmp_path / "rep" / "parquet" / "learners").to_pylist()}  # fmt: skip
+    for value in [*personal_values(sqlite_demo.rows), *pseudonyms]:
+        assert value not in markdown
 
 
 def test_export_learner_writes_one_file(demo_source: DemoSource, tmp_path: Path) -> None:

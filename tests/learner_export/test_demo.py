@@ -156,3 +156,19 @@ def test_the_optional_tables_hold_the_same_rows_on_both_databases(
         sum(a["is_correct"] for a in rows.quiz_answers),
     )
     assert mastery == len(rows.concept_mastery)
+
+
+def test_a_larger_demo_only_adds_rows_after_a_smaller_ones() -> None:
+    """`dev.py demo` builds more learners than the tests' demo: the rows of the first 12 (and so
+    the golden documents) are the same in both, in every table."""
+    small, large = demo_rows(12, 7), demo_rows(40, 7)
+    for table in ("users", "learner_profiles", "lessons", "achievements", "quiz_answers",
+                  "concept_mastery"):  # fmt: skip
+        rows = getattr(small, table)
+        assert getattr(large, table)[: len(rows)] == rows, table
+    assert small.malformed == large.malformed
+    # Both have their learner without a parent (the twelfth), and only one.
+    for rows in (small, large):
+        assert [
+            u["id"] for u in rows.users if u["role"] == "LEARNER" and u["parent_id"] is None
+        ] == [18]

@@ -1,0 +1,118 @@
+"""The analyst report of a snapshot: its tables read back (checked against the manifest), the
+figures built and the page rendered; and, for `archive --report`, the page written into the run.
+
+Plain functions, free of Prefect: the `report` command calls `snapshot_report`, the archive
+recipe calls `write_report` between the manifest and the publication.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+import fsspec
+
+from load.destination import Destination, write_file
+from load.manifest import MANIFEST_NAME, Manifest, StoredEntry, to_json
+from load.snapshot_files import SnapshotError, read_manifest
+from load.snapshot_tables import read_table
+from transform.analyst_schema import TABLE_SCHEMAS
+from transform.report_figures import (
+    DEFAULT_MIN_CELL,
+    TABLE_COLUMNS,
+    ReportFrames,
+    SnapshotFacts,
+    frames,
+)
+from transform.report_html import report_page
+
+REPORT_NAME = "report.html"
+"""The report's name inside a snapshot written with `archive --report`."""
+
+
+def snapshot_facts(manifest: Manifest) -> SnapshotFacts:
+    """What the report takes from the manifest: the run, its export time, and truncation."""
+    truncated = [entry for entry in manifest.files if entry.truncated]
+    return SnapshotFacts(
+        run_id=manifest.run_id,
+        exported_at=manifest.export_date,
+        truncated_learners=len(truncated),
+        lessons_left_out=sum(e.lessons_total - e.lessons_exported for e in truncated),
+        skipped_tables=tuple(manifest.parquet_skipped),
+    )
+
+
+def report_frames(
+    fs: fsspec.AbstractFileSystem, directory: str, manifest: Manifest, name: str
+) -> ReportFrames:
+    """The report's frames of the snapshot in `directory`, every part checked as it is read
+    (SnapshotError, naming the snapshot and the part, when one does not match the manifest)."""
+    try:
+        tables = {
+            table: read_table(
+                fs,
+                directory,
+                manifest,
+                table,
+                columns,
+                TABLE_SCHEMAS[table],
+                dictionary=("learner_pseudonym",),  # one per learner, over millions of rows
+            )
+            for table, columns in TABLE_COLUMNS.items()
+        }
+    except SnapshotError as exc:
+        raise SnapshotError(f"{name}: {exc}") from None
+    return frames(snapshot_facts(manifest), tables)
+
+
+def snapshot_report(
+    fs: fsspec.AbstractFileSystem,
+    directory: str,
+    *,
+    name: str,
+    min_cell: int = DEFAULT_MIN_CELL,
+    before: tuple[fsspec.AbstractFileSystem, str, str] | None = None,
+) -> tuple[bytes, Manifest]:
+    """The report page of the published snapshot in `directory` (`name`: how messages call it),
+    compared with the snapshot `before` (file system, directory, name) when given; and the
+    snapshot's manifest. A directory without a manifest (an unfinished run) is a
+    SnapshotError, as is any part that does not match its entry."""
+    manifest = read_manifest(fs, directory, name)
+    data = report_frames(fs, directory, manifest, name)
+    earlier = None
+    if before is not None:
+        other_fs, other_dir, other_name = before
+        other = read_manifest(other_fs, other_dir, other_name)
+        earlier = report_frames(other_fs, other_dir, other, other_name)
+    page, _ = report_page(data, min_cell, before=earlier)
+    return page, manifest
+
+
+@dataclass(frozen=True)
+class ReportWritten:
+    """The run's manifest listing its report, and the report's headline figures as printed
+    (counts, or "fewer than N learners": nothing personal) for the run's artifact."""
+
+    manifest: Manifest
+    headline: list[tuple[str, str]]
+
+
+def write_report(destination: Destination, manifest: Manifest) -> ReportWritten:
+    """Write the analyst report of the unpublished run `manifest` describes (its manifest
+    written, its parts not yet published) as `report.html` in its directory, then its manifest
+    again, listing the report. Safe to repeat: the same tables give the same page."""
+    run_dir = destination.incomplete_dir(manifest.run_id)
+    data = report_frames(destination.fs, run_dir, manifest, manifest.run_id)
+    page, headline = report_page(data)
+    stored = write_file(destination.fs, posixpath.join(run_dir, REPORT_NAME), page)
+    entry = StoredEntry(path=REPORT_NAME, bytes=stored.bytes, sha256=stored.sha256)
+    listed = manifest.model_copy(update={"report": entry})
+    write_file(destination.fs, posixpath.join(run_dir, MANIFEST_NAME), to_json(listed))
+    return ReportWritten(listed, headline)
+
+
+def headline_markdown(headline: list[tuple[str, str]], location: str) -> str:
+    """The Markdown of the run's report artifact: the headline figures and where the page is."""
+    lines = ["# Analyst report", "", f"The report: `{location}`", "", "| | |", "|---|---|"]
+    lines += [f"| {label} | {value} |" for label, value in headline]
+    return "\n".join(lines) + "\n"
