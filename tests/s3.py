@@ -38,6 +38,7 @@ class S3Server:
             raise S3Unavailable(f"no {MOTO_SERVER} (the dev extra installs moto[server])")
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
+        self._client: Any = None
         self._log = Path(tempfile.mkdtemp(prefix="learner-export-s3-")) / "moto.log"
 
     @property
@@ -84,17 +85,20 @@ class S3Server:
         self._process = None
 
     def client(self) -> Any:
-        """A boto3 S3 client of this server: a reader independent of the code under test."""
-        import boto3
+        """A boto3 S3 client of this server (one, made on first use; boto3's clients may be
+        shared between threads): a reader independent of the code under test."""
+        if self._client is None:
+            import boto3
 
-        env = self.environment()
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-            region_name=env["AWS_DEFAULT_REGION"],
-        )
+            env = self.environment()
+            self._client = boto3.client(
+                "s3",
+                endpoint_url=self.endpoint,
+                aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                region_name=env["AWS_DEFAULT_REGION"],
+            )
+        return self._client
 
     def new_bucket(self) -> str:
         """A new, empty bucket's name."""
