@@ -1,6 +1,7 @@
 """The scheduled archive: a deployment of `archive_learners` on a cron schedule, served by this
-process (`prefect.serve`). Scheduled runs read the source URL and keys from the serving process's
-settings; the deployment stores only the public options.
+process (`build_deployment`, `serve_deployment`), or registered on a work pool whose workers run
+it (`register_deployment`). Scheduled runs read the source URL and keys from the settings of the
+process that runs them; the deployment stores only the public options.
 
 Schedules need a Prefect server with its scheduler service: the one at PREFECT_API_URL, or, when
 none is configured, a local server started here on 127.0.0.1 for as long as the process serves.
@@ -17,14 +18,22 @@ from types import FrameType
 from prefect.deployments.runner import RunnerDeployment
 from prefect.runner import Runner
 from prefect.schedules import Cron
+from prefect.types.entrypoint import EntrypointType
 
 from flows.archive import archive_learners
+from flows.errors import OptionUnavailable
 from flows.interrupt import STOP
 from flows.options import ArchiveOptions
 from flows.server import prefect_api
 
 
-def build_deployment(options: ArchiveOptions, *, cron: str, name: str) -> RunnerDeployment:
+def build_deployment(
+    options: ArchiveOptions,
+    *,
+    cron: str,
+    name: str,
+    entrypoint_type: EntrypointType = EntrypointType.FILE_PATH,
+) -> RunnerDeployment:
     """The deployment: `archive_learners` with these options, on `cron` (UTC)."""
     deployment = archive_learners.to_deployment(
         name=name,
@@ -32,9 +41,41 @@ def build_deployment(options: ArchiveOptions, *, cron: str, name: str) -> Runner
         parameters={"options": options.model_dump(mode="json")},
         description="Nightly archive of every learner: documents, manifest, Parquet tables.",
         tags=["learner-export"],
+        entrypoint_type=entrypoint_type,
     )
     assert isinstance(deployment, RunnerDeployment)  # called from sync code: not a coroutine
     return deployment
+
+
+def register_deployment(options: ArchiveOptions, *, cron: str, name: str, pool: str) -> str:
+    """Register the deployment on the work pool `pool` of the Prefect server at PREFECT_API_URL;
+    returns its name (`archive-learners/<name>`). Registering it again updates it.
+
+    Its entrypoint is the module path `flows.archive.archive_learners`: a worker imports the
+    installed package (`pip install learner-export`), nothing is pulled from storage, so every
+    worker machine runs the version installed on it. A pool that does not exist is refused.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise OptionUnavailable(
+            "deploy needs the Prefect server its workers poll: set PREFECT_API_URL"
+        )
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(pool)
+        except ObjectNotFound:
+            raise OptionUnavailable(
+                f"no work pool {pool!r} on the Prefect server: create it with "
+                f"`prefect work-pool create {pool} --type process`"
+            ) from None
+    deployment = build_deployment(
+        options, cron=cron, name=name, entrypoint_type=EntrypointType.MODULE_PATH
+    )
+    deployment.apply(work_pool_name=pool)
+    return f"{archive_learners.name}/{name}"
 
 
 def serve_deployment(deployment: RunnerDeployment, home: Path) -> None:
