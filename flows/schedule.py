@@ -33,8 +33,10 @@ def build_deployment(
     cron: str,
     name: str,
     entrypoint_type: EntrypointType = EntrypointType.FILE_PATH,
+    concurrency_limit: int | None = None,
 ) -> RunnerDeployment:
-    """The deployment: `archive_learners` with these options, on `cron` (UTC)."""
+    """The deployment: `archive_learners` with these options, on `cron` (UTC), at most
+    `concurrency_limit` runs at once (None: no limit on the server; see `serve_deployment`)."""
     deployment = archive_learners.to_deployment(
         name=name,
         schedules=[Cron(cron, timezone="UTC")],
@@ -42,6 +44,7 @@ def build_deployment(
         description="Nightly archive of every learner: documents, manifest, Parquet tables.",
         tags=["learner-export"],
         entrypoint_type=entrypoint_type,
+        concurrency_limit=concurrency_limit,
     )
     assert isinstance(deployment, RunnerDeployment)  # called from sync code: not a coroutine
     return deployment
@@ -54,6 +57,10 @@ def register_deployment(options: ArchiveOptions, *, cron: str, name: str, pool: 
     Its entrypoint is the module path `flows.archive.archive_learners`: a worker imports the
     installed package (`pip install learner-export`), nothing is pulled from storage, so every
     worker machine runs the version installed on it. A pool that does not exist is refused.
+
+    One run at a time, across all the pool's workers (a concurrency limit of 1 kept by the
+    server; a run that comes while another goes waits for it): an object store has no run lock
+    (`load.run_lock`), so two workers must never write the same date's run at once.
     """
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
@@ -72,7 +79,11 @@ def register_deployment(options: ArchiveOptions, *, cron: str, name: str, pool: 
                 f"`prefect work-pool create {pool} --type process`"
             ) from None
     deployment = build_deployment(
-        options, cron=cron, name=name, entrypoint_type=EntrypointType.MODULE_PATH
+        options,
+        cron=cron,
+        name=name,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        concurrency_limit=1,
     )
     deployment.apply(work_pool_name=pool)
     return f"{archive_learners.name}/{name}"

@@ -57,6 +57,9 @@ def test_a_deployment_on_a_work_pool_is_run_by_a_prefect_worker_process(
         client.create_work_pool(WorkPoolCreate(name="archive", type="process"))
     assert main([*deploy, "--pool", "archive", "--name", "nightly"]) == 0
     assert "deployed archive-learners/nightly on work pool 'archive'" in capsys.readouterr().out
+    with get_client(sync_client=True) as client:  # one run at a time across the pool's workers
+        limit = client.read_deployment_by_name("archive-learners/nightly").global_concurrency_limit
+    assert limit is not None and limit.limit == 1
 
     flow_run = run_deployment("archive-learners/nightly", timeout=0)  # scheduled now
     env = {**os.environ, "DATABASE_URL": sqlite_demo.url}
