@@ -1,9 +1,9 @@
 """Subcommands of the archival job: `archive`, `verify`, `decrypt`, `schedule` and `deploy`.
 
-`archive` and `schedule` run Prefect flows; `deploy` registers one on a work pool. Prefect is configured before it is first imported,
-through its own environment variables and only where the user has not set them: its home under
-the data dir (a fresh machine gets no ~/.prefect), no analytics, and a temporary local server
-when no PREFECT_API_URL is configured.
+`archive` and `schedule` run Prefect flows; `deploy` registers one on a work pool. Prefect is
+configured before it is first imported, through its own environment variables and only where the
+user has not set them: its home under the data dir (a fresh machine gets no ~/.prefect), no
+analytics, and a temporary local server when no PREFECT_API_URL is configured.
 """
 
 from __future__ import annotations

@@ -89,7 +89,11 @@ def check_no_credentials(url: str) -> str:
     Destinations get their credentials from the storage library's standard sources (the AWS
     variables, profiles, instance roles): a URL is printed, logged and stored with each run.
     """
-    if "://" in url and "@" in urlsplit(url).netloc:
+    try:
+        netloc = urlsplit(url).netloc if "://" in url else ""
+    except ValueError:  # e.g. an unclosed IPv6 bracket; the message may quote the URL
+        raise TerminalLoadError("cannot open the destination: malformed URL") from None
+    if "@" in netloc:
         raise TerminalLoadError(
             "the destination URL must not hold credentials; give them to the storage "
             "library through its environment (e.g. AWS_* variables) instead"

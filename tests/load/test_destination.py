@@ -110,7 +110,9 @@ def test_writing_where_a_file_blocks_the_directory_is_a_load_error(tmp_path: Pat
         write_file(destination.fs, f"{destination.root}/doc.json", b"{}")
 
 
-@pytest.mark.parametrize("url", ["nosuchproto://host/x", "nosuchproto://x/hunter2"])
+@pytest.mark.parametrize(
+    "url", ["nosuchproto://host/x", "nosuchproto://x/hunter2", "s3://[hunter2/x"]
+)
 def test_a_destination_that_cannot_open_is_reported_without_the_url(url: str) -> None:
     with pytest.raises(TerminalLoadError, match="cannot open the destination") as caught:
         open_destination(url)
