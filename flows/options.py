@@ -6,13 +6,14 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from flows.errors import OptionUnavailable
 from learner_export.settings import Settings
 from load.codec import fernet_from_key
+from load.destination import check_no_credentials
+from load.errors import TerminalLoadError
 from load.manifest import RunParameters
 from transform.pseudonyms import check_key
 
@@ -71,12 +72,10 @@ class ArchiveOptions(BaseModel):
     @classmethod
     def _no_credentials_in_dest(cls, dest: str) -> str:
         # The options are stored and shown by Prefect: a password in the URL would be too.
-        if "://" in dest and "@" in urlsplit(dest).netloc:
-            raise ValueError(
-                "the destination URL must not hold credentials; give them to the storage "
-                "library through its environment (e.g. AWS_* variables) instead"
-            )
-        return dest
+        try:
+            return check_no_credentials(dest)
+        except TerminalLoadError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class ArchiveSecrets(BaseModel):

@@ -1,6 +1,7 @@
 """The scheduled archive: a deployment of `archive_learners` on a cron schedule, served by this
-process (`prefect.serve`). Scheduled runs read the source URL and keys from the serving process's
-settings; the deployment stores only the public options.
+process (`build_deployment`, `serve_deployment`), or registered on a work pool whose workers run
+it (`register_deployment`). Scheduled runs read the source URL and keys from the settings of the
+process that runs them; the deployment stores only the public options.
 
 Schedules need a Prefect server with its scheduler service: the one at PREFECT_API_URL, or, when
 none is configured, a local server started here on 127.0.0.1 for as long as the process serves.
@@ -17,24 +18,75 @@ from types import FrameType
 from prefect.deployments.runner import RunnerDeployment
 from prefect.runner import Runner
 from prefect.schedules import Cron
+from prefect.types.entrypoint import EntrypointType
 
 from flows.archive import archive_learners
+from flows.errors import OptionUnavailable
 from flows.interrupt import STOP
 from flows.options import ArchiveOptions
 from flows.server import prefect_api
 
 
-def build_deployment(options: ArchiveOptions, *, cron: str, name: str) -> RunnerDeployment:
-    """The deployment: `archive_learners` with these options, on `cron` (UTC)."""
+def build_deployment(
+    options: ArchiveOptions,
+    *,
+    cron: str,
+    name: str,
+    entrypoint_type: EntrypointType = EntrypointType.FILE_PATH,
+    concurrency_limit: int | None = None,
+) -> RunnerDeployment:
+    """The deployment: `archive_learners` with these options, on `cron` (UTC), at most
+    `concurrency_limit` runs at once (None: no limit on the server; see `serve_deployment`)."""
     deployment = archive_learners.to_deployment(
         name=name,
         schedules=[Cron(cron, timezone="UTC")],
         parameters={"options": options.model_dump(mode="json")},
         description="Nightly archive of every learner: documents, manifest, Parquet tables.",
         tags=["learner-export"],
+        entrypoint_type=entrypoint_type,
+        concurrency_limit=concurrency_limit,
     )
     assert isinstance(deployment, RunnerDeployment)  # called from sync code: not a coroutine
     return deployment
+
+
+def register_deployment(options: ArchiveOptions, *, cron: str, name: str, pool: str) -> str:
+    """Register the deployment on the work pool `pool` of the Prefect server at PREFECT_API_URL;
+    returns its name (`archive-learners/<name>`). Registering it again updates it.
+
+    Its entrypoint is the module path `flows.archive.archive_learners`: a worker imports the
+    installed package (`pip install learner-export`), nothing is pulled from storage, so every
+    worker machine runs the version installed on it. A pool that does not exist is refused.
+
+    One run at a time, across all the pool's workers (a concurrency limit of 1 kept by the
+    server; a run that comes while another goes waits for it): an object store has no run lock
+    (`load.run_lock`), so two workers must never write the same date's run at once.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise OptionUnavailable(
+            "deploy needs the Prefect server its workers poll: set PREFECT_API_URL"
+        )
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(pool)
+        except ObjectNotFound:
+            raise OptionUnavailable(
+                f"no work pool {pool!r} on the Prefect server: create it with "
+                f"`prefect work-pool create {pool} --type process`"
+            ) from None
+    deployment = build_deployment(
+        options,
+        cron=cron,
+        name=name,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        concurrency_limit=1,
+    )
+    deployment.apply(work_pool_name=pool)
+    return f"{archive_learners.name}/{name}"
 
 
 def serve_deployment(deployment: RunnerDeployment, home: Path) -> None:

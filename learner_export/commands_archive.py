@@ -1,9 +1,9 @@
-"""Subcommands of the archival job: `archive`, `verify`, `decrypt` and `schedule`.
+"""Subcommands of the archival job: `archive`, `verify`, `decrypt`, `schedule` and `deploy`.
 
-`archive` and `schedule` run Prefect flows. Prefect is configured before it is first imported,
-through its own environment variables and only where the user has not set them: its home under
-the data dir (a fresh machine gets no ~/.prefect), no analytics, and a temporary local server
-when no PREFECT_API_URL is configured.
+`archive` and `schedule` run Prefect flows; `deploy` registers one on a work pool. Prefect is
+configured before it is first imported, through its own environment variables and only where the
+user has not set them: its home under the data dir (a fresh machine gets no ~/.prefect), no
+analytics, and a temporary local server when no PREFECT_API_URL is configured.
 """
 
 from __future__ import annotations
@@ -104,6 +104,22 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--cron", default=DEFAULT_CRON, help=f"cron expression, UTC (default {DEFAULT_CRON!r})"
     )
     schedule.add_argument("--name", default="nightly", help="deployment name (default nightly)")
+
+    deploy = add_command(
+        commands,
+        "deploy",
+        run_deploy,
+        help="register the scheduled archive on a Prefect work pool, for its workers to run",
+    )
+    _add_archive_options(deploy)
+    deploy.add_argument(
+        "--cron", default=DEFAULT_CRON, help=f"cron expression, UTC (default {DEFAULT_CRON!r})"
+    )
+    deploy.add_argument("--name", default="nightly", help="deployment name (default nightly)")
+    deploy.add_argument(
+        "--pool", required=True, help="the work pool (e.g. one made with `prefect work-pool "
+        "create archive --type process`)",
+    )  # fmt: skip
 
 
 def _add_archive_options(parser: argparse.ArgumentParser) -> None:
@@ -423,3 +439,31 @@ def run_schedule(args: argparse.Namespace, settings: Settings) -> None:
     serve_deployment(deployment, prefect_home(settings))
     # Serving ends only when a stop signal arrived (Prefect's runner handles it and returns).
     raise KeyboardInterrupt
+
+
+def run_deploy(args: argparse.Namespace, settings: Settings) -> None:
+    """Register archive-learners on a work pool of the Prefect server at PREFECT_API_URL, on a
+    cron schedule; `prefect worker start --pool POOL` processes then run it. The source and keys
+    are not part of the deployment: each run reads them from its worker's environment."""
+    from flows.cron import check_cron, next_runs
+    from flows.errors import ArchiveError
+    from load.errors import LoadError
+
+    options = _options(args, settings)
+    try:
+        cron = check_cron(args.cron)
+    except (ArchiveError, LoadError) as exc:
+        raise UserError(str(exc)) from None
+    configure_prefect(settings)
+    from datetime import UTC, datetime
+
+    from flows.schedule import register_deployment
+
+    try:
+        name = register_deployment(options, cron=cron, name=args.name, pool=args.pool)
+    except ArchiveError as exc:
+        raise UserError(str(exc)) from None
+    upcoming = ", ".join(f"{t:%Y-%m-%d %H:%M}" for t in next_runs(cron, datetime.now(UTC)))
+    print(f"deployed {name} on work pool {args.pool!r}, cron {cron!r} (UTC), into {options.dest}")
+    print(f"next runs (UTC): {upcoming}")
+    print(f"start workers with: prefect worker start --pool {args.pool}", flush=True)

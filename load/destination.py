@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -82,11 +83,36 @@ class Destination:
         return posixpath.join(self.root, check_run_id(run_id))
 
 
+def check_no_credentials(url: str) -> str:
+    """`url` if it holds no credentials (`user:password@`); refused otherwise, without quoting it.
+
+    Destinations get their credentials from the storage library's standard sources (the AWS
+    variables, profiles, instance roles): a URL is printed, logged and stored with each run.
+    """
+    try:
+        netloc = urlsplit(url).netloc if "://" in url else ""
+    except ValueError:  # e.g. an unclosed IPv6 bracket; the message may quote the URL
+        raise TerminalLoadError("cannot open the destination: malformed URL") from None
+    if "@" in netloc:
+        raise TerminalLoadError(
+            "the destination URL must not hold credentials; give them to the storage "
+            "library through its environment (e.g. AWS_* variables) instead"
+        )
+    return url
+
+
 def open_destination(url: str) -> Destination:
     """The destination behind `url`: a local path or any fsspec URL (`s3://bucket/prefix`,
-    `memory://archive`). Nothing is created until something is written."""
+    `memory://archive`). Nothing is created until something is written. A URL holding
+    credentials is refused (`check_no_credentials`)."""
+    check_no_credentials(url)
+    protocol, _ = fsspec.core.split_protocol(url)
+    # A destination is shared: Dask workers, the flow process, readers and other runs write and
+    # list it at once. fsspec's listings cache would answer from one process's past listing
+    # (files another process wrote since look absent), so remote stores are always listed anew.
+    options = {} if protocol in {None, "file", "local"} else {"use_listings_cache": False}
     try:
-        fs, root = fsspec.core.url_to_fs(url)
+        fs, root = fsspec.core.url_to_fs(url, **options)
     except ImportError as exc:
         # A missing backend: the message names the package to install, not the URL.
         raise TerminalLoadError(f"cannot open the destination: {exc}") from None

@@ -22,6 +22,7 @@ from learner_export.demo import DemoRows, build_demo_database
 from learner_export.settings import get_settings
 from tests.pg import PostgresCluster, PostgresUnavailable
 from tests.restore_helpers import export_all
+from tests.s3 import S3Server, S3Unavailable
 
 REQUIRE_POSTGRES = os.environ.get("LEARNER_EXPORT_REQUIRE_POSTGRES") == "1"
 DEMO_LEARNERS = 12
@@ -248,3 +249,44 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         total = [a + b for a, b in zip(total, row, strict=True)]
         terminalreporter.write_line(f"| {family} | " + " | ".join(map(str, row)) + " |")
     terminalreporter.write_line("| **all** | " + " | ".join(map(str, total)) + " |")
+
+
+# --- S3: one moto server for the session ----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """The suite's S3 API (moto's standalone server), started once, stopped at the end."""
+    try:
+        server = S3Server()
+        server.start()
+    except S3Unavailable as exc:
+        pytest.fail(f"the S3 tests need moto's server: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass(frozen=True)
+class S3Destination:
+    """A new bucket on the suite's S3 server, and the destination URL of a prefix in it."""
+
+    server: S3Server
+    bucket: str
+    url: str
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Object keys under the destination's prefix (relative to it), as a reader lists them."""
+        root = self.url.removeprefix(f"s3://{self.bucket}/").rstrip("/") + "/"
+        return [k.removeprefix(root) for k in self.server.keys(self.bucket, root + prefix)]
+
+
+@pytest.fixture
+def s3_destination(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Destination:
+    """`s3://<new bucket>/learners`, with the server's standard AWS variables set in this process
+    (and so in the commands it starts): the endpoint and keys never appear in the URL."""
+    for name, value in s3_server.environment().items():
+        monkeypatch.setenv(name, value)
+    bucket = s3_server.new_bucket()
+    return S3Destination(s3_server, bucket, f"s3://{bucket}/learners")

@@ -1,46 +1,120 @@
-"""Scale-out: the chunk tasks of one run on a Dask cluster of two worker processes."""
+"""Scale-out: the chunk tasks of one run on a Dask cluster made of separate processes started as
+commands (`dask scheduler`, two `dask worker`), as on separate machines, writing to S3.
+
+(It replaces the earlier test on a `distributed.LocalCluster` inside the test process: everything
+that one showed, this one shows with real processes.)"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from learner_export.processes import free_port, stop_process
 from learner_export.verify import verify_snapshot
 from load.destination import open_snapshot
-from tests.conftest import DemoSource, PrefectServer
+from tests.conftest import DemoSource, PrefectServer, S3Destination
 from tests.flows.conftest import run_archive
 
 pytestmark = pytest.mark.slow
 
 
-def test_chunk_tasks_run_on_a_local_dask_cluster(
-    sqlite_demo: DemoSource, tmp_path: Path, prefect_server: PrefectServer
-) -> None:
-    from distributed import LocalCluster
-    from prefect_dask.task_runners import DaskTaskRunner
+DASK = Path(sys.executable).parent / "dask"
+CLI = Path(sys.executable).parent / "learner-export"
+_EXPORT_DATE = re.compile(rb'"exportDate":"[^"]*"')
 
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-    ) as cluster:
-        result = run_archive(
-            sqlite_demo,
-            tmp_path,
-            run_id="dask",
-            chunk_size=3,
-            task_runner=DaskTaskRunner(address=cluster.scheduler_address),
-        )
-        # The scheduler's record of what its worker processes computed.
-        prefix = cluster.scheduler.task_prefixes.get("archive_chunk_task")
-        computed = 0.0 if prefix is None else prefix.all_durations.get("compute", 0.0)
-        workers = len(cluster.scheduler.workers)
-    assert result.chunks_run == 4
-    assert result.counts.files == len(sqlite_demo.rows.learner_ids)
-    assert computed > 0
-    assert workers == 2
-    fs, directory = open_snapshot(str(tmp_path / "dask"))
+
+def _objects(destination: S3Destination, prefix: str) -> dict[str, bytes]:
+    """Every object under `prefix`, by its key relative to it."""
+    client, bucket = destination.server.client(), destination.bucket
+    return {
+        key.removeprefix(prefix): client.get_object(Bucket=bucket, Key=f"learners/{key}")[
+            "Body"
+        ].read()
+        for key in destination.keys(prefix)
+    }
+
+
+def _comparable(name: str, data: bytes) -> bytes:
+    """What must be identical between two runs of the same options: a document's bytes with
+    its exportDate blanked; manifest.json holds the run's times and is compared by verify."""
+    if name.startswith("learner-data-"):
+        return _EXPORT_DATE.sub(b'"exportDate":""', data)
+    return name.encode()
+
+
+@contextlib.contextmanager
+def _dask_cluster(env: dict[str, str]) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
+    """`dask scheduler` and two `dask worker` processes on 127.0.0.1, started as commands (as on
+    separate machines); the workers without a nanny, so a killed worker stays dead."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    common = ["--no-dashboard", "--host", "127.0.0.1"]
+    port = address.rsplit(":", 1)[1]
+    scheduler = subprocess.Popen(
+        [str(DASK), "scheduler", "--port", port, *common], env=env, stderr=subprocess.DEVNULL
+    )
+    worker = [str(DASK), "worker", address, "--nthreads", "1", "--no-nanny", *common]
+    workers = [subprocess.Popen(worker, env=env, stderr=subprocess.DEVNULL) for _ in range(2)]
+    try:
+        yield address, workers
+    finally:
+        for process in [*workers, scheduler]:
+            stop_process(process)
+
+
+def test_chunks_run_on_dask_worker_processes_writing_to_s3_and_survive_a_killed_worker(
+    sqlite_demo: DemoSource, s3_destination: S3Destination, prefect_server: PrefectServer
+) -> None:
+    from distributed import Client
+
+    learners = sqlite_demo.rows.learner_ids[:4]
+    env = {**os.environ, "PREFECT_API_URL": prefect_server.url, "DATABASE_URL": sqlite_demo.url}
+    # The same options both ways; the reference runs in this process, without Dask.
+    options = {"run_id": "nightly", "chunk_size": 1, "learners": learners, "parquet": False}
+    run_archive(sqlite_demo, f"s3://{s3_destination.bucket}/learners/single", **options)
+    command = [
+        str(CLI), "archive", "--no-parquet", "--chunk-size", "1", "--run-id", "nightly",
+        "--learners", ",".join(map(str, learners)),
+        "--dest", f"s3://{s3_destination.bucket}/learners/dask",
+    ]  # fmt: skip
+
+    with _dask_cluster(env) as (address, workers), Client(address, timeout=60) as client:
+        client.wait_for_workers(2, timeout=60)
+        pids = client.run(os.getpid)  # worker address -> process id
+        run = subprocess.Popen(
+            [*command, "--dask-address", address],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        killed = None
+        for _ in range(60_000):  # every 5 ms, until a worker holds a chunk after one finished
+            if run.poll() is not None:
+                break
+            if s3_destination.keys("dask/.incomplete/nightly/parts/"):
+                busy = [w for w, keys in client.processing().items() if keys]
+                if busy:
+                    killed = pids[busy[0]]
+                    os.kill(killed, signal.SIGKILL)
+                    break
+            time.sleep(0.005)
+        _, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr[-2000:]
+        assert killed is not None, "the run finished before a worker could be killed"
+        assert len(client.scheduler_info()["workers"]) == 1
+        assert [w.poll() for w in workers].count(None) == 1
+
+    by_dask = _objects(s3_destination, "dask/nightly/")
+    alone = _objects(s3_destination, "single/nightly/")
+    assert sorted(by_dask) == sorted(alone)
+    assert sum(name.startswith("learner-data-") for name in by_dask) == len(learners)
+    for name in alone:
+        assert _comparable(name, by_dask[name]) == _comparable(name, alone[name]), name
+    fs, directory = open_snapshot(f"{s3_destination.url}/dask/nightly")
     assert verify_snapshot(fs, directory, None).problems == []

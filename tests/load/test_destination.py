@@ -20,13 +20,35 @@ from load.destination import (
     write_file,
 )
 from load.errors import TerminalLoadError
+from tests.conftest import S3Destination
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "s3"])
 def destination(request: pytest.FixtureRequest, tmp_path: Path) -> Destination:
     if request.param == "local":
         return open_destination(str(tmp_path / "dest"))
+    if request.param == "s3":  # moto's S3 server (tests/s3.py)
+        return open_destination(request.getfixturevalue("s3_destination").url)
     return open_destination(f"memory://test-{uuid.uuid4().hex}")
+
+
+def test_an_object_store_is_listed_anew_not_from_a_cache(s3_destination: S3Destination) -> None:
+    """Files another process wrote (a Dask worker, another run) are seen at once: a listing made
+    before they were written is not reused."""
+    destination = open_destination(s3_destination.url)
+    directory = f"{destination.root}/.incomplete/run/parts"
+    write_file(destination.fs, f"{directory}/00000.json", b"{}")
+    assert list_files(destination.fs, directory) == ["00000.json"]
+    assert published_runs(destination) == []
+    other = s3_destination.server.client()  # another writer, unknown to this process's fsspec
+    root = destination.root.removeprefix(f"{s3_destination.bucket}/")
+    other.put_object(
+        Bucket=s3_destination.bucket, Key=f"{root}/.incomplete/run/parts/00001.json", Body=b"{}"
+    )
+    other.put_object(Bucket=s3_destination.bucket, Key=f"{root}/run/{MANIFEST_NAME}", Body=b"{}")
+    again = open_destination(s3_destination.url)
+    assert list_files(again.fs, directory) == ["00000.json", "00001.json"]
+    assert published_runs(again) == ["run"]
 
 
 def test_write_file_reports_size_and_hash(destination: Destination) -> None:
@@ -88,8 +110,19 @@ def test_writing_where_a_file_blocks_the_directory_is_a_load_error(tmp_path: Pat
         write_file(destination.fs, f"{destination.root}/doc.json", b"{}")
 
 
-@pytest.mark.parametrize("url", ["nosuchproto://user:hunter2@host/x", "s3://key:hunter2@bucket/x"])
+@pytest.mark.parametrize(
+    "url", ["nosuchproto://host/x", "nosuchproto://x/hunter2", "s3://[hunter2/x"]
+)
 def test_a_destination_that_cannot_open_is_reported_without_the_url(url: str) -> None:
     with pytest.raises(TerminalLoadError, match="cannot open the destination") as caught:
+        open_destination(url)
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["nosuchproto://user:hunter2@host/x", "s3://key:hunter2@bucket/x", "s3://hunter2@b/x"]
+)
+def test_a_url_holding_credentials_is_refused_without_quoting_it(url: str) -> None:
+    with pytest.raises(TerminalLoadError, match="must not hold credentials") as caught:
         open_destination(url)
     assert "hunter2" not in str(caught.value)
