@@ -25,8 +25,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
+from extract.indexes import missing_index_columns
 from extract.source_check import check_source
-from flows import run
+from flows import passes, run
 from flows.chunk import ChunkJob, archive_chunk
 from flows.errors import error_text
 from load.audit import audit_manifest
@@ -111,9 +112,16 @@ class ChunkRunner(Protocol):
 
 def run_chunks_in_order(job: ChunkJob, plan: RunPlan, pending: list[int]) -> ChunkResults:
     """The pending chunks one after another in this thread (the flow runs them as tasks). A
-    chunk that raises is recorded as failed, as a task that failed after its retries is."""
+    chunk that raises is recorded as failed, as a task that failed after its retries is. On a
+    source without the needed indexes, all of them in one ordered pass (`flows.passes`)."""
     parts: dict[int, ChunkPart] = {}
     errors: dict[int, str] = {}
+    if job.missing_indexes and pending:
+        try:
+            finished = passes.archive_pass(job, plan, pending)
+        except Exception as exc:
+            return passes.failed_pass(job, pending, error_text(exc))
+        return {part.index: part for part in finished}, errors
     for index in pending:
         try:
             parts[index] = archive_chunk(job, index, plan.chunks[index])
@@ -137,13 +145,15 @@ class ArchiveSteps:
 @dataclass(frozen=True)
 class RunOutcome:
     """What a run did: its manifest, whether this call finished it, the chunks it exported,
-    the audit lines it appended and the snapshots retention deleted."""
+    the audit lines it appended, the snapshots retention deleted, and how it read the source
+    (`flows.passes.read_way`; None when it had no chunk to read)."""
 
     manifest: Manifest
     status: Literal["complete", "already-complete"]
     chunks_run: int
     audit_lines: int
     deleted: list[str]
+    read: str | None = None
 
 
 def archive_run(
@@ -170,11 +180,15 @@ def archive_run(
     with run_lock(destination, job.run_id):
         opened = steps.open_run(job, parameters, now)
         chunks_run = 0
+        read: str | None = None
         if opened.manifest is None:
             assert opened.plan is not None
             plan = opened.plan
             job = dataclasses.replace(job, export_date=datetime.fromisoformat(plan.export_date))
             pending = run.pending_chunks(plan, opened.parts)
+            if pending:
+                job = _with_read_way(job, log)
+                read = passes.read_way(job.missing_indexes)
             log.info(
                 "run %s: %d learners in %d chunks, %d to do",
                 job.run_id, sum(len(c) for c in plan.chunks), len(plan.chunks), len(pending),
@@ -208,4 +222,13 @@ def archive_run(
     deleted = [] if keep is None else steps.apply_retention(job, keep, now)
     for run_id in deleted:
         log.info("retention: deleted snapshot %s", run_id)
-    return RunOutcome(manifest, status, chunks_run, lines, deleted)
+    return RunOutcome(manifest, status, chunks_run, lines, deleted, read)
+
+
+def _with_read_way(job: ChunkJob, log: Logger) -> ChunkJob:
+    """`job` with the needed indexes its source lacks, which decide how the chunks are read;
+    logged, as the run's summary says it. A source whose catalog cannot be read is read by
+    index (its chunks report why it cannot be read)."""
+    missing = missing_index_columns(job.source_url) or ()
+    log.info("run %s: %s", job.run_id, passes.read_way(missing))
+    return dataclasses.replace(job, missing_indexes=missing)

@@ -30,6 +30,8 @@ class ArchiveResult(BaseModel):
     deleted_snapshots: list[str]
     chunks_run: int
     duration_seconds: float
+    read: str | None = None
+    """How the chunks run now read the source (`flows.passes.read_way`); None when none ran."""
 
     @classmethod
     def from_manifest(
@@ -41,6 +43,7 @@ class ArchiveResult(BaseModel):
         deleted: list[str],
         chunks_run: int,
         seconds: float,
+        read: str | None = None,
     ) -> ArchiveResult:
         return cls(
             run_id=manifest.run_id,
@@ -54,6 +57,7 @@ class ArchiveResult(BaseModel):
             deleted_snapshots=deleted,
             chunks_run=chunks_run,
             duration_seconds=round(seconds, 3),
+            read=read,
         )
 
 
@@ -70,6 +74,7 @@ def summary_markdown(result: ArchiveResult) -> str:
         ("requested ids that are not learners", counts.not_found),
         ("values exported as null (malformed)", counts.problems),
         ("chunks run now", result.chunks_run),
+        ("source read", result.read or "not read (no chunk to run)"),
         ("duration", f"{result.duration_seconds:.1f} s"),
     ]
     rows += [(f"parquet `{name}` rows", n) for name, n in sorted(result.parquet_rows.items())]
