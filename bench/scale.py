@@ -4,9 +4,12 @@
     .venv/bin/python bench/scale.py --learners 2000 --small 500          # a quick run
     .venv/bin/python bench/scale.py --only-small --dest s3://bucket/bench  # 2,000 to a store
 
-Builds two databases on a throwaway PostgreSQL (tests/pg.py) with bench/archive.py's generator:
-`--small` learners (default 2,000) and `--learners` (default 20,000), each ~`--lessons` lessons
-per learner and the optional quiz_answers and concept_mastery tables. Then, once with the demo
+Builds two databases on a throwaway PostgreSQL (tests/pg.py): `--small` learners (default 2,000,
+~`--lessons` lessons each and the optional quiz_answers and concept_mastery tables) with
+bench/archive.py's generator, and `--learners` (default 20,000) as a copy of it whose learners
+are repeated in SQL with new ids and UUIDs (generating them in Python would take longer than the
+benchmark): every learner of the large database has the rows of one of the small one's, so a
+linear archive takes exactly ten times as long for ten times the learners. Then, once with the demo
 schema's indexes and once after dropping the three by learner (`extract.indexes`, as on the
 platform), it runs the archive_learners flow with Parquet on (the default), each run in a fresh
 process (its peak RSS is its own), into `--dest` (default: a local temporary directory):
@@ -175,16 +178,58 @@ def drop_indexes(owner_url: str) -> None:
             db.execute(f"DROP INDEX {needed.name}")  # type: ignore[arg-type]
 
 
-def build(cluster: Any, name: str, learners: int, lessons: int, seed: int) -> tuple[str, str]:
-    """A database of `learners` (bench/archive.py's generator); its reader and owner URLs."""
-    from archive import build_postgres  # bench/archive.py
+REPLICAS = {
+    # table: its columns as each copy k (1, 2, ...) of the small database's learners inserts
+    # them: ids moved up by k x the small count, new UUIDs, every other value the same
+    "users": "id + {shift}, 'l' || (id + {shift}) || '@example.com', 'learner-' || (id + {shift}), "
+    "'Learner ' || (id + {shift}), role, parent_id, created_at",
+    "learner_profiles": "gen_random_uuid()::text, user_id + {shift}, grade_level, graph, "
+    "subjects, subject_performance, recommended_subjects, struggling_areas, created_at",
+    "lessons": "gen_random_uuid()::text, learner_id + {shift}, template_id, module_id, status, "
+    "subject, category, difficulty, image_paths, spec, score, created_at, completed_at",
+    "achievements": "gen_random_uuid(), (learner_id::integer + {shift})::text, type, payload, "
+    "awarded_at",
+    "quiz_answers": "gen_random_uuid(), learner_id + {shift}, lesson_id, question_index, "
+    "question_text, question_hash, user_answer, correct_answer, is_correct, concept_tags, "
+    "answered_at",
+    "concept_mastery": "gen_random_uuid(), learner_id + {shift}, concept_name, subject, "
+    "correct_count, total_count, mastery_level, last_tested, needs_reinforcement, created_at",
+}
+"""What the large database adds to a copy of the small one, table by table."""
+
+
+def build(cluster: Any, small: int, large: int, lessons: int, seed: int) -> dict[str, str]:
+    """The small database (bench/archive.py's generator) and the large one: a copy of it with
+    its learners repeated (large / small times, new ids and UUIDs, the same rows otherwise), so
+    every learner of the large database is one of the small one's. Reader URLs by size."""
+    import psycopg
+    from archive import COLUMNS, build_postgres  # bench/archive.py
 
     started = time.perf_counter()
-    reader = build_postgres(cluster, learners, lessons, seed, name=name)
-    print(
-        f"built {name}: {learners:,} learners in {time.perf_counter() - started:.0f} s", flush=True
-    )
-    return reader, cluster.url(name)
+    urls = {"small": build_postgres(cluster, small, lessons, seed, name="scale_small")}
+    print(f"built the {small:,}-learner database in {time.perf_counter() - started:.0f} s",
+          flush=True)  # fmt: skip
+    if large <= small:
+        return urls
+    started = time.perf_counter()
+    admin = cluster.url("postgres").replace("+psycopg", "")
+    with psycopg.connect(admin, autocommit=True) as db:
+        db.execute('CREATE DATABASE "scale_large" TEMPLATE "scale_small"')
+    with psycopg.connect(cluster.url("scale_large").replace("+psycopg", "")) as db:
+        for table, columns in REPLICAS.items():
+            where = "WHERE role = 'LEARNER'" if table == "users" else ""
+            db.execute(
+                f"INSERT INTO {table} ({', '.join(COLUMNS[table])}) "  # type: ignore[arg-type]
+                f"SELECT {columns.format(shift=f'k * {small}')} FROM {table} "
+                f"CROSS JOIN generate_series(1, {large // small - 1}) AS k {where}"
+            )
+        db.commit()
+        db.autocommit = True
+        db.execute("VACUUM ANALYZE")
+    urls["large"] = str(cluster.grant_reader("scale_large"))
+    print(f"built the {large:,}-learner database (copies of the small one's learners) in "
+          f"{time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
+    return urls
 
 
 def main() -> None:
@@ -199,6 +244,8 @@ def main() -> None:
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--run-id", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not args.child and args.learners % args.small:
+        parser.error("--learners must be a multiple of --small")
     if args.child:
         child(args.url, args.dest, args.run_id)
         return
@@ -219,14 +266,17 @@ def main() -> None:
     cluster.start()
     rows: list[tuple[str, str, dict[str, Any]]] = []
     try:
-        sources = {
-            size: build(cluster, f"scale_{size}", n, args.lessons, args.seed)
-            for size, n in sizes.items()
-        }
+        large = 0 if args.only_small else args.learners
+        urls = build(cluster, args.small, large, args.lessons, args.seed)
+        sources = {size: (url, cluster.url(f"scale_{size}")) for size, url in urls.items()}
         with local_server(work / "prefect") as api_url:
             env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(work / "prefect")}
             env["PYTHONPATH"] = str(ROOT)
             reference: dict[str, str] = {}
+            # Warm-up, not shown: the first run of a process tree registers the flow with the
+            # Prefect server and reads the small database into the page cache.
+            run_child(sources["small"][0], dest, "warm-up", env)
+            remove_run(dest, "warm-up")
             for way in ("indexed", "no indexes"):
                 if way == "no indexes":
                     for _, owner in sources.values():

@@ -186,12 +186,16 @@ def archive_run(
             plan = opened.plan
             job = dataclasses.replace(job, export_date=datetime.fromisoformat(plan.export_date))
             pending = run.pending_chunks(plan, opened.parts)
-            if pending:
-                job = _with_read_way(job, log)
-                read = passes.read_way(job.missing_indexes)
+            if len(pending) > 1:
+                missing = missing_index_columns(job.source_url)
+                job = dataclasses.replace(job, missing_indexes=missing or ())
+                read = passes.read_way(missing)
+            elif pending:
+                read = passes.ONE_CHUNK
             log.info(
-                "run %s: %d learners in %d chunks, %d to do",
+                "run %s: %d learners in %d chunks, %d to do, %s",
                 job.run_id, sum(len(c) for c in plan.chunks), len(plan.chunks), len(pending),
+                read,
             )  # fmt: skip
             done, errors = steps.run_chunks(job, plan, pending)
             manifest = steps.write_manifest(
@@ -223,12 +227,3 @@ def archive_run(
     for run_id in deleted:
         log.info("retention: deleted snapshot %s", run_id)
     return RunOutcome(manifest, status, chunks_run, lines, deleted, read)
-
-
-def _with_read_way(job: ChunkJob, log: Logger) -> ChunkJob:
-    """`job` with the needed indexes its source lacks, which decide how the chunks are read;
-    logged, as the run's summary says it. A source whose catalog cannot be read is read by
-    index (its chunks report why it cannot be read)."""
-    missing = missing_index_columns(job.source_url) or ()
-    log.info("run %s: %s", job.run_id, passes.read_way(missing))
-    return dataclasses.replace(job, missing_indexes=missing)

@@ -31,10 +31,16 @@ from load.manifest import PARTS_DIR, ChunkPart, RunPlan, part_path
 from transform.document import LESSON_CAP
 
 BY_INDEX = "read by index"
+ONE_CHUNK = "one chunk: one statement per table (as a pass would be; indexes not checked)"
+"""How a run reads a single pending chunk: its `IN` statements scan each table at most once,
+as an ordered pass would, so the source's catalog is not even asked."""
 
 
-def read_way(missing_indexes: Sequence[str]) -> str:
-    """How a run with these missing indexes reads its chunks, in words for its summary."""
+def read_way(missing_indexes: Sequence[str] | None) -> str:
+    """How a run reads its chunks, for its summary, given the needed indexes its source lacks
+    (None: the catalog could not be read, and the chunks are read by index)."""
+    if missing_indexes is None:
+        return f"{BY_INDEX} (the source's indexes could not be checked)"
     if not missing_indexes:
         return BY_INDEX
     return f"one ordered pass per table: index missing on {', '.join(missing_indexes)}"
