@@ -82,9 +82,9 @@ def archive_chunk_task(job: ChunkJob, index: int, learner_ids: list[int]) -> Chu
     return archive_chunk(job, index, learner_ids)
 
 
-@task(name="archive-pass", task_run_name="archive-pass-{indexes[0]}", **_IO_TASK)
-def archive_pass_task(job: ChunkJob, plan: RunPlan, indexes: list[int]) -> list[ChunkPart]:
-    return passes.archive_pass(job, plan, indexes)
+@task(name="archive-pass", task_run_name="archive-pass-{first}", **_IO_TASK)
+def archive_pass_task(job: ChunkJob, first: int, chunks: dict[int, list[int]]) -> list[ChunkPart]:
+    return passes.archive_pass(job, chunks)
 
 
 @flow(
@@ -173,7 +173,9 @@ def _run_passes(job: ChunkJob, plan: RunPlan, pending: list[int]) -> archive_ste
     count = passes.pass_count(context.task_runner if context else None, DEFAULT_WORKERS)
     runs = passes.passes_of(pending, count)
     logger.info("%d ordered passes over %d chunks", len(runs), len(pending))
-    futures = {archive_pass_task.submit(job, plan, indexes): indexes for indexes in runs}
+    futures = {
+        archive_pass_task.submit(job, run[0], {i: plan.chunks[i] for i in run}): run for run in runs
+    }
     parts: dict[int, ChunkPart] = {}
     errors: dict[int, str] = {}
     already = len(plan.chunks) - len(pending)

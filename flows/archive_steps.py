@@ -118,7 +118,7 @@ def run_chunks_in_order(job: ChunkJob, plan: RunPlan, pending: list[int]) -> Chu
     errors: dict[int, str] = {}
     if job.missing_indexes and pending:
         try:
-            finished = passes.archive_pass(job, plan, pending)
+            finished = passes.archive_pass(job, {i: plan.chunks[i] for i in pending})
         except Exception as exc:
             return passes.failed_pass(job, pending, error_text(exc))
         return {part.index: part for part in finished}, errors

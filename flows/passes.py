@@ -27,7 +27,7 @@ from typing import Any
 from extract.ordered_pass import OrderedPass
 from flows.chunk import ChunkJob, archive_chunk, source_snapshot
 from load.destination import list_files, open_destination, read_if_exists
-from load.manifest import PARTS_DIR, ChunkPart, RunPlan, part_path
+from load.manifest import PARTS_DIR, ChunkPart, part_path
 from transform.document import LESSON_CAP
 
 BY_INDEX = "read by index"
@@ -72,22 +72,24 @@ def pass_count(task_runner: Any, default: int) -> int:
     return threads if isinstance(threads, int) and threads > 0 else default
 
 
-def archive_pass(job: ChunkJob, plan: RunPlan, indexes: list[int]) -> list[ChunkPart]:
-    """Export the chunks `indexes` of `plan` (consecutive, ascending) in one ordered pass; the
-    part of each, in order, those finished by an earlier attempt of the pass included."""
+def archive_pass(job: ChunkJob, chunks: dict[int, list[int]]) -> list[ChunkPart]:
+    """Export these chunks (index -> learner ids; consecutive, ascending) in one ordered pass;
+    the part of each, in order, those finished by an earlier attempt of the pass included. Only
+    the pass's own chunks travel with it (a plan of millions of ids stays with the flow)."""
     destination = open_destination(job.destination_url)
     run_dir = destination.incomplete_dir(job.run_id)
+    indexes = sorted(chunks)
     parts = _finished(destination.fs, run_dir, indexes)
     todo = [index for index in indexes if index not in parts]
     if todo:
-        ids = [learner for index in todo for learner in plan.chunks[index]]
+        ids = [learner for index in todo for learner in chunks[index]]
         lesson_limit = None if job.parquet else LESSON_CAP  # as archive_chunk reads
         with (
             source_snapshot(job) as conn,
             OrderedPass(conn, ids, lesson_limit=lesson_limit) as source,
         ):
             for index in todo:
-                parts[index] = archive_chunk(job, index, plan.chunks[index], source=source)
+                parts[index] = archive_chunk(job, index, chunks[index], source=source)
     return [parts[index] for index in indexes]
 
 

@@ -18,7 +18,7 @@ from extract.indexes import NEEDED_INDEXES
 from flows import archive_steps, passes
 from flows.chunk import ChunkJob, archive_chunk
 from flows.options import ArchiveOptions, run_parameters
-from load.manifest import ChunkPart, RunPlan
+from load.manifest import ChunkPart
 from tests.conftest import DemoSource, make_postgres_demo
 from tests.flows.conftest import run_archive
 from tests.pg import PostgresCluster
@@ -154,15 +154,11 @@ def test_a_rerun_pass_skips_its_finished_chunks_and_a_failed_one_keeps_them(
     unindexed_sqlite: DemoSource, tmp_path: Path
 ) -> None:
     ids = unindexed_sqlite.rows.learner_ids
-    plan = RunPlan(
-        run_id="night", started_at="x", export_date="x",
-        parameters=run_parameters(ArchiveOptions(dest=str(tmp_path), run_id="night")),
-        chunks=[ids[:4], ids[4:8], ids[8:]],
-    )  # fmt: skip
+    chunks = {0: ids[:4], 1: ids[4:8], 2: ids[8:]}
     job = _job(unindexed_sqlite, tmp_path)
-    first = passes.archive_pass(job, plan, [0, 1])
+    first = passes.archive_pass(job, {0: chunks[0], 1: chunks[1]})
     assert [p.index for p in first] == [0, 1]
-    again = passes.archive_pass(job, plan, [0, 1, 2])
+    again = passes.archive_pass(job, chunks)
     assert again[:2] == first  # the recorded parts, timings and all: not exported again
     assert sorted(f.learner_id for f in again[2].files) == ids[8:]
     parts, errors = passes.failed_pass(job, [1, 2, 3], "boom")
