@@ -225,13 +225,15 @@ def _pg_row(table: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
     return (*row[:9], json.loads(row[9]), row[10])
 
 
-def build_postgres(cluster: Any, learners: int, lessons: int, seed: int) -> str:
+def build_postgres(
+    cluster: Any, learners: int, lessons: int, seed: int, *, name: str = "bench"
+) -> str:
     import psycopg
     import sqlalchemy as sa
 
     from extract.tables import metadata, optional_metadata
 
-    owner_url = cluster.create_database("bench")
+    owner_url = cluster.create_database(name)
     engine = sa.create_engine(owner_url)
     metadata.create_all(engine)
     optional_metadata.create_all(engine)
@@ -243,7 +245,7 @@ def build_postgres(cluster: Any, learners: int, lessons: int, seed: int) -> str:
                 for row in rows:
                     copy.write_row(_pg_row(table, row))
         cur.execute("ANALYZE")
-    return str(cluster.grant_reader("bench"))
+    return str(cluster.grant_reader(name))
 
 
 # --- the three ways, each measured in its own process ----------------------------------------

@@ -182,7 +182,7 @@ def snapshot(engine: Engine) -> Iterator[Connection]:
             with conn.begin():
                 yield conn
     except sa.exc.DBAPIError as exc:
-        raise _translate(exc, engine) from None
+        raise translate_error(exc, engine.dialect.name) from None
     except sa.exc.TimeoutError:
         # The pool's own wait (not a DBAPIError): every connection stayed busy for pool_timeout.
         raise TransientExtractError(
@@ -190,9 +190,10 @@ def snapshot(engine: Engine) -> Iterator[Connection]:
         ) from None
 
 
-def _translate(exc: sa.exc.DBAPIError, engine: Engine) -> ExtractError:
+def translate_error(exc: sa.exc.DBAPIError, dialect: str) -> ExtractError:
+    """The extract error a driver error of a `dialect` source is reported as (see `snapshot`)."""
     fault = classify_database_error(exc)
-    where = f"{engine.dialect.name} source"
+    where = f"{dialect} source"
     if fault.transient:
         return TransientExtractError(
             f"reading the {where} failed ({fault.code}); it may be retried"

@@ -66,9 +66,9 @@ def missing_indexes(conn: Connection) -> list[NeededIndex]:
     return missing
 
 
-def missing_index_warning(url: str) -> str | None:
-    """One line for an operator naming the needed indexes the source at `url` lacks, or None
-    when it has them all or cannot be read (the command's own checks report that)."""
+def missing_index_columns(url: str) -> tuple[str, ...] | None:
+    """`table.column` of each needed index the source at `url` lacks, in NEEDED_INDEXES order;
+    None when the source cannot be read (whoever reads it next reports why)."""
     engine: Engine | None = None
     try:
         engine = create_source_engine(url)
@@ -79,10 +79,16 @@ def missing_index_warning(url: str) -> str | None:
     finally:
         if engine is not None:
             engine.dispose()
+    return tuple(f"{m.table}.{m.column}" for m in missing)
+
+
+def missing_index_warning(url: str) -> str | None:
+    """One line for an operator naming the needed indexes the source at `url` lacks, or None
+    when it has them all or cannot be read (the command's own checks report that)."""
+    missing = missing_index_columns(url)
     if not missing:
         return None
-    columns = ", ".join(f"{m.table}.{m.column}" for m in missing)
     return (
-        f"the source has no index on {columns}: every export reads those tables whole; "
+        f"the source has no index on {', '.join(missing)}: every export reads those tables whole; "
         "`learner-export indexes` prints the CREATE INDEX statements"
     )

@@ -13,6 +13,7 @@ chunk of thousands. They are dialect-aware only where the two backends would oth
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import sqlalchemy as sa
@@ -33,6 +34,38 @@ LESSON_TOTAL = "lesson_total"
 
 AnySelect: TypeAlias = sa.Select[*tuple[Any, ...]]
 """A SELECT of any columns (SQLAlchemy 2.1 types a Select by its column types, one by one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdRange:
+    """Every learner id from `first` to `last`, both included: what an ordered pass reads
+    (`extract.ordered_pass`), one scan of the table for many chunks where an `IN` list would be
+    one scan per chunk on a source without the index. Ids are never negative (ordered passes
+    compare text ids by length first, which orders them numerically only then)."""
+
+    first: int
+    last: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.first <= self.last:
+            raise ValueError("an id range runs from a non-negative id up to a larger one")
+
+
+Learners: TypeAlias = Collection[int] | IdRange
+"""Whose rows a statement reads: these ids, or every id of a range."""
+
+
+def _of_learners(column: sa.Column[int], learners: Learners) -> ColumnElement[bool]:
+    """`column` is one of the learners."""
+    if isinstance(learners, IdRange):
+        return column.between(learners.first, learners.last)
+    return column.in_(list(learners))
+
+
+def text_id_key(text: str) -> tuple[int, str]:
+    """Where a text learner id sorts in an ordered pass: by length, then by code point, which
+    for the decimal text of non-negative ids is their numeric order (`achievements_query`)."""
+    return len(text), text
 
 
 def _raw(column: sa.Column[object]) -> ColumnElement[Any]:
@@ -92,7 +125,7 @@ def children_query(parent_id: int) -> sa.Select[int]:
     )
 
 
-def profiles_query(dialect: str, user_ids: Collection[int]) -> AnySelect:
+def profiles_query(dialect: str, user_ids: Learners) -> AnySelect:
     """Profiles of these users; per user, the first created comes first (the one kept)."""
     p = learner_profiles.c
     return (
@@ -104,7 +137,7 @@ def profiles_query(dialect: str, user_ids: Collection[int]) -> AnySelect:
             *(_stored_json(c) for c in (p.recommended_subjects, p.struggling_areas)),
             _raw(p.created_at),
         )
-        .where(p.user_id.in_(list(user_ids)))
+        .where(_of_learners(p.user_id, user_ids))
         .order_by(p.user_id, p.created_at.asc().nulls_last(), _code_point_order(p.id, dialect))
     )
 
@@ -136,7 +169,7 @@ def _lesson_order(dialect: str) -> tuple[ColumnElement[Any], ...]:
 
 
 def lessons_query(
-    dialect: str, learner_ids: Collection[int], *, limit_per_learner: int | None = None
+    dialect: str, learner_ids: Learners, *, limit_per_learner: int | None = None
 ) -> AnySelect:
     """Lessons of these learners, grouped by learner, each group in contract order.
 
@@ -148,15 +181,15 @@ def lessons_query(
     same rows in the same order without numbering every lesson; the count is taken before the
     LIMIT applies.
     """
-    ids = list(learner_ids)
+    ids = learner_ids if isinstance(learner_ids, IdRange) else list(learner_ids)
     columns = _lesson_columns(dialect)
     if limit_per_learner is None:
         return (
             sa.select(*columns)
-            .where(lessons.c.learner_id.in_(ids))
+            .where(_of_learners(lessons.c.learner_id, ids))
             .order_by(lessons.c.learner_id, *_lesson_order(dialect))
         )
-    if len(set(ids)) == 1:
+    if not isinstance(ids, IdRange) and len(set(ids)) == 1:
         return (
             sa.select(*columns, sa.func.count().over().label(LESSON_TOTAL))
             .where(lessons.c.learner_id.in_(ids))
@@ -169,7 +202,7 @@ def lessons_query(
     total = sa.func.count().over(partition_by=lessons.c.learner_id)
     numbered = (
         sa.select(*columns, total.label(LESSON_TOTAL), position.label("position"))
-        .where(lessons.c.learner_id.in_(ids))
+        .where(_of_learners(lessons.c.learner_id, ids))
         .subquery("numbered")
     )
     kept = [col for col in numbered.c if col.name != "position"]
@@ -180,10 +213,26 @@ def lessons_query(
     )
 
 
-def achievements_query(dialect: str, learner_ids: Collection[int]) -> AnySelect:
+def achievements_query(dialect: str, learner_ids: Learners) -> AnySelect:
     """Achievements of these learners (matched on the text form of their id), each group in
-    contract order: `awarded_at` descending, NULL last, then `id`."""
+    contract order: `awarded_at` descending, NULL last, then `id`.
+
+    `learner_id` is text, so a range of ids is a range of `text_id_key`s (length, then code
+    point), and the groups come in that order: numeric for every text that can match an id."""
     a = achievements.c
+    learner = a.learner_id
+    if isinstance(learner_ids, IdRange):
+        first, last = str(learner_ids.first), str(learner_ids.last)
+        text = _code_point_order(learner, dialect)
+        length = sa.func.length(learner)
+        where = sa.and_(
+            sa.or_(length > len(first), sa.and_(length == len(first), text >= first)),
+            sa.or_(length < len(last), sa.and_(length == len(last), text <= last)),
+        )
+        groups: tuple[ColumnElement[Any], ...] = (length, text)
+    else:
+        where = learner.in_([str(i) for i in learner_ids])
+        groups = (learner,)
     return (
         sa.select(
             _as_text(a.id, dialect),
@@ -192,9 +241,9 @@ def achievements_query(dialect: str, learner_ids: Collection[int]) -> AnySelect:
             _stored_json(a.payload),
             _raw(a.awarded_at),
         )
-        .where(a.learner_id.in_([str(i) for i in learner_ids]))
+        .where(where)
         .order_by(
-            a.learner_id,
+            *groups,
             a.awarded_at.desc().nulls_last(),
             _code_point_order(sa.cast(a.id, sa.Text), dialect) if dialect == POSTGRESQL else a.id,
         )

@@ -21,13 +21,14 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
+from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, as_completed
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import SecretStr
 
 from extract.errors import TransientExtractError
-from flows import archive_steps, run
+from flows import archive_steps, passes, run
 from flows.chunk import ChunkJob, archive_chunk, export_one
 from flows.errors import error_text
 from flows.options import (
@@ -83,6 +84,11 @@ def archive_chunk_task(job: ChunkJob, index: int, learner_ids: list[int]) -> Chu
     return archive_chunk(job, index, learner_ids)
 
 
+@task(name="archive-pass", task_run_name="archive-pass-{first}", **_IO_TASK)
+def archive_pass_task(job: ChunkJob, first: int, chunks: dict[int, list[int]]) -> list[ChunkPart]:
+    return passes.archive_pass(job, chunks)
+
+
 @flow(
     name="archive-learners",
     task_runner=ThreadPoolTaskRunner(max_workers=DEFAULT_WORKERS),  # type: ignore[arg-type]
@@ -122,6 +128,7 @@ def archive_learners(
         deleted=outcome.deleted,
         chunks_run=outcome.chunks_run,
         seconds=time.perf_counter() - clock,
+        read=outcome.read,
     )
     create_markdown_artifact(
         markdown=summary_markdown(result), key=ARTIFACT_KEY, description="Learner archive run"
@@ -143,7 +150,10 @@ def archive_learners(
 
 
 def _run_chunks(job: ChunkJob, plan: RunPlan, pending: list[int]) -> archive_steps.ChunkResults:
-    """Run the pending chunks as tasks; their parts, and the errors of chunks that failed."""
+    """Run the pending chunks as tasks (in ordered passes on a source without the needed
+    indexes, `flows.passes`); their parts, and the errors of chunks that failed."""
+    if job.missing_indexes and pending:
+        return _run_passes(job, plan, pending)
     logger = get_run_logger()
     already = len(plan.chunks) - len(pending)
     futures: dict[PrefectFuture[ChunkPart], int] = {
@@ -157,15 +167,52 @@ def _run_chunks(job: ChunkJob, plan: RunPlan, pending: list[int]) -> archive_ste
             outcome = future.result(raise_on_failure=False)
             if isinstance(outcome, ChunkPart):
                 parts[index] = outcome
-                logger.info(
-                    "chunk %d done: %d files, %d failed", index, len(outcome.files),
-                    len(outcome.failures),
-                )  # fmt: skip
+                _log_chunk(outcome)
             else:
                 errors[index] = error_text(outcome)
                 logger.error("chunk %d failed: %s", index, errors[index])
             advance()
     return parts, errors
+
+
+def _run_passes(job: ChunkJob, plan: RunPlan, pending: list[int]) -> archive_steps.ChunkResults:
+    """The pending chunks in as many ordered passes as the flow's task runner runs at once,
+    each pass a task."""
+    logger = get_run_logger()
+    context = FlowRunContext.get()
+    count = passes.pass_count(context.task_runner if context else None, DEFAULT_WORKERS)
+    runs = passes.passes_of(pending, count)
+    logger.info("%d ordered passes over %d chunks", len(runs), len(pending))
+    futures = {
+        archive_pass_task.submit(job, run[0], {i: plan.chunks[i] for i in run}): run for run in runs
+    }
+    parts: dict[int, ChunkPart] = {}
+    errors: dict[int, str] = {}
+    already = len(plan.chunks) - len(pending)
+    with _collector_kept_out_of_the_chunks(), chunk_progress(len(plan.chunks), already) as advance:
+        for future in as_completed(list(futures)):
+            indexes = futures[future]
+            outcome = future.result(raise_on_failure=False)
+            failed: dict[int, str] = {}
+            if isinstance(outcome, list):
+                done = {part.index: part for part in outcome}
+            else:
+                done, failed = passes.failed_pass(job, indexes, error_text(outcome))
+            for part in done.values():
+                _log_chunk(part)
+            for index, error in failed.items():
+                logger.error("chunk %d failed: %s", index, error)
+            parts.update(done)
+            errors.update(failed)
+            for _ in indexes:
+                advance()
+    return parts, errors
+
+
+def _log_chunk(part: ChunkPart) -> None:
+    get_run_logger().info(
+        "chunk %d done: %d files, %d failed", part.index, len(part.files), len(part.failures)
+    )
 
 
 PREFECT_STEPS = archive_steps.ArchiveSteps(

@@ -26,8 +26,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from extract.indexes import missing_index_columns
 from extract.source_check import check_source
-from flows import run
+from flows import passes, run
 from flows.chunk import ChunkJob, archive_chunk
 from flows.errors import error_text
 from load.audit import audit_manifest
@@ -123,9 +124,16 @@ class ChunkRunner(Protocol):
 
 def run_chunks_in_order(job: ChunkJob, plan: RunPlan, pending: list[int]) -> ChunkResults:
     """The pending chunks one after another in this thread (the flow runs them as tasks). A
-    chunk that raises is recorded as failed, as a task that failed after its retries is."""
+    chunk that raises is recorded as failed, as a task that failed after its retries is. On a
+    source without the needed indexes, all of them in one ordered pass (`flows.passes`)."""
     parts: dict[int, ChunkPart] = {}
     errors: dict[int, str] = {}
+    if job.missing_indexes and pending:
+        try:
+            finished = passes.archive_pass(job, {i: plan.chunks[i] for i in pending})
+        except Exception as exc:
+            return passes.failed_pass(job, pending, error_text(exc))
+        return {part.index: part for part in finished}, errors
     for index in pending:
         try:
             parts[index] = archive_chunk(job, index, plan.chunks[index])
@@ -150,8 +158,9 @@ class ArchiveSteps:
 @dataclass(frozen=True)
 class RunOutcome:
     """What a run did: its manifest, whether this call finished it, the chunks it exported,
-    the audit lines it appended, the snapshots retention deleted, and the headline figures of
-    the report this call wrote (None when it wrote none)."""
+    the audit lines it appended, the snapshots retention deleted, the headline figures of the
+    report this call wrote (None when it wrote none) and how it read the source
+    (`flows.passes.read_way`; None when it had no chunk to read)."""
 
     manifest: Manifest
     status: Literal["complete", "already-complete"]
@@ -159,6 +168,7 @@ class RunOutcome:
     audit_lines: int
     deleted: list[str]
     report_headline: list[tuple[str, str]] | None = None
+    read: str | None = None
 
 
 def archive_run(
@@ -185,14 +195,22 @@ def archive_run(
     with run_lock(destination, job.run_id):
         opened = steps.open_run(job, parameters, now)
         chunks_run = 0
+        read: str | None = None
         if opened.manifest is None:
             assert opened.plan is not None
             plan = opened.plan
             job = dataclasses.replace(job, export_date=datetime.fromisoformat(plan.export_date))
             pending = run.pending_chunks(plan, opened.parts)
+            if len(pending) > 1:
+                missing = missing_index_columns(job.source_url)
+                job = dataclasses.replace(job, missing_indexes=missing or ())
+                read = passes.read_way(missing)
+            elif pending:
+                read = passes.ONE_CHUNK
             log.info(
-                "run %s: %d learners in %d chunks, %d to do",
+                "run %s: %d learners in %d chunks, %d to do, %s",
                 job.run_id, sum(len(c) for c in plan.chunks), len(plan.chunks), len(pending),
+                read,
             )  # fmt: skip
             done, errors = steps.run_chunks(job, plan, pending)
             manifest = steps.write_manifest(
@@ -229,4 +247,4 @@ def archive_run(
     deleted = [] if keep is None else steps.apply_retention(job, keep, now)
     for run_id in deleted:
         log.info("retention: deleted snapshot %s", run_id)
-    return RunOutcome(manifest, status, chunks_run, lines, deleted, headline)
+    return RunOutcome(manifest, status, chunks_run, lines, deleted, headline, read)

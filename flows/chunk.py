@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posixpath
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Generator, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 
 from extract.engine import create_source_engine, snapshot
 from extract.errors import TerminalExtractError
+from extract.ordered_pass import OrderedPass
 from extract.reader import iter_learners, read_learner
 from extract.records import LearnerRows
 from flows.errors import error_text
@@ -69,6 +70,10 @@ class ChunkJob:
     """The operator's part of the pages' notice (None: nothing configured)."""
     left_out: tuple[Exclusion, ...] = ()
     """What the documents leave out, for the pages' notice (the coverage registry)."""
+    missing_indexes: tuple[str, ...] = ()
+    """The needed indexes the source lacks (`table.column`, `extract.indexes`), as found when the
+    run's chunks start: when there are any, the chunks are read in ordered passes
+    (`flows.passes`), not each by index."""
 
     def __repr__(self) -> str:  # never print the URL (password) or the keys
         return f"ChunkJob(run_id={self.run_id!r})"
@@ -78,8 +83,13 @@ class ChunkJob:
         return fernet_from_key(self.encryption_key) if self.encryption_key else None
 
 
-def archive_chunk(job: ChunkJob, index: int, learner_ids: list[int]) -> ChunkPart:
+def archive_chunk(
+    job: ChunkJob, index: int, learner_ids: list[int], *, source: OrderedPass | None = None
+) -> ChunkPart:
     """Export chunk `index` (these learner ids) into the run's incomplete directory.
+
+    The rows are read by index in a snapshot of the chunk's own, or, with `source`, from an
+    ordered pass over the tables (`flows.passes`), in the pass's snapshot.
 
     Learners are streamed from the source (one snapshot for the chunk) and each document is
     built and stored as soon as its rows are in, so the database keeps sending while documents
@@ -103,9 +113,9 @@ def archive_chunk(job: ChunkJob, index: int, learner_ids: list[int]) -> ChunkPar
     batch = FileBatch(destination.fs, run_dir)
     try:
         try:
-            with _snapshot(job) as conn:
-                lesson_limit = None if tables else LESSON_CAP  # Parquet keeps every lesson
-                with closing(iter_learners(conn, learner_ids, lesson_limit=lesson_limit)) as rows:
+            lesson_limit = None if tables else LESSON_CAP  # Parquet keeps every lesson
+            with _reading(job, source, lesson_limit) as (conn, read):
+                with closing(read(learner_ids)) as rows:
                     for learner in rows:
                         check_not_stopping(index)  # Ctrl-C: give up the chunk, not finish it
                         found_ids.append(learner.learner_id)
@@ -172,8 +182,29 @@ def export_one(job: ChunkJob, learner_id: int) -> FileEntry:
     return entry
 
 
+LearnerReader = Callable[[Collection[int]], Generator[LearnerRows, None, None]]
+"""Reads the rows of a chunk's learners, one learner at a time in ascending id order."""
+
+
 @contextmanager
-def _snapshot(job: ChunkJob) -> Iterator[Connection]:
+def _reading(
+    job: ChunkJob, source: OrderedPass | None, lesson_limit: int | None
+) -> Iterator[tuple[Connection, LearnerReader]]:
+    """Where a chunk's rows come from: its own snapshot, read by index, or the ordered pass
+    `source` (opened with the same lesson limit), whose driver errors are reported as a
+    snapshot's are."""
+    if source is not None:
+        if source.lesson_limit != lesson_limit:
+            raise ValueError("the ordered pass reads another number of lessons per learner")
+        with source.translated():
+            yield source.conn, source.learners
+        return
+    with source_snapshot(job) as conn:
+        yield conn, lambda ids: iter_learners(conn, ids, lesson_limit=lesson_limit)
+
+
+@contextmanager
+def source_snapshot(job: ChunkJob) -> Iterator[Connection]:
     """One read-only snapshot of the source, for one chunk."""
     engine = create_source_engine(job.source_url)
     try:

@@ -32,6 +32,8 @@ class ArchiveResult(BaseModel):
     duration_seconds: float
     report: str | None = None
     """Where the snapshot's analyst report is (`archive --report`), or None."""
+    read: str | None = None
+    """How the chunks run now read the source (`flows.passes.read_way`); None when none ran."""
 
     @classmethod
     def from_manifest(
@@ -43,6 +45,7 @@ class ArchiveResult(BaseModel):
         deleted: list[str],
         chunks_run: int,
         seconds: float,
+        read: str | None = None,
     ) -> ArchiveResult:
         return cls(
             run_id=manifest.run_id,
@@ -57,6 +60,7 @@ class ArchiveResult(BaseModel):
             chunks_run=chunks_run,
             duration_seconds=round(seconds, 3),
             report=None if manifest.report is None else f"{snapshot}/{manifest.report.path}",
+            read=read,
         )
 
 
@@ -73,6 +77,7 @@ def summary_markdown(result: ArchiveResult) -> str:
         ("requested ids that are not learners", counts.not_found),
         ("values exported as null (malformed)", counts.problems),
         ("chunks run now", result.chunks_run),
+        ("source read", result.read or "not read (no chunk to run)"),
         ("duration", f"{result.duration_seconds:.1f} s"),
     ]
     rows += [(f"parquet `{name}` rows", n) for name, n in sorted(result.parquet_rows.items())]

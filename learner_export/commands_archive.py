@@ -282,6 +282,8 @@ def run_archive(args: argparse.Namespace, settings: Settings) -> None:
     )
     print(f"snapshot: {result.snapshot}")
     print(f"manifest: {result.snapshot}/manifest.json")
+    if result.read:
+        print(f"source:   {result.read}")
     if result.parquet_rows:
         tables = ", ".join(f"{name} ({rows})" for name, rows in sorted(result.parquet_rows.items()))
         print(f"parquet:  {result.snapshot}/parquet/ — {tables}")
