@@ -23,7 +23,6 @@ import argparse
 import http.client
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,8 +36,11 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _server import serve_py  # noqa: E402
+
 from learner_export.demo import build_demo_database, demo_rows  # noqa: E402
-from learner_export.processes import free_port, stop_process  # noqa: E402
 from learner_export.tokens import issue_token  # noqa: E402
 
 SECRET = "bench-secret-" + "0123456789abcdef" * 3
@@ -135,39 +137,6 @@ def measure(
 
 
 @contextmanager
-def server(database_url: str, workers: int, data_dir: Path) -> Iterator[str]:
-    """`python serve.py` on a free loopback port, until the block ends."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "JWT_SECRET": SECRET,
-        "LEARNER_EXPORT_DATA_DIR": str(data_dir),
-        "LEARNER_EXPORT_EXPORTS_PER_MINUTE": "100000000",
-    }
-    command = [sys.executable, "serve.py", "--port", str(port), "--workers", str(workers)]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    assert process.stderr is not None
-    url = f"http://127.0.0.1:{port}"
-    try:
-        # One worker: listening once "Uvicorn running" is logged. Several: the parent binds and
-        # each worker listens after its startup.
-        started, bound = 0, False
-        while not (bound and started >= workers):
-            line = process.stderr.readline()
-            if not line:
-                raise SystemExit("the server exited before it started")
-            started += "Application startup complete" in line
-            bound = bound or "Uvicorn running on" in line
-        yield url
-    finally:
-        stop_process(process)
-        process.stderr.close()
-
-
-@contextmanager
 def sources(only: str | None, base: Path) -> Iterator[list[tuple[str, str]]]:
     """(kind, URL) of each demo database to measure; PostgreSQL via the test suite's cluster."""
     found: list[tuple[str, str]] = []
@@ -238,8 +207,11 @@ def main() -> None:
     ):
         for kind, database_url in found:
             for workers in (int(w) for w in args.workers.split(",")):
-                with server(database_url, workers, Path(tmp) / f"data-{kind}-{workers}") as url:
-                    run_suite(url, token, args.big, typical, args, f"{kind:<10} w={workers}")
+                data_dir = Path(tmp) / f"data-{kind}-{workers}"
+                with serve_py(
+                    database_url, workers=workers, data_dir=data_dir, secret=SECRET
+                ) as up:
+                    run_suite(up.url, token, args.big, typical, args, f"{kind:<10} w={workers}")
 
 
 if __name__ == "__main__":
