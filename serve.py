@@ -47,9 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request, Response, Security
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
-from fastapi.security import APIKeyCookie, HTTPBearer
 from jwt.warnings import InsecureKeyLengthWarning
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -360,6 +359,35 @@ class AuditedStreamingResponse(StreamingResponse):
             self._on_close()
 
 
+class AuditedResponse(Response):
+    """A document that fits in one piece (the typical one), sent as a plain response: its
+    headers, then its body in one message (with Content-Length, not chunked), without the task
+    a stream needs to watch for the client leaving. `transfer` counts the document's `size`
+    (before any content encoding) and is complete once that message is handed to the server;
+    `on_close` runs exactly once when it is over, as for AuditedStreamingResponse."""
+
+    def __init__(
+        self,
+        body: bytes,
+        *,
+        size: int,
+        transfer: Transfer,
+        on_close: Callable[[], None],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(body, **kwargs)
+        self._size = size
+        self._transfer = transfer
+        self._on_close = on_close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+            self._transfer.size, self._transfer.complete = self._size, True
+        finally:
+            self._on_close()
+
+
 def document_response(
     exporter: Exporter, outcome: Outcome, request: Request, when: datetime
 ) -> Response:
@@ -404,12 +432,24 @@ def document_response(
     }
     if gzip:
         headers["Content-Encoding"] = "gzip"
+    if size <= STREAM_CHUNK_BYTES:
+        body = encoded.body if not gzip else _gzipped(encoded.body)
+        return AuditedResponse(
+            body, size=size, transfer=transfer, on_close=transfer_over,
+            media_type="application/json", headers=headers,
+        )  # fmt: skip
     return AuditedStreamingResponse(
         streamed_body(encoded.body, gzip=gzip, transfer=transfer),
         on_close=transfer_over,
         media_type="application/json",
         headers=headers,
     )
+
+
+def _gzipped(body: bytes) -> bytes:
+    """`body` gzip-encoded, as `streamed_body` encodes it."""
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return compressor.compress(body) + compressor.flush()
 
 
 def _answer_error(outcome: Outcome) -> Response:
@@ -570,18 +610,25 @@ def _exporter(request: Request) -> Exporter:
     return exporter
 
 
-def _add_routes(app: FastAPI) -> None:
-    bearer = HTTPBearer(
-        bearerFormat="JWT",
-        description="The platform's HS256 token: {userId: '<id>', role, exp}.",
-        auto_error=False,
-    )
-    cookie = APIKeyCookie(
-        name=TOKEN_COOKIE,
-        description="The same token in the `token` cookie, for the web client's download tab.",
-        auto_error=False,
-    )
+_SECURITY_SCHEMES = {
+    "HTTPBearer": {
+        "type": "http",
+        "description": "The platform's HS256 token: {userId: '<id>', role, exp}.",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+    },
+    "APIKeyCookie": {
+        "type": "apiKey",
+        "description": "The same token in the `token` cookie, for the web client's download tab.",
+        "in": "cookie",
+        "name": TOKEN_COOKIE,
+    },
+}
+"""The two ways of sending the token (`bearer_token` reads them), for OpenAPI. Declared here,
+not as FastAPI security dependencies: those would run on every request only to be ignored."""
 
+
+def _add_routes(app: FastAPI) -> None:
     @app.get(
         EXPORT_PATH,
         summary="Export one learner's data",
@@ -589,8 +636,10 @@ def _add_routes(app: FastAPI) -> None:
         operation_id="exportLearnerData",
         response_class=Response,
         responses=_EXPORT_RESPONSES,
-        dependencies=[Security(bearer), Security(cookie)],
-        openapi_extra={"parameters": [_LEARNER_ID_PARAMETER]},
+        openapi_extra={
+            "parameters": [_LEARNER_ID_PARAMETER],
+            "security": [{name: []} for name in _SECURITY_SCHEMES],  # either one
+        },
     )
     async def export_learner_data(request: Request) -> Response:
         exporter = _exporter(request)
@@ -763,7 +812,9 @@ def _document_openapi(app: FastAPI) -> None:
                 summary=app.summary,
                 routes=app.routes,
             )
-            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            components = schema.setdefault("components", {})
+            components["securitySchemes"] = _SECURITY_SCHEMES
+            schemas = components.setdefault("schemas", {})
             schemas["Error"] = _ERROR_BODY
             schemas.update(_document_components())
             app.openapi_schema = schema

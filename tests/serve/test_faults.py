@@ -198,6 +198,7 @@ def test_an_export_beyond_the_workers_byte_budget_is_503_until_bytes_are_given_b
         token = live.token(live.ids.admin)
         alone = live.export(f"learnerId={live.ids.big}", token=token)
         assert alone.status_code == 200 and len(alone.content) > 1_000_000  # alone, it is served
+        _wait_until(lambda: budget.held == 0)
         assert budget.reserve(999_000)  # a transfer in flight holds nearly all of the budget
         refused = live.export(f"learnerId={live.ids.child}", token=token)
         _assert_unavailable(refused)

@@ -14,6 +14,7 @@ from starlette.requests import ClientDisconnect
 
 from serve import (
     STREAM_CHUNK_BYTES,
+    AuditedResponse,
     AuditedStreamingResponse,
     EncodedDocument,
     Transfer,
@@ -98,3 +99,28 @@ def test_on_close_runs_once_however_the_transfer_ends(
     )
     _run(response, fail_after)
     assert closed == [complete]
+
+
+@pytest.mark.parametrize(
+    ("fail_after", "complete"),
+    [(None, True), (0, False), (1, False)],
+    ids=["whole", "never-started", "after-headers"],
+)
+def test_a_one_piece_answer_closes_once_and_counts_the_documents_bytes(
+    fail_after: int | None, complete: bool
+) -> None:
+    body = encode_document(_built(3).document)
+    sent = gzip.compress(body)  # a content encoding: the transfer still counts the document
+    transfer = Transfer()
+    closed: list[tuple[bool, int]] = []
+    response = AuditedResponse(
+        sent, size=len(body), transfer=transfer,
+        on_close=lambda: closed.append((transfer.complete, transfer.size)),
+        media_type="application/json",
+    )  # fmt: skip
+    messages = _run(response, fail_after)
+    assert closed == [(complete, len(body) if complete else 0)]
+    if complete:
+        start, whole = messages
+        assert (b"content-length", str(len(sent)).encode()) in start["headers"]
+        assert (whole["body"], whole.get("more_body", False)) == (sent, False)
