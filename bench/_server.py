@@ -35,9 +35,11 @@ def serve_py(
     data_dir: Path,
     secret: str,
     environment: dict[str, str] | None = None,
+    root: Path = ROOT,
 ) -> Iterator[Started]:
-    """`python serve.py --workers N` on a free loopback port, with no practical rate limit and
-    `environment` added to its settings; yields once every worker has started."""
+    """`python serve.py --workers N` of the tree at `root` (default: this one) on a free
+    loopback port, with no practical rate limit and `environment` added to its settings; yields
+    once every worker has started."""
     port = free_port()
     env = {
         **os.environ,
@@ -49,7 +51,7 @@ def serve_py(
     }
     command = [sys.executable, "serve.py", "--port", str(port), "--workers", str(workers)]
     process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     stderr = process.stderr
     assert stderr is not None
