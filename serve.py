@@ -4,8 +4,8 @@ Contract §3 is the specification.
 
 This module does HTTP and authentication only. The rows come from `extract` (one snapshot per
 request), the document from `transform.document.build_document` and its bytes from
-`transform.encoding.iter_encoded`: the very builder and encoder the CLI uses, so an HTTP export and
-a file export of the same learner differ only in `exportDate` and `exportedBy`.
+`transform.encoding.encode_document`: the very builder and encoder the CLI uses, so an HTTP export
+and a file export of the same learner differ only in `exportDate` and `exportedBy`.
 
 Checks run in the contract's order, each answered `{"error": ...}`:
 401 (no or bad token, unknown user) → 403 (not PARENT/ADMIN) → 429 (over the per-user limit,
@@ -19,6 +19,10 @@ A served document's line is written before its first byte, with the document's s
 when it cannot be written, the document is not served (503). A transfer that breaks off later
 adds a note (`"complete": false`) to that line. A failure after the first byte aborts the
 connection, so a truncated body never ends like a complete one.
+
+Memory is bounded per worker: a document is built and encoded while its snapshot's connection is
+held (so the pool bounds how many are being made at once), and its bytes are then held against
+the worker's `ByteBudget` until the transfer is over; an export that does not fit is 503.
 
 Run it with `python serve.py` or `learner-export serve` (options: `learner_export.serving`);
 `uvicorn --factory serve:create_app_from_environment` works too.
@@ -43,9 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request, Response, Security
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
-from fastapi.security import APIKeyCookie, HTTPBearer
 from jwt.warnings import InsecureKeyLengthWarning
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -56,19 +59,20 @@ from extract.reader import account, read_accounts, read_family, read_learner, re
 from extract.records import Account
 from learner_export.arguments import UserError
 from learner_export.bundle import Bundle, family_bundle, page_bytes
+from learner_export.byte_budget import ByteBudget
 from learner_export.health import HealthCheck
 from learner_export.http_server import ServerConfig
 from learner_export.notice_config import operator_notice
 from learner_export.ratelimit import RateLimiter, RateLimitUnavailable
 from learner_export.serving import DESCRIPTION, add_arguments, prepare
 from learner_export.settings import Settings, get_settings
-from learner_export.tokens import MAX_USER_ID, InvalidToken, verify_token
+from learner_export.tokens import MAX_USER_ID, InvalidToken, VerifiedTokens
 from load.audit import AuditRecord, append_audit, ensure_audit_log
 from load.errors import LoadError
 from load.names import document_filename, family_filename, page_filename
 from load.zip_stream import iter_zip
-from transform.document import LESSON_CAP, BuiltDocument, build_document
-from transform.encoding import iter_encoded
+from transform.document import LESSON_CAP, BuiltDocument, Document, build_document
+from transform.encoding import encode_document
 from transform.notice import OperatorNotice
 from transform.page_html import CSP
 from transform.page_html import MEDIA_TYPE as PAGE_MEDIA_TYPE
@@ -86,7 +90,7 @@ MAX_LEARNER_ID = MAX_USER_ID
 """The database's id range: PostgreSQL `serial` (integer) ids end at 2**31 - 1."""
 
 STREAM_CHUNK_BYTES = 256 * 1024
-"""Encoded pieces are gathered up to about this size before they are sent (fewer, fuller frames)."""
+"""A document's bytes go to the server in pieces of this size (its buffers stay small)."""
 GZIP_LEVEL = 1
 """Level 1 compresses the documents' text about 4:1 at a fraction of level 6's cost."""
 UNAVAILABLE_RETRY_SECONDS = 5
@@ -173,16 +177,42 @@ class Outcome:
     learner_id: int | None
     error: str | None = None
     retry_after: int | None = None
-    built: BuiltDocument | None = None
-    measured: Measured | None = None
+    encoded: EncodedDocument | None = None
+
+
+Render = Callable[[Document], bytes]
+"""What a built document is sent as: `encode_document` (the JSON) or a page renderer."""
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedDocument:
+    """A document's bytes, with what its audit line says of them before the first is sent:
+    their sha256 (hex) and the document's lesson counts."""
+
+    body: bytes
+    sha256: str
+    lessons_exported: int
+    lessons_total: int
+
+    @classmethod
+    def of(cls, built: BuiltDocument, render: Render = encode_document) -> EncodedDocument:
+        """Encode `built` once (`render`: the JSON encoder, or the readable page's renderer);
+        the built document itself is not kept (its bytes take less memory than its objects, and
+        are what is hashed and sent)."""
+        body = render(built.document)
+        return cls(body, hashlib.sha256(body).hexdigest(), built.lessons_exported,
+                   built.lessons_total)  # fmt: skip
 
 
 class Exporter:
-    """The per-process state of the endpoint: settings, source engine, limiter, secret."""
+    """The per-process state of the endpoint: settings, source engine, limiter, verified
+    tokens, the budget of document bytes in flight."""
 
     def __init__(self, settings: Settings, secret: str) -> None:
         self.settings = settings
         self.secret = secret
+        self.tokens = VerifiedTokens(secret)
+        self.budget = ByteBudget(settings.http_bytes_in_flight)
         ensure_audit_log(settings.audit_log_path)  # no export that cannot be recorded
         self.engine = create_source_engine(
             settings.source_url,
@@ -201,11 +231,21 @@ class Exporter:
         self.health.close()
         self.limiter.close()
 
-    def decide(self, user_id: int, param: LearnerParam, export_date: datetime) -> Outcome:
-        """Authorize a request whose token named `user_id` and, if allowed, build its document.
+    def decide(
+        self,
+        user_id: int,
+        param: LearnerParam,
+        export_date: datetime,
+        render: Render = encode_document,
+    ) -> Outcome:
+        """Authorize a request whose token named `user_id` and, if allowed, build its document
+        and render it (the JSON encoder, or the readable page's renderer).
 
-        Blocking (database reads, then building): run it in a worker thread. One snapshot covers
-        the account checks and the learner's rows, so what was authorized is what is exported.
+        Blocking (database reads, building, encoding): run it in a worker thread. One snapshot
+        covers the account checks and the learner's rows, so what was authorized is what is
+        exported. The document is built and encoded before the snapshot ends: a request then
+        holds a source connection while it holds the learner's rows and objects, so the pool's
+        size bounds how many documents a worker is making at once (README, "Memory").
         """
         wanted = {user_id} if param.value is None else {user_id, param.value}
         with snapshot(self.engine) as conn:
@@ -221,9 +261,9 @@ class Exporter:
                 )
             except LearnerNotFound:  # cannot happen within one snapshot; answered as 404
                 return Outcome(404, user_id, param.value, LEARNER_NOT_FOUND)
-        built = build_document(rows, export_date=export_date, exported_by=user_id)
-        # Hashed here, in the worker thread: encoding 6 MB would hold up the event loop.
-        return Outcome(200, user_id, param.value, built=built, measured=measure(built))
+            built = build_document(rows, export_date=export_date, exported_by=user_id)
+            encoded = EncodedDocument.of(built, render)
+        return Outcome(200, user_id, param.value, encoded=encoded)
 
     def _refusal(
         self, accounts: dict[int, Account], user_id: int, param: LearnerParam
@@ -292,20 +332,6 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
-def _gathered(pieces: Iterator[bytes], size: int) -> Iterator[bytes]:
-    """The same bytes in runs of at least `size` bytes (the last may be shorter)."""
-    buffer: list[bytes] = []
-    buffered = 0
-    for piece in pieces:
-        buffer.append(piece)
-        buffered += len(piece)
-        if buffered >= size:
-            yield b"".join(buffer)
-            buffer, buffered = [], 0
-    if buffer:
-        yield b"".join(buffer)
-
-
 @dataclass
 class Transfer:
     """How far a document's bytes got: how many of them (before any content encoding) were
@@ -315,33 +341,13 @@ class Transfer:
     complete: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Measured:
-    """The sha256 (hex) and size of a document's bytes, known before the first is sent."""
-
-    sha256: str
-    size: int
-
-
-def measure(built: BuiltDocument) -> Measured:
-    """Encode the document once without keeping its bytes, for the audit line that must be
-    written before any of them is sent. The encoding is deterministic: the streamed bytes are
-    these (tests/serve/test_streaming.py checks it)."""
-    digest = hashlib.sha256()
-    size = 0
-    for piece in iter_encoded(built.document):
-        digest.update(piece)
-        size += len(piece)
-    return Measured(digest.hexdigest(), size)
-
-
-async def streamed_body(
-    built: BuiltDocument, *, gzip: bool, transfer: Transfer
-) -> AsyncIterator[bytes]:
-    """The document's bytes (gzip-encoded if asked), encoded a batch of lessons at a time, in
-    pieces of about STREAM_CHUNK_BYTES; `transfer` follows their progress."""
+async def streamed_body(body: bytes, *, gzip: bool, transfer: Transfer) -> AsyncIterator[bytes]:
+    """`body` (gzip-encoded if asked) in pieces of STREAM_CHUNK_BYTES; `transfer` follows their
+    progress."""
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS) if gzip else None
-    for chunk in _gathered(iter_encoded(built.document), STREAM_CHUNK_BYTES):
+    view = memoryview(body)
+    for start in range(0, len(body), STREAM_CHUNK_BYTES):
+        chunk = bytes(view[start : start + STREAM_CHUNK_BYTES])
         transfer.size += len(chunk)
         yield chunk if compressor is None else compressor.compress(chunk)
     if compressor is not None:
@@ -370,30 +376,67 @@ class AuditedStreamingResponse(StreamingResponse):
             self._on_close()
 
 
+class AuditedResponse(Response):
+    """A document that fits in one piece (the typical one), sent as a plain response: its
+    headers, then its body in one message (with Content-Length, not chunked), without the task
+    a stream needs to watch for the client leaving. `transfer` counts the document's `size`
+    (before any content encoding) and is complete once that message is handed to the server;
+    `on_close` runs exactly once when it is over, as for AuditedStreamingResponse."""
+
+    def __init__(
+        self,
+        body: bytes,
+        *,
+        size: int,
+        transfer: Transfer,
+        on_close: Callable[[], None],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(body, **kwargs)
+        self._size = size
+        self._transfer = transfer
+        self._on_close = on_close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+            self._transfer.size, self._transfer.complete = self._size, True
+        finally:
+            self._on_close()
+
+
 def document_response(
     exporter: Exporter, outcome: Outcome, request: Request, when: datetime
 ) -> Response:
-    """The 200 answer: the streamed document with the contract's headers, once its audit line
-    (sha256 and size of the document's bytes) has been written; 503 when it cannot be. A
-    transfer that breaks off adds a `"complete": false` note with the bytes that went out."""
-    built, measured = outcome.built, outcome.measured
-    assert built is not None and measured is not None and outcome.learner_id is not None
+    """The 200 answer: the document's bytes with the contract's headers, once they have a
+    place in the worker's byte budget and their audit line (sha256 and size) has been written;
+    503 when either cannot be had. A transfer that breaks off adds a `"complete": false` note
+    with the bytes that went out. The budget's reservation is released when the transfer is
+    over, however it ends."""
+    encoded = outcome.encoded
+    assert encoded is not None and outcome.learner_id is not None
+    size = len(encoded.body)
+    if not exporter.budget.reserve(size):  # memory stays bounded: 503, not a queue
+        log.warning("export refused: %d bytes already in flight", exporter.budget.held)
+        return _answer_error(_unavailable(outcome.user_id, outcome.learner_id))
     served = AuditRecord(
         at=when, via="http", user_id=outcome.user_id, learner_id=outcome.learner_id, status=200,
-        sha256=measured.sha256, size=measured.size,
-        lessons_exported=built.lessons_exported, lessons_total=built.lessons_total,
+        sha256=encoded.sha256, size=size,
+        lessons_exported=encoded.lessons_exported, lessons_total=encoded.lessons_total,
     )  # fmt: skip
     if not exporter.audit(served):  # fail closed: nothing is served that is not on record
+        exporter.budget.release(size)
         return _answer_error(_unavailable(outcome.user_id, outcome.learner_id))
     gzip = accepts_gzip(request.headers.get("accept-encoding", ""))
     transfer = Transfer()
 
-    def note_a_broken_transfer() -> None:
+    def transfer_over() -> None:
+        exporter.budget.release(size)
         if not transfer.complete:
             exporter.audit(
                 AuditRecord(
                     at=datetime.now(UTC), via="http", user_id=outcome.user_id,
-                    learner_id=outcome.learner_id, status=200, sha256=measured.sha256,
+                    learner_id=outcome.learner_id, status=200, sha256=encoded.sha256,
                     size=transfer.size, complete=False,
                 )
             )  # fmt: skip
@@ -406,12 +449,24 @@ def document_response(
     }
     if gzip:
         headers["Content-Encoding"] = "gzip"
+    if size <= STREAM_CHUNK_BYTES:
+        body = encoded.body if not gzip else _gzipped(encoded.body)
+        return AuditedResponse(
+            body, size=size, transfer=transfer, on_close=transfer_over,
+            media_type="application/json", headers=headers,
+        )  # fmt: skip
     return AuditedStreamingResponse(
-        streamed_body(built, gzip=gzip, transfer=transfer),
-        on_close=note_a_broken_transfer,
+        streamed_body(encoded.body, gzip=gzip, transfer=transfer),
+        on_close=transfer_over,
         media_type="application/json",
         headers=headers,
     )
+
+
+def _gzipped(body: bytes) -> bytes:
+    """`body` gzip-encoded, as `streamed_body` encodes it."""
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return compressor.compress(body) + compressor.flush()
 
 
 def _answer_error(outcome: Outcome) -> Response:
@@ -485,7 +540,12 @@ _EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
         headers=_retry_after("Seconds until a request will be admitted."),
     ),
     503: _error(
-        "The source database cannot be read right now.",
+        "Temporarily unavailable, worth a retry after Retry-After: the source database cannot be "
+        "read right now (unreachable, timed out, no free connection), the export's audit line or "
+        "the rate limit's store cannot be written (nothing is served that is not on record), or "
+        "this worker already holds its budget of document bytes in flight "
+        "(LEARNER_EXPORT_HTTP_BYTES_IN_FLIGHT). Past the connection cap, the HTTP server itself "
+        "answers 503 in text/plain before the application.",
         headers=_retry_after("Seconds after which a retry may succeed."),
     ),
 }
@@ -569,18 +629,25 @@ def _exporter(request: Request) -> Exporter:
     return exporter
 
 
-def _add_routes(app: FastAPI) -> None:
-    bearer = HTTPBearer(
-        bearerFormat="JWT",
-        description="The platform's HS256 token: {userId: '<id>', role, exp}.",
-        auto_error=False,
-    )
-    cookie = APIKeyCookie(
-        name=TOKEN_COOKIE,
-        description="The same token in the `token` cookie, for the web client's download tab.",
-        auto_error=False,
-    )
+_SECURITY_SCHEMES = {
+    "HTTPBearer": {
+        "type": "http",
+        "description": "The platform's HS256 token: {userId: '<id>', role, exp}.",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+    },
+    "APIKeyCookie": {
+        "type": "apiKey",
+        "description": "The same token in the `token` cookie, for the web client's download tab.",
+        "in": "cookie",
+        "name": TOKEN_COOKIE,
+    },
+}
+"""The two ways of sending the token (`bearer_token` reads them), for OpenAPI. Declared here,
+not as FastAPI security dependencies: those would run on every request only to be ignored."""
 
+
+def _add_routes(app: FastAPI) -> None:
     @app.get(
         EXPORT_PATH,
         summary="Export one learner's data",
@@ -588,8 +655,10 @@ def _add_routes(app: FastAPI) -> None:
         operation_id="exportLearnerData",
         response_class=Response,
         responses=_EXPORT_RESPONSES,
-        dependencies=[Security(bearer), Security(cookie)],
-        openapi_extra={"parameters": [_LEARNER_ID_PARAMETER]},
+        openapi_extra={
+            "parameters": [_LEARNER_ID_PARAMETER],
+            "security": [{name: []} for name in _SECURITY_SCHEMES],  # either one
+        },
     )
     async def export_learner_data(request: Request) -> Response:
         exporter = _exporter(request)
@@ -624,18 +693,20 @@ def _add_routes(app: FastAPI) -> None:
         )
 
 
-async def _decide(exporter: Exporter, request: Request, when: datetime) -> Outcome:
+async def _decide(
+    exporter: Exporter, request: Request, when: datetime, render: Render = encode_document
+) -> Outcome:
     param = learner_param(request.query_params.getlist("learnerId"))
     token = bearer_token(request)
     if token is None:
         return Outcome(401, None, param.value, UNAUTHORIZED)
     try:
-        user_id = verify_token(token, exporter.secret)
+        user_id = exporter.tokens.verify(token)
     except InvalidToken as exc:
         log.info("token refused: %s", exc)
         return Outcome(401, None, param.value, UNAUTHORIZED)
     try:
-        return await run_in_threadpool(exporter.decide, user_id, param, when)
+        return await run_in_threadpool(exporter.decide, user_id, param, when, render)
     except ExtractError as exc:  # messages name ids and SQLSTATEs, never row content
         log.warning("export for user %s failed: %s", user_id, exc)
         return _unavailable(user_id, param.value)
@@ -762,7 +833,9 @@ def _document_openapi(app: FastAPI) -> None:
                 summary=app.summary,
                 routes=app.routes,
             )
-            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            components = schema.setdefault("components", {})
+            components["securitySchemes"] = _SECURITY_SCHEMES
+            schemas = components.setdefault("schemas", {})
             schemas["Error"] = _ERROR_BODY
             schemas.update(_document_components())
             app.openapi_schema = schema
@@ -788,22 +861,42 @@ def _operator_notice(settings: Settings) -> OperatorNotice:
         raise ConfigurationError(str(exc)) from None
 
 
-def page_response(exporter: Exporter, outcome: Outcome, page: bytes, when: datetime) -> Response:
-    """The 200 answer of /api/export/view: the page, once its audit line (the page's sha256
-    and size) is written; 503 when it cannot be. The page's CSP is sent as a header too."""
-    built = outcome.built
-    assert built is not None and outcome.learner_id is not None
+def page_response(exporter: Exporter, outcome: Outcome, when: datetime) -> Response:
+    """The 200 answer of /api/export/view: the page, once it has a place in the worker's byte
+    budget and its audit line (the page's sha256 and size) is written; 503 when either cannot
+    be had, as for the document. The page's CSP is sent as a header too."""
+    page = outcome.encoded
+    assert page is not None and outcome.learner_id is not None
+    size = len(page.body)
+    if not exporter.budget.reserve(size):
+        log.warning("page refused: %d bytes already in flight", exporter.budget.held)
+        return _answer_error(_unavailable(outcome.user_id, outcome.learner_id))
     served = AuditRecord(
         at=when, via="http", user_id=outcome.user_id, learner_id=outcome.learner_id, status=200,
-        sha256=hashlib.sha256(page).hexdigest(), size=len(page), complete=True,
-        lessons_exported=built.lessons_exported, lessons_total=built.lessons_total,
+        sha256=page.sha256, size=size,
+        lessons_exported=page.lessons_exported, lessons_total=page.lessons_total,
     )  # fmt: skip
     if not exporter.audit(served):  # fail closed, as for the document
+        exporter.budget.release(size)
         return _answer_error(_unavailable(outcome.user_id, outcome.learner_id))
+    transfer = Transfer()
+
+    def transfer_over() -> None:
+        exporter.budget.release(size)
+        if not transfer.complete:
+            exporter.audit(
+                AuditRecord(
+                    at=datetime.now(UTC), via="http", user_id=outcome.user_id,
+                    learner_id=outcome.learner_id, status=200, sha256=page.sha256,
+                    size=transfer.size, complete=False,
+                )
+            )  # fmt: skip
+
     filename = page_filename(outcome.learner_id, when)
-    return Response(
-        page, status_code=200, media_type=PAGE_MEDIA_TYPE, headers=_page_headers(filename)
-    )
+    return AuditedResponse(
+        page.body, size=size, transfer=transfer, on_close=transfer_over,
+        media_type=PAGE_MEDIA_TYPE, headers=_page_headers(filename),
+    )  # fmt: skip
 
 
 def _page_headers(filename: str) -> dict[str, str]:
@@ -988,17 +1081,6 @@ _FAMILY_RESPONSES: dict[int | str, dict[str, Any]] = {
 def _add_readable_routes(app: FastAPI) -> None:
     """/api/export/view and /api/export/family: the checks, statuses, audit and rate limit of
     /api/export (same token, same order, one audit line per request, per child for a family)."""
-    # The same schemes as /api/export's (same names and texts: one entry each in the OpenAPI).
-    bearer = HTTPBearer(
-        bearerFormat="JWT",
-        description="The platform's HS256 token: {userId: '<id>', role, exp}.",
-        auto_error=False,
-    )
-    cookie = APIKeyCookie(
-        name=TOKEN_COOKIE,
-        description="The same token in the `token` cookie, for the web client's download tab.",
-        auto_error=False,
-    )
 
     @app.get(
         VIEW_PATH,
@@ -1006,24 +1088,23 @@ def _add_readable_routes(app: FastAPI) -> None:
         operation_id="viewLearnerData",
         response_class=Response,
         responses=_VIEW_RESPONSES,
-        dependencies=[Security(bearer), Security(cookie)],
-        openapi_extra={"parameters": [_LEARNER_ID_PARAMETER]},
+        openapi_extra={
+            "parameters": [_LEARNER_ID_PARAMETER],
+            "security": [{name: []} for name in _SECURITY_SCHEMES],  # either one
+        },
     )
     async def view_learner_data(request: Request) -> Response:
         exporter = _exporter(request)
         when = datetime.now(UTC)
-        outcome = await _decide(exporter, request, when)
+        notice = app_notice(request)
+        # Rendered from the built document inside the request's snapshot, as the JSON is encoded:
+        # a renderer's bug is answered 500 by _decide, like any other.
+        outcome = await _decide(exporter, request, when, lambda doc: page_bytes(doc, notice))
         trail = AuditTrail.of(request)
         trail.asked(outcome.user_id, outcome.learner_id)
         if outcome.status != 200:
             return _answer_error(outcome)
-        assert outcome.built is not None
-        try:
-            page = await run_in_threadpool(page_bytes, outcome.built.document, app_notice(request))
-        except Exception as exc:  # a bug in the renderer: 500, audited by the middleware
-            log.error("page for user %s failed: %s", outcome.user_id, _where(exc))
-            return _answer_error(Outcome(500, outcome.user_id, outcome.learner_id, INTERNAL_ERROR))
-        response = page_response(exporter, outcome, page, when)
+        response = page_response(exporter, outcome, when)
         if response.status_code == 200:
             trail.written()
         return response
@@ -1034,8 +1115,10 @@ def _add_readable_routes(app: FastAPI) -> None:
         operation_id="exportFamilyData",
         response_class=Response,
         responses=_FAMILY_RESPONSES,
-        dependencies=[Security(bearer), Security(cookie)],
-        openapi_extra={"parameters": [_PARENT_ID_PARAMETER]},
+        openapi_extra={
+            "parameters": [_PARENT_ID_PARAMETER],
+            "security": [{name: []} for name in _SECURITY_SCHEMES],  # either one
+        },
     )
     async def export_family_data(request: Request) -> Response:
         exporter = _exporter(request)
@@ -1057,7 +1140,7 @@ async def _decide_family(exporter: Exporter, request: Request, when: datetime) -
     if token is None:
         return FamilyOutcome(401, None, UNAUTHORIZED)
     try:
-        user_id = verify_token(token, exporter.secret)
+        user_id = exporter.tokens.verify(token)
     except InvalidToken as exc:
         log.info("token refused: %s", exc)
         return FamilyOutcome(401, None, UNAUTHORIZED)

@@ -13,18 +13,26 @@ count is closest to 28 (the platform's "typical" figure). Each is asked for by o
 8 concurrent clients (keep-alive connections, no compression unless --gzip). It prints p50/p95/p99
 latency and requests per second; it asserts nothing.
 
-The bar is the platform's own Node server on a 2-core machine: 1,000 lessons (5.8 MB) p50 ~160 ms
-and ~5.7 requests/s; a 28-lesson learner (150 KB) p50 ~12 ms and ~75 requests/s.
+With `--baseline REV`, the server of that commit (`git archive`, run with this environment) is
+measured first, in the same run, on the same databases, and each line of ours is followed by the
+ratio of our p50 to the baseline's and of our requests/s to its.
+
+The bar (issue 14): the platform's own Node server, measured by the issue beside ours on the same
+PostgreSQL data (it is not available here), at 1 client: a ~28-lesson learner (150 KB) 7-8 ms
+p50, the 1,000-lesson learner (5.8 MB) 100-117 ms; at 8 clients 193 and 9 requests/s. The
+target is a third of Node's p50 at 1 client: typical <= 2.5 ms, big <= 40 ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import io
 import os
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -37,13 +45,18 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _server import serve_py  # noqa: E402
+
 from learner_export.demo import build_demo_database, demo_rows  # noqa: E402
-from learner_export.processes import free_port, stop_process  # noqa: E402
 from learner_export.tokens import issue_token  # noqa: E402
 
 SECRET = "bench-secret-" + "0123456789abcdef" * 3
 BIG_LEARNER = 4
 TYPICAL_LESSONS = 28
+TARGET_P50_MS = {"typical": 2.5, "1,000 lessons": 40.0}
+"""A third of the Node server's p50 at 1 client (issue 14)."""
 
 
 @dataclass(frozen=True)
@@ -54,13 +67,21 @@ class Result:
     elapsed: float
     body_bytes: int
 
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(self.latencies) * 1000
+
+    @property
+    def per_second(self) -> float:
+        return len(self.latencies) / self.elapsed
+
     def line(self) -> str:
         ms = sorted(x * 1000 for x in self.latencies)
         q = statistics.quantiles(ms * 2 if len(ms) == 1 else ms, n=100, method="inclusive")
         return (
-            f"{self.label:<34} {self.clients:>2} clients  {self.body_bytes / 1e6:6.2f} MB  "
-            f"p50 {q[49]:7.1f} ms  p95 {q[94]:7.1f} ms  p99 {q[98]:7.1f} ms  "
-            f"{len(ms) / self.elapsed:7.1f} req/s"
+            f"{self.label:<40} {self.clients:>2} clients  {self.body_bytes / 1e6:6.2f} MB  "
+            f"p50 {q[49]:7.2f} ms  p95 {q[94]:7.2f} ms  p99 {q[98]:7.2f} ms  "
+            f"{self.per_second:7.1f} req/s"
         )
 
 
@@ -135,39 +156,6 @@ def measure(
 
 
 @contextmanager
-def server(database_url: str, workers: int, data_dir: Path) -> Iterator[str]:
-    """`python serve.py` on a free loopback port, until the block ends."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "JWT_SECRET": SECRET,
-        "LEARNER_EXPORT_DATA_DIR": str(data_dir),
-        "LEARNER_EXPORT_EXPORTS_PER_MINUTE": "100000000",
-    }
-    command = [sys.executable, "serve.py", "--port", str(port), "--workers", str(workers)]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    assert process.stderr is not None
-    url = f"http://127.0.0.1:{port}"
-    try:
-        # One worker: listening once "Uvicorn running" is logged. Several: the parent binds and
-        # each worker listens after its startup.
-        started, bound = 0, False
-        while not (bound and started >= workers):
-            line = process.stderr.readline()
-            if not line:
-                raise SystemExit("the server exited before it started")
-            started += "Application startup complete" in line
-            bound = bound or "Uvicorn running on" in line
-        yield url
-    finally:
-        stop_process(process)
-        process.stderr.close()
-
-
-@contextmanager
 def sources(only: str | None, base: Path) -> Iterator[list[tuple[str, str]]]:
     """(kind, URL) of each demo database to measure; PostgreSQL via the test suite's cluster."""
     found: list[tuple[str, str]] = []
@@ -196,8 +184,17 @@ def sources(only: str | None, base: Path) -> Iterator[list[tuple[str, str]]]:
 
 
 def run_suite(
-    url: str, token: str, big: int, typical: int, args: argparse.Namespace, tag: str
-) -> None:
+    url: str,
+    token: str,
+    big: int,
+    typical: int,
+    args: argparse.Namespace,
+    tag: str,
+    baseline: dict[tuple[str, int], Result] | None = None,
+) -> dict[tuple[str, int], Result]:
+    """Measure both learners at 1 and 8 clients; print each line (and, given the `baseline`'s
+    results, the ratios to them) and return the results by (learner name, clients)."""
+    results = {}
     for learner, name, requests in (
         (big, "1,000 lessons", args.big_requests),
         (typical, "typical", args.typical_requests),
@@ -207,7 +204,27 @@ def run_suite(
                 url, learner, token, clients=clients, requests=requests, gzip=args.gzip,
                 label=f"{tag} {name} (id {learner})",
             )  # fmt: skip
+            results[name, clients] = result
             print(result.line(), flush=True)
+            if baseline is not None:
+                before = baseline[name, clients]
+                print(f"{'':<40} {'':>10}  p50 {result.p50_ms / before.p50_ms:.2f} x baseline, "
+                      f"req/s {result.per_second / before.per_second:.2f} x baseline", flush=True)  # fmt: skip
+            if clients == 1:
+                target = TARGET_P50_MS[name]
+                verdict = "met" if result.p50_ms <= target else "NOT met"
+                print(f"{'':<40} {'':>10}  target p50 <= {target:g} ms: {verdict}", flush=True)
+    return results
+
+
+def checkout(revision: str, into: Path) -> Path:
+    """The tree of `revision` (this repository's), unpacked into `into`: the baseline server."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", revision], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
 
 
 def main() -> None:
@@ -221,6 +238,7 @@ def main() -> None:
     parser.add_argument("--big-requests", type=int, default=80)
     parser.add_argument("--typical-requests", type=int, default=800)
     parser.add_argument("--gzip", action="store_true", help="ask for gzip (default: identity)")
+    parser.add_argument("--baseline", metavar="REV", help="measure this commit's server first")
     args = parser.parse_args()
     typical = args.typical or typical_learner()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -236,10 +254,23 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp,
         sources(args.only, Path(tmp)) as found,
     ):
+        old = None if args.baseline is None else checkout(args.baseline, Path(tmp) / "baseline")
         for kind, database_url in found:
             for workers in (int(w) for w in args.workers.split(",")):
-                with server(database_url, workers, Path(tmp) / f"data-{kind}-{workers}") as url:
-                    run_suite(url, token, args.big, typical, args, f"{kind:<10} w={workers}")
+                before = None
+                if old is not None:
+                    with serve_py(
+                        database_url, workers=workers, data_dir=Path(tmp) / f"old-{kind}-{workers}",
+                        secret=SECRET, root=old,
+                    ) as up:  # fmt: skip
+                        tag = f"{kind:<10} w={workers} {args.baseline[:7]}"
+                        before = run_suite(up.url, token, args.big, typical, args, tag)
+                data_dir = Path(tmp) / f"data-{kind}-{workers}"
+                with serve_py(
+                    database_url, workers=workers, data_dir=data_dir, secret=SECRET
+                ) as up:
+                    tag = f"{kind:<10} w={workers} this tree"
+                    run_suite(up.url, token, args.big, typical, args, tag, before)
 
 
 if __name__ == "__main__":

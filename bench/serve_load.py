@@ -12,11 +12,20 @@ connections are opened and held, sending nothing (each is reopened when the serv
 and the database is paused (SIGSTOP of every server process) for `--pause` seconds once a
 quarter of the requests are answered, then restarted (`pg_ctl restart -m fast`) at 60 %.
 
-It prints the answers by status, p50/p95/p99 latency, the peak RSS (VmHWM) of each worker, and
-checks: no 5xx other than 503; no transfer broken; every 200 body the complete document (the same
-bytes as the learner's reference export, apart from exportDate and exportedBy); one audit line
-per answered request; each worker's peak RSS within MEMORY_BOUND_MB. Bounded: loopback only,
-every request with a 120 s timeout, the run with `--deadline`.
+Before that load, the memory stage: for each count in `--stalled` (default 8, 32, 128), that
+many clients ask for the 1,000-lesson learner at once and then read nothing (a 4 KiB receive
+buffer, so the server cannot hand the document to the kernel and be done); once every one has
+its answer's head, each worker's RSS is read, then they all hang up. A worker holds the bytes of
+at most LEARNER_EXPORT_HTTP_BYTES_IN_FLIGHT of such transfers and answers the others 503, so its
+memory stops growing with the number of stalled clients.
+
+It prints the answers by status, p50/p95/p99 latency, each worker's RSS at each stalled count and
+its peak RSS (VmHWM), and checks: no 5xx other than 503; no transfer of the load broken; every
+200 body the complete document (the same bytes as the learner's reference export, apart from
+exportDate and exportedBy); one audit line per answered request; each worker's RSS, at every
+stalled count and at its peak, within the documented bound (`memory_bound_mb`); the most stalled
+clients got 503s (the budget was reached). Bounded: loopback only, every request with a 120 s
+timeout, the run with `--deadline`.
 """
 
 from __future__ import annotations
@@ -30,14 +39,11 @@ import select
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,8 +52,11 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _server import serve_py  # noqa: E402
+
 from learner_export.demo import build_demo_database, demo_rows  # noqa: E402
-from learner_export.processes import free_port, stop_process  # noqa: E402
 from learner_export.tokens import issue_token  # noqa: E402
 from tests.pg import PostgresCluster  # noqa: E402
 
@@ -57,12 +66,24 @@ BIG_LEARNER = 4
 TYPICAL_LESSONS = 28
 BIG_EVERY = 5
 """One request in five is for the 1,000-lesson learner."""
-MEMORY_BOUND_MB = 1024
-"""The documented bound of a worker's peak RSS under this load (README, "When things go wrong"):
-every export in flight holds its built document until its last byte is sent, so a worker's
-memory grows with the big exports it serves at once; 1 GB holds the default run's share (about
-40 of the 1,000-lesson exports in flight per worker) with room to spare."""
+BYTES_IN_FLIGHT_MB = 32
+"""The worker's budget of document bytes in flight in this run (LEARNER_EXPORT_HTTP_BYTES_IN_FLIGHT;
+smaller than the 64 MiB default so the default run reaches it with a handful of big exports)."""
+POOL_CONNECTIONS = 15
+"""The source pool of a worker (5 plus 10 overflow): how many documents it makes at once."""
+MAKING_FACTOR = 3
+"""A document being made holds its rows, its objects and its bytes at once: RSS grows by 8.4 MiB
+(SQLite) and 7.3 MiB (PostgreSQL) per 1,000-lesson document so held, 2.4 and 2.1 times its 3.5 MiB
+of JSON (measured by holding 15 of them in one process); 3 leaves room for the allocator."""
+STALLED_RECEIVE_BUFFER = 4096
 _TAIL = re.compile(rb',"exportDate":"[^"]*","exportedBy":(?:null|[0-9]+)\}\Z')
+
+
+def memory_bound_mb(idle_mb: float, big_bytes: int) -> float:
+    """The documented bound of a worker's RSS (README, "When things go wrong"): its RSS when idle
+    after the first exports, plus its budget of bytes in flight, plus the documents its pool's
+    connections can be making at once."""
+    return idle_mb + BYTES_IN_FLIGHT_MB + POOL_CONNECTIONS * MAKING_FACTOR * big_bytes / 2**20
 
 
 def typical_learner() -> int:
@@ -204,49 +225,51 @@ def faults(cluster: PostgresCluster, clients: Clients, pause: float, log: list[s
     log.append("restarted the database")
 
 
-@contextmanager
-def server(database_url: str, workers: int, data_dir: Path) -> Iterator[tuple[str, int]]:
-    """`python serve.py` on a free loopback port: its URL and process id."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "JWT_SECRET": SECRET,
-        "LEARNER_EXPORT_DATA_DIR": str(data_dir),
-        "LEARNER_EXPORT_EXPORTS_PER_MINUTE": "100000000",
-    }
-    command = [sys.executable, "serve.py", "--port", str(port), "--workers", str(workers)]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    assert process.stderr is not None
-    drain = threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True)  # type: ignore[union-attr]
-    try:
-        started, bound = 0, False
-        while not (bound and started >= workers):
-            line = process.stderr.readline()
-            if not line:
-                raise SystemExit("the server exited before it started")
-            started += "Application startup complete" in line
-            bound = bound or "Uvicorn running on" in line
-        drain.start()  # the server logs each refused export: keep its pipe from filling
-        yield f"http://127.0.0.1:{port}", process.pid
-    finally:
-        stop_process(process)
-
-
-def peak_rss_mb(parent: int) -> dict[int, float]:
-    """VmHWM of each child process of `parent` (the workers), in MB."""
+def rss_mb(parent: int, field: str = "VmRSS") -> dict[int, float]:
+    """`field` (VmRSS: now, VmHWM: the peak) of each child process of `parent` (the workers),
+    in MiB, by process id."""
     children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    peaks = {}
+    sizes = {}
     for pid in (int(p) for p in children):
         if b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes():
             continue  # multiprocessing's helper, not a worker
         status = Path(f"/proc/{pid}/status").read_text()
-        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+        match = re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE)
         if match:
-            peaks[pid] = int(match.group(1)) / 1024
-    return peaks
+            sizes[pid] = int(match.group(1)) / 1024
+    return sizes
+
+
+def stalled(url: str, token: str, learner: int, count: int, parent: int
+            ) -> tuple[Counter[int], dict[int, float]]:  # fmt: skip
+    """`count` clients ask for `learner` at once and read nothing past their answer's head:
+    the statuses they got, and each worker's RSS (MiB) while they all hold on. Then they hang
+    up, which breaks every transfer still held."""
+    host, port = url.removeprefix("http://").split(":")
+    request = (f"GET /api/export?learnerId={learner} HTTP/1.1\r\nHost: {host}\r\n"
+               f"Authorization: Bearer {token}\r\n\r\n").encode()  # fmt: skip
+    sockets = []
+    statuses: Counter[int] = Counter()
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            # A small window before connecting: the server's sends then wait on this client.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STALLED_RECEIVE_BUFFER)
+            sock.settimeout(120)
+            sock.connect((host, int(port)))
+            sock.sendall(request)
+        for sock in sockets:
+            head = b""
+            while b"\r\n" not in head and (piece := sock.recv(64)):
+                head += piece
+            status = head.split(b" ", 2)[1] if head.startswith(b"HTTP/1.1 ") else b"0"
+            statuses[int(status)] += 1
+        held = rss_mb(parent)
+    finally:
+        for sock in sockets:
+            sock.close()
+    return statuses, held
 
 
 def _out_of_time(signum: int, frame: object) -> None:
@@ -274,6 +297,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--pause", type=float, default=3.0, help="seconds the database is paused")
     parser.add_argument("--deadline", type=float, default=600, help="seconds the run may take")
+    parser.add_argument("--stalled", default="8,32,128", help="stalled clients, stage by stage")
     args = parser.parse_args()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load}; "
@@ -291,11 +315,21 @@ def main() -> int:
             build_demo_database(owner, learners=12, seed=7, replace=False)
             source = cluster.grant_reader("load")
             data_dir = Path(tmp) / "data"
-            with server(source, args.workers, data_dir) as (url, pid):
+            budget = {"LEARNER_EXPORT_HTTP_BYTES_IN_FLIGHT": str(BYTES_IN_FLIGHT_MB * 2**20)}
+            with serve_py(
+                source, workers=args.workers, data_dir=data_dir, secret=SECRET,
+                environment=budget,
+            ) as started:  # fmt: skip
+                url, pid = started.url, started.pid
                 learners = {
                     learner: reference(url, token, learner)
                     for learner in (BIG_LEARNER, typical_learner())
                 }
+                idle_mb = rss_mb(pid)
+                stages = [
+                    (count, *stalled(url, token, BIG_LEARNER, count, pid))
+                    for count in (int(c) for c in args.stalled.split(","))
+                ]
                 clients = Clients(url, token, learners, args.requests)
                 host, port = url.removeprefix("http://").split(":")
                 fault_thread = threading.Thread(
@@ -305,13 +339,16 @@ def main() -> int:
                     fault_thread.start()
                     clients.run(args.clients)
                 fault_thread.join(timeout=60)
-                peaks = peak_rss_mb(pid)
+                peaks = rss_mb(pid, "VmHWM")
             audit = (data_dir / "audit.jsonl").read_bytes().splitlines()
         finally:
             cluster.stop()
     lines = [orjson.loads(line) for line in audit]
     notes = sum(1 for line in lines if line.get("complete") is False)
-    references = len(learners)  # the reference exports are answered requests too
+    # The reference exports and the stalled clients' requests are answered requests too.
+    references = len(learners) + sum(count for count, _, _ in stages)
+    big_bytes = len(learners[BIG_LEARNER])
+    bound = {worker: memory_bound_mb(mb, big_bytes) for worker, mb in idle_mb.items()}
     tally = clients.tally
     for event in events:
         print(event)
@@ -321,15 +358,26 @@ def main() -> int:
     ms = sorted(x * 1000 for x in tally.latencies)
     q = statistics.quantiles(ms, n=100, method="inclusive")
     print(f"latency p50 {q[49]:.1f} ms  p95 {q[94]:.1f} ms  p99 {q[98]:.1f} ms")
-    print("peak RSS per worker: " + ", ".join(f"{mb:.0f} MB" for mb in peaks.values()))
+    print(f"memory bound per worker: idle RSS + {BYTES_IN_FLIGHT_MB} MiB in flight + "
+          f"{POOL_CONNECTIONS} x {MAKING_FACTOR} x {big_bytes / 2**20:.1f} MiB being made = "
+          + ", ".join(f"{bound[w]:.0f} MiB (idle {idle_mb[w]:.0f})" for w in idle_mb))  # fmt: skip
+    for count, statuses, held in stages:
+        print(f"{count:>4} stalled big exports: "
+              + ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items()))
+              + "; RSS per worker " + ", ".join(f"{mb:.0f}" for mb in held.values()) + " MiB")  # fmt: skip
+    print("peak RSS per worker: " + ", ".join(f"{mb:.0f} MiB" for mb in peaks.values()))
     checks = {
         "no 5xx other than 503": all(s < 500 or s == 503 for s in tally.statuses),
         "no transfer broken": not tally.broken,
         "every 200 body the complete document": tally.wrong_bodies == 0,
         "one audit line per answered request": len(lines) - notes == tally.answered + references,
-        f"peak RSS per worker <= {MEMORY_BOUND_MB} MB": all(
-            mb <= MEMORY_BOUND_MB for mb in peaks.values()
+        "RSS per worker within its bound at every stalled count": all(
+            mb <= bound.get(worker, 0) for _, _, held in stages for worker, mb in held.items()
         ),
+        "peak RSS per worker within its bound": all(
+            mb <= bound.get(worker, 0) for worker, mb in peaks.items()
+        ),
+        "the most stalled clients met the byte budget (503s)": not stages or stages[-1][1][503] > 0,
         "every request answered": tally.answered == args.requests,
     }
     for name, passed in checks.items():

@@ -10,16 +10,16 @@ platform's real database (`learner-export indexes`). For each, it runs the endpo
 for the typical learner (~28 lessons) `--requests` times, in the endpoint's order and with its
 functions, and prints each phase's median in ms:
 
-  token     verify_token (HS256, claims)
+  token     the token checked (VerifiedTokens: the client sends the same token every time)
   checkout  a pooled connection, isolation level, snapshot entered (BEGIN is sent with the next)
   accounts  read_users: who asks and for whom (their `users` rows), one statement
   limit     the rate limit's admission (its shared SQLite store, one write transaction)
   rows      read_learner: profiles, achievements, the lessons (with their count)
-  commit    the snapshot's end
   build     build_document
-  measure   the hashing pass for the audit line
+  encode    the document's bytes and their sha256, once (EncodedDocument)
+  commit    the snapshot's end
   audit     the audit line appended
-  stream    the streamed encoding pass (no network)
+  stream    the body's pieces (no network)
 
 then the same learner over HTTP from `serve.py` (1 worker, 1 client, keep-alive): the p50 minus
 the phases' sum is what uvicorn, FastAPI, the thread hop and loopback cost. It asserts nothing.
@@ -28,6 +28,7 @@ the phases' sum is what uvicorn, FastAPI, the thread hop and loopback cost. It a
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sqlite3
 import statistics
@@ -44,7 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from serve_latency import SECRET, fetch_all, server  # noqa: E402
+from _server import serve_py  # noqa: E402
+from serve_latency import SECRET, fetch_all  # noqa: E402
 
 import serve  # noqa: E402
 from extract.engine import SourceTimeouts, create_source_engine, snapshot  # noqa: E402
@@ -52,15 +54,14 @@ from extract.indexes import NEEDED_INDEXES  # noqa: E402
 from extract.reader import account, read_learner, read_users  # noqa: E402
 from learner_export.demo import build_demo_database, demo_rows  # noqa: E402
 from learner_export.ratelimit import RateLimiter  # noqa: E402
-from learner_export.tokens import issue_token, verify_token  # noqa: E402
+from learner_export.tokens import VerifiedTokens, issue_token  # noqa: E402
 from load.audit import AuditRecord, append_audit  # noqa: E402
 from transform.document import LESSON_CAP, build_document  # noqa: E402
-from transform.encoding import iter_encoded  # noqa: E402
 
 ADMIN = 2
 TYPICAL_LESSONS = 28
 PHASES = (
-    "token", "checkout", "accounts", "limit", "rows", "commit", "build", "measure", "audit",
+    "token", "checkout", "accounts", "limit", "rows", "build", "encode", "commit", "audit",
     "stream",
 )  # fmt: skip
 
@@ -73,8 +74,8 @@ def typical_learner(learners: int) -> int:
     return min(counts, key=lambda i: (abs(counts[i] - TYPICAL_LESSONS), i))
 
 
-def one_request(url_engine: Any, limiter: RateLimiter, audit: Path, token: str, learner: int
-                ) -> dict[str, float]:  # fmt: skip
+def one_request(url_engine: Any, limiter: RateLimiter, tokens: VerifiedTokens, audit: Path,
+                token: str, learner: int) -> dict[str, float]:  # fmt: skip
     """The endpoint's steps for one request, each timed (seconds)."""
     times: dict[str, float] = {}
     clock = time.perf_counter
@@ -85,7 +86,7 @@ def one_request(url_engine: Any, limiter: RateLimiter, audit: Path, token: str, 
         times[name] = clock() - start
         return result
 
-    user = timed("token", lambda: verify_token(token, SECRET))
+    user = timed("token", lambda: tokens.verify(token))
     context = snapshot(url_engine)
     conn = timed("checkout", context.__enter__)
     try:
@@ -100,31 +101,41 @@ def one_request(url_engine: Any, limiter: RateLimiter, audit: Path, token: str, 
             "rows",
             lambda: read_learner(conn, learner, lesson_limit=LESSON_CAP, user=users[learner]),
         )
+        when = datetime.now(UTC)
+        built = timed("build", lambda: build_document(rows, export_date=when, exported_by=user))
+        encoded = timed("encode", lambda: serve.EncodedDocument.of(built))
     except BaseException:
         context.__exit__(*sys.exc_info())
         raise
     timed("commit", lambda: context.__exit__(None, None, None))
-    when = datetime.now(UTC)
-    built = timed("build", lambda: build_document(rows, export_date=when, exported_by=user))
-    measured = timed("measure", lambda: serve.measure(built))
     record = AuditRecord(at=when, via="bench", user_id=user, learner_id=learner, status=200,
-                         sha256=measured.sha256, size=measured.size)  # fmt: skip
+                         sha256=encoded.sha256, size=len(encoded.body))  # fmt: skip
     timed("audit", lambda: append_audit(audit, record))
-    pieces = serve._gathered(iter_encoded(built.document), serve.STREAM_CHUNK_BYTES)
-    timed("stream", lambda: sum(len(piece) for piece in pieces))
+    timed("stream", lambda: _LOOP.run_until_complete(_drain(encoded.body)))
     return times
+
+
+_LOOP = asyncio.new_event_loop()
+"""The loop the body's pieces are drawn on (one for the run: a new loop costs more than they do)."""
+
+
+async def _drain(body: bytes) -> int:
+    transfer = serve.Transfer()
+    return sum([len(piece) async for piece in serve.streamed_body(body, gzip=False,
+                                                                  transfer=transfer)])  # fmt: skip
 
 
 def phases(url: str, learner: int, requests: int, work: Path) -> dict[str, float]:
     """The median of each phase over `requests` requests (after a warm-up), in ms."""
     engine = create_source_engine(url, timeouts=SourceTimeouts(pool=5, connect=5, statement=15))
     limiter = RateLimiter(work / "rate.sqlite3", 10**9)
+    tokens = VerifiedTokens(SECRET)
     token = issue_token(SECRET, ADMIN, "ADMIN", lifetime=3600)
     try:
         for _ in range(20):
-            one_request(engine, limiter, work / "audit.jsonl", token, learner)
+            one_request(engine, limiter, tokens, work / "audit.jsonl", token, learner)
         runs = [
-            one_request(engine, limiter, work / "audit.jsonl", token, learner)
+            one_request(engine, limiter, tokens, work / "audit.jsonl", token, learner)
             for _ in range(requests)
         ]
     finally:
@@ -134,11 +145,11 @@ def phases(url: str, learner: int, requests: int, work: Path) -> dict[str, float
 
 
 def http_p50(url: str, learner: int, requests: int, data_dir: Path) -> float:
-    with server(url, 1, data_dir) as base:
+    with serve_py(url, workers=1, data_dir=data_dir, secret=SECRET) as started:
         token = issue_token(SECRET, ADMIN, "ADMIN", lifetime=3600)
         path = f"/api/export?learnerId={learner}"
-        fetch_all(base, path, token, 20, False)
-        latencies, _ = fetch_all(base, path, token, requests, False)
+        fetch_all(started.url, path, token, 20, False)
+        latencies, _ = fetch_all(started.url, path, token, requests, False)
     return statistics.median(latencies) * 1000
 
 

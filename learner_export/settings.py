@@ -96,6 +96,13 @@ class Settings(BaseSettings):
         description="TOML or JSON file with what only the operator can say in the Art. 15 notice"
         " (controller, contact, purposes, recipients, retention, archive_keep).",
     )
+    http_bytes_in_flight: int = Field(
+        default=64 * 1024 * 1024,
+        gt=0,
+        description="Bytes of encoded documents one worker holds at most for transfers in"
+        " flight (64 MiB: about ten 1,000-lesson documents); an export that does not fit is"
+        " answered 503 with Retry-After. One document larger than this is still served alone.",
+    )
     encryption_key: SecretStr | None = Field(
         default=None, description="Key for encrypting documents at rest (--encrypt)."
     )

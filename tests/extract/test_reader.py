@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,11 +15,13 @@ from extract.engine import create_source_engine, snapshot
 from extract.errors import LearnerNotFound, TerminalExtractError
 from extract.reader import (
     STREAM_ROWS,
+    _pipelined,
     _stream,
     all_learner_ids,
     iter_learners,
     read_learner,
     read_learners,
+    read_users,
 )
 from extract.records import LearnerRows
 from learner_export.demo import BIG_LEARNER_LESSONS
@@ -227,3 +230,45 @@ def test_a_capped_read_reads_each_table_once(sqlite_demo: DemoSource, learners: 
     assert all("lesson_total" not in lesson for lesson in found[4].lessons)
     read = [table for s in statements for table in re.findall(r"\bFROM\s+(\w+)", s)]
     assert sorted(read) == ["achievements", "learner_profiles", "lessons", "users"]
+
+
+@pytest.mark.postgres
+def test_one_learner_on_postgresql_is_read_in_one_round_trip(
+    postgres_demo: DemoSource, tmp_path: Path
+) -> None:
+    """Profiles, achievements and lessons go out together (pipeline mode): libpq's own trace of
+    the protocol shows the three statements followed by a single Sync, the one wait for the
+    server. The rows are those the chunk reader streams."""
+    engine = create_source_engine(postgres_demo.url)
+    trace = tmp_path / "libpq.trace"
+    try:
+        with snapshot(engine) as conn:
+            user = read_users(conn, [3])[3]
+            driver: Any = conn.connection.driver_connection
+            with trace.open("w") as sink:
+                driver.pgconn.trace(sink.fileno())
+                try:
+                    alone = read_learner(conn, 3, lesson_limit=1000, user=user)
+                finally:
+                    driver.pgconn.untrace()
+            chunk = read_learners(conn, [3], lesson_limit=1000)[3]
+    finally:
+        engine.dispose()
+    sent = [line.split("\t") for line in trace.read_text().splitlines()]
+    messages = [fields[3].split(" ")[0] for fields in sent if len(fields) > 3 and fields[1] == "F"]
+    assert messages.count("Parse") == 3
+    assert messages.count("Sync") == 1
+    assert alone == chunk
+
+
+@pytest.mark.postgres
+def test_a_failing_pipelined_statement_is_reported_like_any_other(
+    postgres_demo: DemoSource,
+) -> None:
+    engine = create_source_engine(postgres_demo.url)
+    failing = sa.select((sa.literal(1) / sa.literal(0)).label("x"))
+    try:
+        with pytest.raises(TerminalExtractError, match=r"\(22012\)"), snapshot(engine) as conn:
+            _pipelined(conn, sa.select(sa.literal(1).label("one")), failing)
+    finally:
+        engine.dispose()

@@ -14,7 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from learner_export.tokens import MAX_USER_ID, InvalidToken, issue_token, verify_token
+from learner_export.tokens import (
+    MAX_USER_ID,
+    InvalidToken,
+    VerifiedTokens,
+    issue_token,
+    verify_token,
+)
 
 SECRET = "s" * 40
 NOW = 1_800_000_000.0
@@ -154,3 +160,39 @@ def test_any_claims_either_verify_or_raise_invalid_token(claims: dict[str, objec
 def test_any_text_either_verifies_or_raises_invalid_token(text: str) -> None:
     with contextlib.suppress(InvalidToken):
         verify_token(text, SECRET, now=NOW)
+
+
+# --- VerifiedTokens: verify_token with a memory -------------------------------------------------
+
+
+def test_a_remembered_token_is_judged_by_the_clock_on_every_use() -> None:
+    tokens = VerifiedTokens(SECRET)
+    token = signed(b'{"userId":"3","exp":1800000060,"nbf":1799999990}')
+    assert tokens.verify(token, now=NOW) == 3
+    assert tokens.verify(token, now=NOW + 59) == 3  # remembered
+    with pytest.raises(InvalidToken, match="expired"):
+        tokens.verify(token, now=NOW + 60)
+    with pytest.raises(InvalidToken, match="not valid yet"):
+        tokens.verify(token, now=NOW - 11)
+
+
+def test_only_the_exact_token_is_remembered_and_refusals_never() -> None:
+    tokens = VerifiedTokens(SECRET)
+    good = signed(b'{"userId":"3","exp":1900000000}')
+    assert tokens.verify(good, now=NOW) == 3
+    header, _, signature = good.split(".")
+    other_payload = _b64(b'{"userId":"4","exp":1900000000}')
+    forged = f"{header}.{other_payload}.{signature}"  # another payload under good's signature
+    for _ in range(2):  # refused each time: a refusal is not remembered either
+        with pytest.raises(InvalidToken, match="decoder"):
+            tokens.verify(forged, now=NOW)
+    other = VerifiedTokens("t" * 40)  # another secret: the same text is not trusted there
+    with pytest.raises(InvalidToken, match="decoder"):
+        other.verify(good, now=NOW)
+
+
+def test_the_memory_is_bounded_and_forgets_the_oldest_first() -> None:
+    tokens = VerifiedTokens(SECRET, size=2)
+    made = [signed(b'{"userId":"%d","exp":1900000000}' % i) for i in (1, 2, 3)]
+    assert [tokens.verify(t, now=NOW) for t in made] == [1, 2, 3]
+    assert list(tokens._known) == made[1:]

@@ -9,7 +9,8 @@ import argparse
 import logging
 import socket
 import stat
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -52,6 +53,16 @@ def _exporter(live: LiveServer) -> serve.Exporter:
 
 def _statuses(live: LiveServer) -> list[int]:
     return [record["status"] for record in read_audit(live.settings.audit_log_path)]
+
+
+def _wait_until(condition: Callable[[], bool]) -> None:
+    """Poll `condition` for up to 10 s (the server thread finishes a response after its client
+    has read the last byte)."""
+    for _ in range(1000):
+        if condition():
+            return
+        time.sleep(0.01)
+    assert condition()
 
 
 def _assert_unavailable(response: httpx.Response) -> None:
@@ -176,6 +187,27 @@ def test_a_failure_after_the_first_byte_aborts_the_connection(
             served["sha256"],
         )
         assert broken["bytes"] < served["bytes"]
+        _wait_until(lambda: _exporter(live).budget.held == 0)  # the broken one gave them back
+
+
+def test_an_export_beyond_the_workers_byte_budget_is_503_until_bytes_are_given_back(
+    sqlite_demo: DemoSource, tmp_path: Path
+) -> None:
+    with own_server(sqlite_demo, tmp_path, http_bytes_in_flight=1_000_000) as live:
+        budget = _exporter(live).budget
+        token = live.token(live.ids.admin)
+        alone = live.export(f"learnerId={live.ids.big}", token=token)
+        assert alone.status_code == 200 and len(alone.content) > 1_000_000  # alone, it is served
+        _wait_until(lambda: budget.held == 0)
+        assert budget.reserve(999_000)  # a transfer in flight holds nearly all of the budget
+        refused = live.export(f"learnerId={live.ids.child}", token=token)
+        _assert_unavailable(refused)
+        budget.release(999_000)  # that transfer is over
+        served = live.export(f"learnerId={live.ids.child}", token=token)
+        assert served.status_code == 200
+        assert served.content.startswith(b'{"learner":')
+        _wait_until(lambda: budget.held == 0)  # given back once the server is done sending
+        assert _statuses(live) == [200, 503, 200]
 
 
 def test_an_unexpected_error_is_a_json_500_audited_and_logged_without_data(

@@ -284,6 +284,10 @@ def test_openapi_describes_the_endpoint(live: LiveServer) -> None:
     )
     assert set(operation["responses"]) == {"200", "400", "401", "403", "404", "429", "503"}
     assert "Retry-After" in operation["responses"]["429"]["headers"]
+    unavailable = operation["responses"]["503"]
+    assert "Retry-After" in unavailable["headers"]
+    for cause in ("database", "audit line", "rate limit", "bytes in flight"):
+        assert cause in unavailable["description"]
     schemes = spec["components"]["securitySchemes"]
     assert {s["type"] for s in schemes.values()} == {"http", "apiKey"}
     assert {"in": "cookie", "name": "token"}.items() <= next(

@@ -1,8 +1,10 @@
 """The load-and-faults run of `bench/serve_load.py`, with CI's small numbers: clients mixing
 typical and 1,000-lesson exports, idle connections held open, the PostgreSQL server paused
-(SIGSTOP) and restarted mid-run. The script does the checking (no 5xx but 503, no broken
-transfer, every 200 the whole document, one audit line per request, bounded memory) and exits 1
-when one fails; its printout is shown when it does."""
+(SIGSTOP) and restarted mid-run, after 4 then 24 clients have stalled on big exports (more
+than two workers' byte budgets hold). The script does the checking (no 5xx but 503, no broken
+transfer, every 200 the whole document, one audit line per request, memory within its bound
+at every stalled count, 503s once the budget is reached) and exits 1 when one fails; its
+printout is shown when it does."""
 
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ def test_the_server_holds_under_load_and_database_faults() -> None:
         pytest.skip(str(exc))
     command = [
         sys.executable, "bench/serve_load.py", "--clients", "8", "--idle", "6",
-        "--requests", "60", "--pause", "1", "--deadline", "240",
+        "--requests", "60", "--pause", "1", "--deadline", "240", "--stalled", "4,24",
     ]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     report = result.stdout + result.stderr[-3000:]

@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 from starlette.requests import ClientDisconnect
 
-from serve import AuditedStreamingResponse, Transfer, measure, streamed_body
+from serve import (
+    STREAM_CHUNK_BYTES,
+    AuditedResponse,
+    AuditedStreamingResponse,
+    EncodedDocument,
+    Transfer,
+    streamed_body,
+)
 from transform.document import BuiltDocument
 from transform.encoding import encode_document
 
@@ -38,16 +45,18 @@ async def _collect(body: AsyncIterator[bytes]) -> bytes:
 @pytest.mark.parametrize("use_gzip", [False, True])
 def test_the_stream_is_the_encoded_document(use_gzip: bool) -> None:
     built = _built(300)
+    encoded = EncodedDocument.of(built)
     transfer = Transfer()
-    sent = asyncio.run(_collect(streamed_body(built, gzip=use_gzip, transfer=transfer)))
+    sent = asyncio.run(_collect(streamed_body(encoded.body, gzip=use_gzip, transfer=transfer)))
     expected = encode_document(built.document)
+    assert len(expected) > 4 * STREAM_CHUNK_BYTES  # several pieces
     assert (gzip.decompress(sent) if use_gzip else sent) == expected
     assert transfer.complete
     assert transfer.size == len(expected)
     # The audit line, written before the first byte, names exactly the bytes that are streamed.
-    measured = measure(built)
-    assert measured.size == len(expected)
-    assert measured.sha256 == hashlib.sha256(expected).hexdigest()
+    assert encoded.body == expected
+    assert encoded.sha256 == hashlib.sha256(expected).hexdigest()
+    assert (encoded.lessons_exported, encoded.lessons_total) == (300, 300)
 
 
 def _run(response: AuditedStreamingResponse, fail_after: int | None) -> list[dict[str, Any]]:
@@ -84,9 +93,34 @@ def test_on_close_runs_once_however_the_transfer_ends(
     transfer = Transfer()
     closed: list[bool] = []
     response = AuditedStreamingResponse(
-        streamed_body(_built(300), gzip=False, transfer=transfer),
+        streamed_body(EncodedDocument.of(_built(300)).body, gzip=False, transfer=transfer),
         on_close=lambda: closed.append(transfer.complete),
         media_type="application/json",
     )
     _run(response, fail_after)
     assert closed == [complete]
+
+
+@pytest.mark.parametrize(
+    ("fail_after", "complete"),
+    [(None, True), (0, False), (1, False)],
+    ids=["whole", "never-started", "after-headers"],
+)
+def test_a_one_piece_answer_closes_once_and_counts_the_documents_bytes(
+    fail_after: int | None, complete: bool
+) -> None:
+    body = encode_document(_built(3).document)
+    sent = gzip.compress(body)  # a content encoding: the transfer still counts the document
+    transfer = Transfer()
+    closed: list[tuple[bool, int]] = []
+    response = AuditedResponse(
+        sent, size=len(body), transfer=transfer,
+        on_close=lambda: closed.append((transfer.complete, transfer.size)),
+        media_type="application/json",
+    )  # fmt: skip
+    messages = _run(response, fail_after)
+    assert closed == [(complete, len(body) if complete else 0)]
+    if complete:
+        start, whole = messages
+        assert (b"content-length", str(len(sent)).encode()) in start["headers"]
+        assert (whole["body"], whole.get("more_body", False)) == (sent, False)
