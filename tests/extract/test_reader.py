@@ -17,6 +17,8 @@ from extract.reader import (
     _stream,
     all_learner_ids,
     iter_learners,
+    iter_optional_batches,
+    iter_optional_rows,
     read_learner,
     read_learners,
 )
@@ -227,3 +229,16 @@ def test_a_capped_read_reads_each_table_once(sqlite_demo: DemoSource, learners: 
     assert all("lesson_total" not in lesson for lesson in found[4].lessons)
     read = [table for s in statements for table in re.findall(r"\bFROM\s+(\w+)", s)]
     assert sorted(read) == ["achievements", "learner_profiles", "lessons", "users"]
+
+
+@pytest.mark.parametrize("table", ["quiz_answers", "concept_mastery"])
+def test_optional_rows_in_batches_are_the_rows_one_by_one(engine: sa.Engine, table: str) -> None:
+    with snapshot(engine) as conn:
+        ids = all_learner_ids(conn)
+        single = [tuple(row.values()) for row in iter_optional_rows(conn, table, ids)]
+        columns = list(next(iter(iter_optional_rows(conn, table, ids))).keys())
+        batches = list(iter_optional_batches(conn, table, ids, size=7))
+        assert list(iter_optional_batches(conn, table, [], size=7)) == []
+    assert len(single) > 7 and len(batches) == -(-len(single) // 7)
+    assert {names for names, _ in batches} == {tuple(columns)}
+    assert [tuple(row) for _, rows in batches for row in rows] == single
