@@ -129,7 +129,9 @@ class LearnerTableRows:
 
     Learners are kept until SPEC_BATCH_LESSONS lessons are waiting, and then their specs are read
     in one batch by Arrow's JSON reader (in C++, outside the GIL); a spec Arrow cannot read as
-    Python would (another shape, malformed JSON) is read by Python, with the same result. `problems` grows as learners are read and is never cleared.
+    Python would (another shape, malformed JSON) is read by Python, with the same result. The
+    batch's lessons rows are then built a column at a time (`transform.columns`), or row by row
+    when any of its values needs it. `problems` grows as learners are read and is never cleared.
     """
 
     __slots__ = (
