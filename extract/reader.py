@@ -237,6 +237,38 @@ def read_family(conn: Connection, parent_id: int, *, lesson_limit: int | None) -
     return list(iter_learners(conn, children_ids(conn, parent_id), lesson_limit=lesson_limit))
 
 
+def iter_optional_batches(
+    conn: Connection, table: str, learner_ids: Collection[int], *, size: int
+) -> Iterator[tuple[tuple[str, ...], list[tuple[Any, ...]]]]:
+    """The rows of optional source table `table` for these learners, as `iter_optional_rows`
+    gives them but in batches of at most `size` tuples, each with its column names: for
+    builders that convert a column at a time. The table must exist."""
+    ids = sorted(set(learner_ids))
+    if not ids:
+        return
+    statement = queries.OPTIONAL_QUERIES[table](conn.dialect.name, ids)
+    if conn.dialect.name != queries.POSTGRESQL:
+        result = conn.execute(statement)
+        names = tuple(result.keys())
+        for part in result.partitions(size):
+            yield names, [tuple(row) for row in part]
+        return
+    compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    sql, params = str(compiled), compiled.params
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        # A server-side cursor, a batch per FETCH: psycopg converts each batch at once, where
+        # `_stream` hands rows over one by one (a Python call per row, most of the cost here).
+        driver = conn.connection.driver_connection
+        with driver.cursor(name="learner_export_optional_rows") as cursor:  # type: ignore[union-attr]
+            cursor.execute(sql, params)
+            names = tuple(column.name for column in cursor.description)
+            while batch := cursor.fetchmany(size):
+                yield names, batch
+    except dbapi.Error as exc:
+        raise sa.exc.DBAPIError.instance(sql, params, exc, dbapi.Error) from None
+
+
 def all_learner_ids(conn: Connection) -> list[int]:
     """Every LEARNER user's id, ascending."""
     return list(conn.execute(queries.learner_ids_query()).scalars())

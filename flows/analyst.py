@@ -15,7 +15,7 @@ import orjson
 import pyarrow as pa
 from sqlalchemy.engine import Connection
 
-from extract.reader import iter_optional_rows, optional_tables_present
+from extract.reader import iter_optional_batches, optional_tables_present
 from extract.records import LearnerRows
 from load.destination import Destination, write_file
 from load.manifest import Manifest, ParquetPartEntry, StoredEntry, parquet_part_path
@@ -35,6 +35,10 @@ ROW_GROUP_ROWS = 5_000
 """Rows of one table held before they are written as a row group: a few MB of Python objects per
 table (20,000 held ~340 MB more over two chunk threads of the bench), and row groups still large
 enough to read fast."""
+
+
+BATCH_ROWS = 1_000
+"""Rows of an optional source table read and converted together (column by column)."""
 
 
 def use_system_allocator() -> None:
@@ -84,9 +88,9 @@ class ChunkTables:
                 self.skipped.append(name)
                 continue
             rows = self._sources[name]
-            for row in iter_optional_rows(conn, source, ids):
-                rows.add(row)
-                if len(rows.rows) >= ROW_GROUP_ROWS:
+            for names, batch in iter_optional_batches(conn, source, ids, size=BATCH_ROWS):
+                rows.add_batch(names, batch)
+                if rows.pending >= ROW_GROUP_ROWS:
                     self._writer(name).write(rows.take(self.run))
 
     def close(self) -> list[ParquetPartEntry]:

@@ -9,12 +9,13 @@ values become null and are listed as problems (table, column, row id; never the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
 
+from transform import columns as col
 from transform.pseudonyms import check_key, pseudonym
 from transform.quiz import text_items
 from transform.records import Row
@@ -34,9 +35,10 @@ from transform.values import MALFORMED_JSON, UNREADABLE_TIMESTAMP, Problem, iso_
 
 class SourceTableRows:
     """The rows of one optional source table's analyst table (`quiz_answers` or
-    `concept_mastery`), added one source row at a time and taken as Arrow tables."""
+    `concept_mastery`), added a source row (`add`) or a batch of them (`add_batch`) at a time
+    and taken as Arrow tables, in the order added."""
 
-    __slots__ = ("_convert", "_pseudonyms", "key", "name", "problems", "rows")
+    __slots__ = ("_columns", "_convert", "_done", "_pseudonyms", "key", "name", "problems", "rows")
 
     def __init__(self, name: str, key: bytes) -> None:
         check_key(key)
@@ -45,20 +47,92 @@ class SourceTableRows:
             "concept_mastery": self._mastery,
         }
         self._convert = converters[name]
+        batch_converters: dict[
+            str, Callable[[Mapping[str, Sequence[Any]]], dict[str, pa.Array]]
+        ] = {
+            "quiz_answers": self._answer_columns,
+            "concept_mastery": self._mastery_columns,
+        }
+        self._columns = batch_converters[name]
+        self._done: list[pa.Table] = []  # converted batches, in order, before `rows`
         self.name = name
         self.key = key
         self.rows: list[dict[str, Any]] = []
         self.problems: list[Problem] = []
         self._pseudonyms: dict[int, str] = {}  # an HMAC per learner, not per answer
 
+    @property
+    def pending(self) -> int:
+        """Rows added and not taken yet."""
+        return len(self.rows) + sum(int(table.num_rows) for table in self._done)
+
     def add(self, row: Row) -> None:
+        """Add one source row (keyed by column name), read value by value."""
         self.rows.append(self._convert(row))
+
+    def add_batch(self, names: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Add source rows given as tuples of the columns `names`, converted column by column
+        (`transform.columns`); a batch holding any value of another form is read row by row
+        (`add`), so the rows and problems are those of `add` either way."""
+        self._settle()
+        if not rows:
+            return
+        by_name = dict(zip(names, zip(*rows, strict=True), strict=True))
+        try:
+            arrays = self._columns(by_name)
+        except col.Irregular:
+            for row in rows:
+                self.add(dict(zip(names, row, strict=True)))
+            return
+        schema = body_schema(self.name)
+        self._done.append(pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema))
 
     def take(self, run: RunStamp) -> pa.Table:
         """The rows added since the last call, as a table of the declared schema."""
-        table = stamped(to_table(self.rows, body_schema(self.name)), self.name, run)
-        self.rows = []
-        return table
+        self._settle()
+        done, self._done = self._done, []
+        body = pa.concat_tables(done) if done else body_schema(self.name).empty_table()
+        return stamped(body, self.name, run)
+
+    def _settle(self) -> None:
+        """Turn the rows added one by one into a table, after the batches before them."""
+        if self.rows:
+            self._done.append(to_table(self.rows, body_schema(self.name)))
+            self.rows = []
+
+    def _answer_columns(self, values: Mapping[str, Sequence[Any]]) -> dict[str, pa.Array]:
+        """`_answer`'s columns for a batch, or Irregular."""
+        answered_at = col.timestamps(values["answered_at"])  # SQLite's text: fails first
+        lesson_id = col.texts(values["lesson_id"], nullable=False)
+        index = col.int32s(values["question_index"], nullable=False)
+        return {
+            "learner_pseudonym": col.pseudonyms(values["learner_id"], self._pseudonym_of),
+            "answer_id": col.texts(values["id"], nullable=False),
+            "lesson_id": lesson_id,
+            "question_id": col.question_ids(lesson_id, index),
+            "question_index": index,
+            "question_hash": col.texts(values["question_hash"]),
+            "user_answer": col.int32s(values["user_answer"], nullable=False),
+            "correct_answer": col.int32s(values["correct_answer"], nullable=False),
+            "is_correct": col.flags(values["is_correct"]),
+            "concept_tags": col.text_lists(values["concept_tags"]),
+            "answered_at": answered_at,
+        }
+
+    def _mastery_columns(self, values: Mapping[str, Sequence[Any]]) -> dict[str, pa.Array]:
+        """`_mastery`'s columns for a batch, or Irregular."""
+        return {
+            "learner_pseudonym": col.pseudonyms(values["learner_id"], self._pseudonym_of),
+            "concept_name": col.texts(values["concept_name"]),
+            "subject": col.texts(values["subject"]),
+            **{
+                name: col.int32s(values[name], nullable=False)
+                for name in ("correct_count", "total_count", "mastery_level")
+            },
+            "last_tested": col.timestamps(values["last_tested"]),
+            "needs_reinforcement": col.flags(values["needs_reinforcement"]),
+            "created_at": col.timestamps(values["created_at"]),
+        }
 
     def _answer(self, row: Row) -> dict[str, Any]:
         lesson_id = str(row["lesson_id"])
@@ -91,7 +165,9 @@ class SourceTableRows:
         }
 
     def _pseudonym(self, row: Row) -> str:
-        learner_id = int(row["learner_id"])
+        return self._pseudonym_of(int(row["learner_id"]))
+
+    def _pseudonym_of(self, learner_id: int) -> str:
         known = self._pseudonyms.get(learner_id)
         if known is None:
             known = self._pseudonyms[learner_id] = pseudonym(learner_id, self.key)

@@ -24,6 +24,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transform import columns as col
 from transform.analyst_schema import LEARNER_TABLES, RUN_COLUMNS, TABLE_SCHEMAS
 from transform.pseudonyms import check_key, pseudonym
 from transform.quiz import spec_questions, spec_title, spec_topic, text_items
@@ -128,11 +129,14 @@ class LearnerTableRows:
 
     Learners are kept until SPEC_BATCH_LESSONS lessons are waiting, and then their specs are read
     in one batch by Arrow's JSON reader (in C++, outside the GIL); a spec Arrow cannot read as
-    Python would (another shape, malformed JSON) is read by Python, with the same result. `problems` grows as learners are read and is never cleared.
+    Python would (another shape, malformed JSON) is read by Python, with the same result. The
+    batch's lessons rows are then built a column at a time (`transform.columns`), or row by row
+    when any of its values needs it. `problems` grows as learners are read and is never cleared.
     """
 
     __slots__ = (
         "_arrow",
+        "_lesson_tables",
         "_odd",
         "_waiting",
         "_waiting_lessons",
@@ -149,14 +153,15 @@ class LearnerTableRows:
         self.problems: list[Problem] = []
         self.rows: dict[str, list[dict[str, Any]]] = {name: [] for name in LEARNER_TABLES}
         self._arrow: list[pa.Table] = []  # quiz_questions rows read in batches
+        self._lesson_tables: list[pa.Table] = []  # lessons rows built column by column
         self._waiting: list[LearnerRows] = []
         self._waiting_lessons = 0
         self._odd: list[tuple[int, dict[str, Any]]] = []  # a batch's questions Python read
 
     def pending(self, name: str) -> int:
         """Rows of table `name` not taken yet, learners still waiting for their specs aside."""
-        extra = sum(t.num_rows for t in self._arrow) if name == "quiz_questions" else 0
-        return len(self.rows[name]) + extra
+        tables = {"quiz_questions": self._arrow, "lessons": self._lesson_tables}.get(name, [])
+        return len(self.rows[name]) + sum(int(t.num_rows) for t in tables)
 
     def take(self, run: RunStamp) -> dict[str, pa.Table]:
         """The rows added since they were last taken, one table per name of LEARNER_TABLES."""
@@ -167,12 +172,23 @@ class LearnerTableRows:
         """The rows of table `name` added since they were last taken (learners whose specs were
         waiting are read first)."""
         self.flush()
+        if name == "lessons":
+            self._settle_lessons()
+            tables, self._lesson_tables = self._lesson_tables, []
+            body = pa.concat_tables(tables) if tables else body_schema(name).empty_table()
+            return stamped(body, name, run)
         rows, self.rows[name] = self.rows[name], []
         table = to_table(rows, body_schema(name))
         if name == "quiz_questions" and self._arrow:
             table = pa.concat_tables([table, *self._arrow])
             self._arrow = []
         return stamped(table, name, run)
+
+    def _settle_lessons(self) -> None:
+        """Turn the lesson rows added one by one into a table, after the tables before them."""
+        if self.rows["lessons"]:
+            self._lesson_tables.append(to_table(self.rows["lessons"], body_schema("lessons")))
+            self.rows["lessons"] = []
 
     def add(self, learner: LearnerRows) -> None:
         if len(learner.lessons) < learner.lesson_total:
@@ -197,13 +213,88 @@ class LearnerTableRows:
         lessons = [lesson for learner in learners for lesson in learner.lessons]
         checked = all(learner.json_checked for learner in learners)
         specs = read_specs([lesson["spec"] for lesson in lessons], checked=checked)
-        start = 0
-        for learner in learners:
-            self._learner(learner, specs, start)
-            start += len(learner.lessons)
-        self._arrow.append(self._batch_questions(specs))
+        who = [pseudonym(learner.learner_id, self.key) for learner in learners]
+        self._settle_lessons()
+        try:
+            table = self._lesson_table(learners, who, lessons, specs)
+        except col.Irregular:
+            # Some value needs the row-by-row reader (and maybe a problem reported).
+            start = 0
+            for learner in learners:
+                self._learner(learner, specs, start)
+                start += len(learner.lessons)
+            table = to_table(self.rows["lessons"], body_schema("lessons"))
+            self.rows["lessons"] = []
+            self._lesson_tables.append(table)
+        else:
+            self._lesson_tables.append(table)
+            start = 0
+            for learner, name in zip(learners, who, strict=True):
+                end = start + len(learner.lessons)
+                self._learner_row(name, learner, sum(specs.question_count[start:end]))
+                start = end
+        self._arrow.append(self._batch_questions(specs, table))
+
+    def _lesson_table(
+        self, learners: list[LearnerRows], who: list[str], lessons: list[Row], specs: SpecColumns
+    ) -> pa.Table:
+        """The lessons rows of a batch whose specs Arrow read, built column by column: what
+        `_batched_lesson` makes of each lesson, or Irregular when a value needs it."""
+        if any(specs.slow):
+            raise col.Irregular
+
+        def column(name: str) -> list[Any]:
+            return [lesson[name] for lesson in lessons]
+
+        subject = col.texts(column("subject"))
+        title, topic = specs.title, specs.topic
+        subjects = subject.to_pylist()
+        spec = col.inferred(column("spec"))
+        if spec.type not in (pa.binary(), pa.string(), pa.null()):
+            raise col.Irregular
+        columns = {
+            "learner_pseudonym": pa.array(
+                [
+                    name
+                    for name, learner in zip(who, learners, strict=True)
+                    for _ in learner.lessons
+                ],
+                pa.string(),
+            ),
+            "lesson_id": col.texts(column("id"), nullable=False),
+            **{
+                name: col.texts(column(name))
+                for name in ("module_id", "template_id", "status", "category", "difficulty")
+            },
+            "subject": subject,
+            "score": col.int32s(column("score"), nullable=True),
+            "created_at": col.timestamps(column("created_at")),
+            "completed_at": col.timestamps(column("completed_at")),
+            "spec_bytes": pc.binary_length(spec) if spec.type != pa.null() else spec,
+            "image_count": pa.array([_image_count(v) for v in column("image_paths")], pa.int32()),
+            "has_spec": pa.array(specs.present, pa.bool_()),
+            "spec_malformed": pa.array([False] * len(lessons), pa.bool_()),
+            "spec_title": pa.array(
+                [t if t is not None else o for t, o in zip(title, topic, strict=True)], pa.string()
+            ),
+            "topic": pa.array(
+                [
+                    _topic(t, s) if t is not None else o
+                    for t, o, s in zip(title, topic, subjects, strict=True)
+                ],
+                pa.string(),
+            ),
+            "spec_grade_level": pa.array(specs.grade_level, pa.int32()),
+            "keywords": pa.array(specs.keywords, pa.list_(pa.string())),
+            "question_count": pa.array(specs.question_count, pa.int32()),
+        }
+        schema = body_schema("lessons")
+        return pa.Table.from_arrays(
+            [pc.cast(columns[f.name], f.type) for f in schema], schema=schema
+        )
 
     def _learner(self, learner: LearnerRows, specs: SpecColumns | None, start: int) -> None:
+        """Adds the learner, its lessons (read row by row) and the rest of its rows."""
         who = pseudonym(learner.learner_id, self.key)
         questions_total = 0
         for offset, lesson in enumerate(learner.lessons):
@@ -218,6 +309,10 @@ class LearnerTableRows:
                 self._odd.extend((start + offset, row) for row in odd)
             else:
                 questions_total += self._batched_lesson(who, lesson, specs, start + offset)
+        self._learner_row(who, learner, questions_total)
+
+    def _learner_row(self, who: str, learner: LearnerRows, questions_total: int) -> None:
+        """Adds the learner's row, achievements and profile tables (its lessons are added)."""
         for achievement in learner.achievements:
             self._achievement(who, achievement)
         self.rows["learners"].append(
@@ -332,12 +427,12 @@ class LearnerTableRows:
             "image_count": self._image_count(lesson),
         }
 
-    def _batch_questions(self, specs: SpecColumns) -> pa.Table:
+    def _batch_questions(self, specs: SpecColumns, lessons: pa.Table) -> pa.Table:
         """The quiz_questions rows of a batch whose specs Arrow read, as the slow path makes
-        them (`transform.quiz.QuizQuestion`), computed column by column."""
-        lessons = self.rows["lessons"][-len(specs.present) :]  # the batch's, just added
+        them (`transform.quiz.QuizQuestion`), computed column by column; `lessons` are the
+        batch's lessons rows."""
         at = specs.question_spec
-        lesson_id = pc.take(pa.array([r["lesson_id"] for r in lessons], pa.string()), at)
+        lesson_id = pc.take(lessons.column("lesson_id"), at)
         fields = specs.questions
         options = pc.coalesce(fields["options"], fields["choices"])
         options_key = pc.if_else(
@@ -355,13 +450,13 @@ class LearnerTableRows:
         correct_option = pc.take(options.values, pc.if_else(pointed, position, None))
         schema = body_schema("quiz_questions")
         columns = {
-            "learner_pseudonym": pc.take(pa.array([r["learner_pseudonym"] for r in lessons]), at),
+            "learner_pseudonym": pc.take(lessons.column("learner_pseudonym"), at),
             "lesson_id": lesson_id,
             "question_id": pc.binary_join_element_wise(
                 lesson_id, pc.cast(specs.question_index, pa.string()), ":"
             ),
             "question_index": specs.question_index,
-            "subject": pc.take(pa.array([r["subject"] for r in lessons], pa.string()), at),
+            "subject": pc.take(lessons.column("subject"), at),
             "question": fields["question"],
             "option_count": pc.cast(count, pa.int32()),
             "options": options,
@@ -441,6 +536,22 @@ def to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(
         [pa.array([row.get(f.name) for row in rows], f.type) for f in schema], schema=schema
     )
+
+
+def _image_count(stored: Any) -> int | None:
+    """`LearnerTableRows._image_count` of a stored value, or Irregular where it would
+    report malformed JSON (or SQLite made a number of the text)."""
+    if stored is None or stored == b"[]":
+        return 0
+    if not isinstance(stored, str | bytes):
+        raise col.Irregular
+    try:
+        paths = orjson.loads(stored)
+    except orjson.JSONDecodeError:
+        raise col.Irregular from None
+    if paths is None:
+        return 0  # JSON null, as is_json_null reads it
+    return len(paths) if isinstance(paths, list) else None
 
 
 def _topic(title: str, subject: str | None) -> str:

@@ -19,6 +19,8 @@ from extract.reader import (
     _stream,
     all_learner_ids,
     iter_learners,
+    iter_optional_batches,
+    iter_optional_rows,
     read_learner,
     read_learners,
     read_users,
@@ -272,3 +274,16 @@ def test_a_failing_pipelined_statement_is_reported_like_any_other(
             _pipelined(conn, sa.select(sa.literal(1).label("one")), failing)
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("table", ["quiz_answers", "concept_mastery"])
+def test_optional_rows_in_batches_are_the_rows_one_by_one(engine: sa.Engine, table: str) -> None:
+    with snapshot(engine) as conn:
+        ids = all_learner_ids(conn)
+        single = [tuple(row.values()) for row in iter_optional_rows(conn, table, ids)]
+        columns = list(next(iter(iter_optional_rows(conn, table, ids))).keys())
+        batches = list(iter_optional_batches(conn, table, ids, size=7))
+        assert list(iter_optional_batches(conn, table, [], size=7)) == []
+    assert len(single) > 7 and len(batches) == -(-len(single) // 7)
+    assert {names for names, _ in batches} == {tuple(columns)}
+    assert [tuple(row) for _, rows in batches for row in rows] == single
