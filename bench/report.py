@@ -2,6 +2,7 @@
 
     flock /tmp/bench.lock .venv/bin/python bench/report.py                  # 2,000 learners
     flock /tmp/bench.lock .venv/bin/python bench/report.py --learners 200   # a quick run
+    flock /tmp/bench.lock .venv/bin/python bench/report.py --snapshot /tmp/bench-report-*/snapshots/bench
 
 Builds bench/archive.py's SQLite database (2,000 learners x ~100 lessons, with the optional
 quiz_answers and concept_mastery tables), archives it with Parquet through the archive's recipe
@@ -60,6 +61,20 @@ def archive(url: str, dest: Path) -> Path:
     return dest / "bench"
 
 
+def build(args: argparse.Namespace, work: Path) -> Path:
+    """bench/archive.py's SQLite database, archived with Parquet: the snapshot."""
+    from bench.archive import build_sqlite
+
+    print(f"{args.learners} learners x ~{args.lessons} lessons; working in {work}", flush=True)
+    started = time.perf_counter()
+    url = build_sqlite(work / "bench.sqlite3", args.learners, args.lessons, args.seed)
+    print(f"built the SQLite database in {time.perf_counter() - started:.0f} s", flush=True)
+    started = time.perf_counter()
+    snapshot = archive(url, work / "snapshots")
+    print(f"archived it in {time.perf_counter() - started:.0f} s", flush=True)
+    return snapshot
+
+
 def read_tables(snapshot: str) -> None:
     """The baseline (a): the report's columns of every table, each part checked."""
     from load.destination import open_snapshot
@@ -95,27 +110,24 @@ def main() -> None:
     parser.add_argument("--lessons", type=int, default=100, help="average lessons per learner")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--snapshot", type=Path, help="measure this snapshot (one this script built) instead"
+    )
     parser.add_argument("--read-tables", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.read_tables:
         read_tables(args.read_tables)
         return
 
-    from bench.archive import build_sqlite
-
     work = Path(tempfile.mkdtemp(prefix="bench-report-"))
-    print(f"{args.learners} learners x ~{args.lessons} lessons; working in {work}", flush=True)
-    started = time.perf_counter()
-    url = build_sqlite(work / "bench.sqlite3", args.learners, args.lessons, args.seed)
-    print(f"built the SQLite database in {time.perf_counter() - started:.0f} s", flush=True)
-    started = time.perf_counter()
-    snapshot = archive(url, work / "snapshots")
+    if args.snapshot:
+        snapshot = args.snapshot.resolve()
+        print(f"measuring {snapshot}; working in {work}", flush=True)
+    else:
+        snapshot = build(args, work)
     parquet_mb = sum(p.stat().st_size for p in snapshot.glob("parquet/*/*.parquet")) / 1e6
-    print(
-        f"archived it (documents and Parquet) in {time.perf_counter() - started:.0f} s; "
-        f"Parquet tables {parquet_mb:.1f} MB",
-        flush=True,
-    )
+    documents = sum(1 for _ in snapshot.glob("learner-data-*"))
+    print(f"{documents} documents; Parquet tables {parquet_mb:.1f} MB", flush=True)
     commands = {
         "(a) read the report's columns": [
             sys.executable, str(Path(__file__).resolve()), "--read-tables", str(snapshot),

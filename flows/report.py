@@ -7,10 +7,14 @@ recipe calls `write_report` between the manifest and the publication.
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import fsspec
+import pyarrow as pa
 
 from load.destination import Destination, write_file
 from load.manifest import MANIFEST_NAME, Manifest, StoredEntry, to_json
@@ -19,10 +23,13 @@ from load.snapshot_tables import read_table
 from transform.analyst_schema import TABLE_SCHEMAS
 from transform.report_figures import (
     DEFAULT_MIN_CELL,
+    DICTIONARY_COLUMNS,
+    NO_VALUE,
     TABLE_COLUMNS,
     ReportFrames,
     SnapshotFacts,
     frames,
+    ranked_questions,
 )
 from transform.report_html import report_page
 
@@ -43,26 +50,55 @@ def snapshot_facts(manifest: Manifest) -> SnapshotFacts:
 
 
 def report_frames(
-    fs: fsspec.AbstractFileSystem, directory: str, manifest: Manifest, name: str
+    fs: fsspec.AbstractFileSystem,
+    directory: str,
+    manifest: Manifest,
+    name: str,
+    min_cell: int = DEFAULT_MIN_CELL,
 ) -> ReportFrames:
     """The report's frames of the snapshot in `directory`, every part checked as it is read
-    (SnapshotError, naming the snapshot and the part, when one does not match the manifest)."""
+    (SnapshotError, naming the snapshot and the part, when one does not match the manifest),
+    with the text of the questions a report with this `min_cell` ranks."""
+
+    def read(table: str, columns: list[str], **options: Any) -> pa.Table | None:
+        schema = TABLE_SCHEMAS[table]
+        return read_table(fs, directory, manifest, table, columns, schema, **options)
+
     try:
         tables = {
-            table: read_table(
-                fs,
-                directory,
-                manifest,
-                table,
-                columns,
-                TABLE_SCHEMAS[table],
-                dictionary=("learner_pseudonym",),  # one per learner, over millions of rows
-            )
+            table: read(table, columns, dictionary=DICTIONARY_COLUMNS)
             for table, columns in TABLE_COLUMNS.items()
         }
+        data = frames(snapshot_facts(manifest), tables)
+        texts = _question_texts(read, ranked_questions(data, min_cell))
     except SnapshotError as exc:
         raise SnapshotError(f"{name}: {exc}") from None
-    return frames(snapshot_facts(manifest), tables)
+    return dataclasses.replace(data, question_texts=texts)
+
+
+def _question_texts(
+    read: Callable[..., pa.Table | None], hashes: list[str]
+) -> dict[str, tuple[str, str]]:
+    """Subject and text of these questions (by hash): the least question id of each in
+    quiz_answers, its row in quiz_questions. Reads those rows only (one more pass over each)."""
+    if not hashes:
+        return {}
+    answers = read(
+        "quiz_answers", ["question_hash", "question_id"], where=("question_hash", hashes)
+    )
+    first: dict[str, str] = {}
+    for row in [] if answers is None else answers.to_pylist():
+        if row["question_id"] is not None:
+            known = first.get(row["question_hash"], row["question_id"])
+            first[row["question_hash"]] = min(known, row["question_id"])
+    ids = sorted(set(first.values()))
+    questions = read("quiz_questions", ["question_id", "subject", "question"],
+                     where=("question_id", ids))  # fmt: skip
+    found = {
+        row["question_id"]: (row["subject"] or NO_VALUE, row["question"] or NO_VALUE)
+        for row in ([] if questions is None else questions.to_pylist())
+    }
+    return {h: found[first[h]] for h in hashes if first.get(h) in found}
 
 
 def snapshot_report(
@@ -78,12 +114,12 @@ def snapshot_report(
     snapshot's manifest. A directory without a manifest (an unfinished run) is a
     SnapshotError, as is any part that does not match its entry."""
     manifest = read_manifest(fs, directory, name)
-    data = report_frames(fs, directory, manifest, name)
+    data = report_frames(fs, directory, manifest, name, min_cell)
     earlier = None
     if before is not None:
         other_fs, other_dir, other_name = before
         other = read_manifest(other_fs, other_dir, other_name)
-        earlier = report_frames(other_fs, other_dir, other, other_name)
+        earlier = report_frames(other_fs, other_dir, other, other_name, min_cell)
     page, _ = report_page(data, min_cell, before=earlier)
     return page, manifest
 

@@ -36,6 +36,7 @@ def read_table(
     schema: pa.Schema,
     *,
     dictionary: tuple[str, ...] = (),
+    where: tuple[str, list[str]] | None = None,
 ) -> pa.Table | None:
     """`columns` of `table`, every part the manifest lists in part order, each checked against
     its entry; None when the run wrote no such table (its optional source table was missing).
@@ -44,7 +45,8 @@ def read_table(
     Parquet: a report is never built from files the manifest does not vouch for. `schema` (the
     declared one) types the result even when every part is empty. The string columns named in
     `dictionary` are read dictionary-encoded (a value repeated over millions of rows, such as a
-    learner's pseudonym, is then held once per part, not once per row).
+    learner's pseudonym, is then held once per part, not once per row). `where` (a column
+    and values) keeps only the rows whose column holds one of the values.
     """
     if not manifest.parquet:
         raise TablesUnavailable(
@@ -54,7 +56,9 @@ def read_table(
     if listed is None:
         return None
     wanted = pa.schema([_field(schema.field(name), name in dictionary) for name in columns])
-    pieces = [_part(fs, directory, part, columns, dictionary).cast(wanted) for part in listed.parts]
+    pieces = [
+        _part(fs, directory, part, columns, dictionary, where).cast(wanted) for part in listed.parts
+    ]
     return pa.concat_tables(pieces) if pieces else wanted.empty_table()
 
 
@@ -68,6 +72,7 @@ def _part(
     part: ParquetPartEntry,
     columns: list[str],
     dictionary: tuple[str, ...],
+    where: tuple[str, list[str]] | None,
 ) -> pa.Table:
     full = posixpath.join(directory, part.path)
     data = read_if_exists(fs, full)
@@ -82,6 +87,7 @@ def _part(
             pa.BufferReader(data),
             columns=columns,
             read_dictionary=[name for name in columns if name in dictionary],
+            filters=None if where is None else [(where[0], "in", where[1])],
         )
     except (pa.ArrowException, OSError):
         raise SnapshotError(f"{part.path}: not a readable Parquet file") from None

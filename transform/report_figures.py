@@ -33,14 +33,18 @@ TABLE_COLUMNS: dict[str, list[str]] = {
         "learner_pseudonym", "status", "subject", "score", "spec_grade_level", "topic",
         "created_at", "completed_at",
     ],
-    "quiz_questions": ["learner_pseudonym", "question_id", "subject", "question"],
-    "quiz_answers": ["learner_pseudonym", "question_id", "question_hash", "is_correct"],
+    "quiz_questions": ["learner_pseudonym"],
+    "quiz_answers": ["learner_pseudonym", "question_hash", "is_correct"],
     "concept_mastery": [
         "learner_pseudonym", "subject", "concept_name", "mastery_level", "needs_reinforcement",
     ],
     "achievements": ["learner_pseudonym", "type", "earned_at"],
 }  # fmt: skip
-"""The columns the report reads of each analyst table (and nothing else)."""
+"""The columns the report reads of each analyst table, whole (and nothing else): counts and
+groups. The text of the few questions it prints is looked up afterwards (`QuestionText`)."""
+
+DICTIONARY_COLUMNS = ("learner_pseudonym", "question_hash")
+"""Columns whose values repeat over many rows, read dictionary-encoded (held once per part)."""
 
 OPTIONAL_TABLES = ("quiz_answers", "concept_mastery")
 
@@ -107,6 +111,9 @@ class ReportFrames:
     answers: pd.DataFrame | None
     mastery: pd.DataFrame | None
     achievements: pd.DataFrame
+    question_texts: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Subject and text of the questions `ranked_questions` names, by question hash (looked up
+    by the caller in quiz_answers and quiz_questions, for those questions only)."""
 
 
 def frames(facts: SnapshotFacts, tables: dict[str, pa.Table | None]) -> ReportFrames:
@@ -411,25 +418,36 @@ def missed_questions(data: ReportFrames, min_cell: int) -> Figure:
     )
     if data.answers is None:
         return _absent(base, "quiz_answers")
-    answers = data.answers
-    hashes = answers["question_hash"].astype(str).rename("hash")
-    table = _counted(answers, [hashes])
-    table["missed"] = (~answers["is_correct"].astype(bool)).groupby(hashes, sort=True).sum()
-    table["question_id"] = answers["question_id"].astype(str).groupby(hashes, sort=True).min()
-    texts = data.questions.drop_duplicates("question_id").set_index("question_id")
     cells = _Cells(min_cell)
-    # Only the questions shown can be ranked; their text is looked up for those alone.
-    for question_hash, line in table[table["learners"] >= min_cell].iterrows():
-        known = line["question_id"] in texts.index
-        subject = str(texts.at[line["question_id"], "subject"]) if known else NO_VALUE
-        text = str(texts.at[line["question_id"], "question"]) if known else str(question_hash)
+    for question_hash, line in _question_cells(data.answers, min_cell).head(TOP).iterrows():
+        subject, text = data.question_texts.get(str(question_hash), (NO_VALUE, str(question_hash)))
         answered, missed = int(line["rows"]), int(line["missed"])
         cells.add((subject, _short(text)), int(line["learners"]),
                   (int(line["learners"]), answered, missed, 100 * missed / answered))  # fmt: skip
-    ranked = _ranked(
-        cells.rows, lambda r: (-float(r.values[3] or 0), -int(r.values[1] or 0), r.key)
+    return Figure(**{**base.__dict__, "rows": tuple(cells.rows)})
+
+
+def ranked_questions(data: ReportFrames, min_cell: int = DEFAULT_MIN_CELL) -> list[str]:
+    """The question hashes the most-missed questions show, in order: those answered by at
+    least `min_cell` learners, by share of wrong answers (highest first), then answers (most
+    first), then hash. The caller looks up their text (`ReportFrames.question_texts`)."""
+    if data.answers is None:
+        return []
+    return [str(h) for h in _question_cells(data.answers, min_cell).head(TOP).index]
+
+
+def _question_cells(answers: pd.DataFrame, min_cell: int) -> pd.DataFrame:
+    """Per question hash answered by at least `min_cell` learners: learners, rows (answers),
+    missed and share, in the ranking's order. Suppressed questions are not ranked at all."""
+    hashes = answers["question_hash"].rename("hash")
+    table = _counted(answers, [hashes])
+    table["missed"] = (
+        (~answers["is_correct"].astype(bool)).groupby(hashes, sort=True, observed=True).sum()
     )
-    return Figure(**{**base.__dict__, "rows": ranked})
+    table = table[table["learners"] >= min_cell].copy()
+    table["share"] = table["missed"] / table["rows"]
+    table["by_hash"] = table.index.astype(str)
+    return table.sort_values(["share", "rows", "by_hash"], ascending=[False, False, True])
 
 
 def weakest_concepts(data: ReportFrames, min_cell: int) -> Figure:

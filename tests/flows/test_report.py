@@ -170,7 +170,7 @@ def duckdb_cells(snapshot: Path, min_cell: int) -> dict[tuple[str, tuple[str, ..
         f"q AS (SELECT question_id, any_value(subject) AS subject, any_value(question) AS question FROM {t['quiz_questions']} GROUP BY question_id) "
         "SELECT coalesce(q.subject, '(none)') AS s, q.question, h.n, h.c, h.missed FROM h "
         "JOIN q ON q.question_id = h.qid "
-        f"ORDER BY h.missed / h.c DESC, h.c DESC, s, q.question LIMIT {TOP}"
+        f"ORDER BY h.missed / h.c DESC, h.c DESC, h.question_hash LIMIT {TOP}"
     ):  # fmt: skip
         short = text if len(text) <= 90 else text[:89] + "…"
         put("missed_questions", (subject, short), learners, {"learners": learners,
