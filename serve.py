@@ -495,8 +495,8 @@ def _error(description: str, **extra: Any) -> dict[str, Any]:
 
 _EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "The learner's document (contract §2), streamed; gzip-encoded when the "
-        "client accepts it.",
+        "description": "The learner's document (contract §2): up to 256 KiB in one piece with "
+        "Content-Length, bigger ones streamed (chunked); gzip-encoded when the client accepts it.",
         "headers": {
             "Content-Disposition": {
                 "description": 'attachment; filename="learner-data-{learnerId}-{YYYY-MM-DD}.json" '
