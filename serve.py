@@ -62,6 +62,7 @@ from learner_export.bundle import Bundle, family_bundle, page_bytes
 from learner_export.byte_budget import ByteBudget
 from learner_export.health import HealthCheck
 from learner_export.http_server import ServerConfig
+from learner_export.malloc_arenas import limit_malloc_arenas
 from learner_export.notice_config import operator_notice
 from learner_export.ratelimit import RateLimiter, RateLimitUnavailable
 from learner_export.serving import DESCRIPTION, add_arguments, prepare
@@ -221,6 +222,9 @@ class Exporter:
                 connect=settings.database_connect_timeout,
                 statement=settings.database_statement_timeout,
             ),
+            # No overflow: the pool is the bound on documents being made at once (README).
+            pool_size=settings.database_pool_size,
+            max_overflow=0,
         )
         self.limiter = RateLimiter(settings.rate_limit_path, settings.exports_per_minute)
         self.health = HealthCheck(settings.source_url)
@@ -245,7 +249,8 @@ class Exporter:
         covers the account checks and the learner's rows, so what was authorized is what is
         exported. The document is built and encoded before the snapshot ends: a request then
         holds a source connection while it holds the learner's rows and objects, so the pool's
-        size bounds how many documents a worker is making at once (README, "Memory").
+        size (`database_pool_size`, no overflow) bounds how many documents a worker is making at
+        once (README, "Memory").
         """
         wanted = {user_id} if param.value is None else {user_id, param.value}
         with snapshot(self.engine) as conn:
@@ -507,8 +512,8 @@ def _error(description: str, **extra: Any) -> dict[str, Any]:
 
 _EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "The learner's document (contract §2), streamed; gzip-encoded when the "
-        "client accepts it.",
+        "description": "The learner's document (contract §2): up to 256 KiB in one piece with "
+        "Content-Length, bigger ones streamed (chunked); gzip-encoded when the client accepts it.",
         "headers": {
             "Content-Disposition": {
                 "description": 'attachment; filename="learner-data-{learnerId}-{YYYY-MM-DD}.json" '
@@ -593,6 +598,7 @@ def create_app(settings: Settings, *, secret: str | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        limit_malloc_arenas()  # before the worker threads exist: memory stays bounded (README)
         exporter = Exporter(settings, key)
         app.state.exporter = exporter
         try:

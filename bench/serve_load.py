@@ -69,8 +69,9 @@ BIG_EVERY = 5
 BYTES_IN_FLIGHT_MB = 32
 """The worker's budget of document bytes in flight in this run (LEARNER_EXPORT_HTTP_BYTES_IN_FLIGHT;
 smaller than the 64 MiB default so the default run reaches it with a handful of big exports)."""
-POOL_CONNECTIONS = 15
-"""The source pool of a worker (5 plus 10 overflow): how many documents it makes at once."""
+POOL_CONNECTIONS = 4
+"""The source pool of a worker (LEARNER_EXPORT_DATABASE_POOL_SIZE, no overflow): how many
+documents it makes at once."""
 MAKING_FACTOR = 3
 """A document being made holds its rows, its objects and its bytes at once: RSS grows by 8.4 MiB
 (SQLite) and 7.3 MiB (PostgreSQL) per 1,000-lesson document so held, 2.4 and 2.1 times its 3.5 MiB
@@ -81,9 +82,10 @@ _TAIL = re.compile(rb',"exportDate":"[^"]*","exportedBy":(?:null|[0-9]+)\}\Z')
 
 def memory_bound_mb(idle_mb: float, big_bytes: int) -> float:
     """The documented bound of a worker's RSS (README, "When things go wrong"): its RSS when idle
-    after the first exports, plus its budget of bytes in flight, plus the documents its pool's
-    connections can be making at once."""
-    return idle_mb + BYTES_IN_FLIGHT_MB + POOL_CONNECTIONS * MAKING_FACTOR * big_bytes / 2**20
+    after the first exports, plus twice its budget of bytes in flight (a transfer's unsent bytes
+    may also sit in a copy: the piece being sent and the transport's buffer), plus the documents
+    its pool's connections can be making at once."""
+    return idle_mb + 2 * BYTES_IN_FLIGHT_MB + POOL_CONNECTIONS * MAKING_FACTOR * big_bytes / 2**20
 
 
 def typical_learner() -> int:
@@ -315,7 +317,10 @@ def main() -> int:
             build_demo_database(owner, learners=12, seed=7, replace=False)
             source = cluster.grant_reader("load")
             data_dir = Path(tmp) / "data"
-            budget = {"LEARNER_EXPORT_HTTP_BYTES_IN_FLIGHT": str(BYTES_IN_FLIGHT_MB * 2**20)}
+            budget = {
+                "LEARNER_EXPORT_HTTP_BYTES_IN_FLIGHT": str(BYTES_IN_FLIGHT_MB * 2**20),
+                "LEARNER_EXPORT_DATABASE_POOL_SIZE": str(POOL_CONNECTIONS),
+            }
             with serve_py(
                 source, workers=args.workers, data_dir=data_dir, secret=SECRET,
                 environment=budget,
@@ -358,7 +363,7 @@ def main() -> int:
     ms = sorted(x * 1000 for x in tally.latencies)
     q = statistics.quantiles(ms, n=100, method="inclusive")
     print(f"latency p50 {q[49]:.1f} ms  p95 {q[94]:.1f} ms  p99 {q[98]:.1f} ms")
-    print(f"memory bound per worker: idle RSS + {BYTES_IN_FLIGHT_MB} MiB in flight + "
+    print(f"memory bound per worker: idle RSS + 2 x {BYTES_IN_FLIGHT_MB} MiB in flight + "
           f"{POOL_CONNECTIONS} x {MAKING_FACTOR} x {big_bytes / 2**20:.1f} MiB being made = "
           + ", ".join(f"{bound[w]:.0f} MiB (idle {idle_mb[w]:.0f})" for w in idle_mb))  # fmt: skip
     for count, statuses, held in stages:

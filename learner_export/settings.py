@@ -62,6 +62,13 @@ class Settings(BaseSettings):
         description="Seconds an HTTP request waits for a free source connection before it is"
         " answered 503.",
     )
+    database_pool_size: int = Field(
+        default=4,
+        gt=0,
+        description="Source connections of one HTTP server worker (no overflow): at most this"
+        " many exports read, build and encode their document at once, which bounds the memory"
+        " they take; more wait up to database_pool_timeout, then get 503.",
+    )
     database_connect_timeout: int = Field(
         default=5,
         ge=2,
