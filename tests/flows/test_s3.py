@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,6 +69,7 @@ def test_a_snapshot_in_s3_is_published_whole_verified_restored_and_retained(
     new_target: NewTarget,
     sqlite_exports: dict[int, bytes],
     capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     learners = sqlite_demo.rows.learner_ids[:3]
     secrets = {"encryption_key": fernet_key.decode(), "pseudonym_key": PSEUDONYM_KEY}
@@ -105,6 +107,20 @@ def test_a_snapshot_in_s3_is_published_whole_verified_restored_and_retained(
 
     snapshot = f"{s3_destination.url}/first"
     assert main(["verify", snapshot]) == 0, capsys.readouterr().err
+
+    # The analyst report reads the snapshot where it is: the figures of a local copy's report.
+    fs, directory = open_snapshot(snapshot)
+    copy = tmp_path / "copy"
+    for path in fs.find(directory):
+        local = copy / path.removeprefix(directory).lstrip("/")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(fs.cat_file(path))
+    pages = []
+    for source, out in ((snapshot, tmp_path / "s3.html"), (str(copy), tmp_path / "local.html")):
+        code = main(["report", source, "--out", str(out), "--min-cell", "1"])
+        assert code == 0, capsys.readouterr().err
+        pages.append(re.findall(r"data-value='[^']*'", out.read_text()))
+    assert pages[0] and pages[0] == pages[1]
     target = new_target("sqlite")
     assert main(["restore", snapshot, "--database-url", target]) == 0, capsys.readouterr().err
     assert "summary: 3 restored, 0 skipped, 0 refused" in capsys.readouterr().out
