@@ -280,8 +280,10 @@ def test_a_failing_pipelined_statement_is_reported_like_any_other(
 def test_optional_rows_in_batches_are_the_rows_one_by_one(engine: sa.Engine, table: str) -> None:
     with snapshot(engine) as conn:
         ids = all_learner_ids(conn)
-        single = [tuple(row.values()) for row in iter_optional_rows(conn, table, ids)]
-        columns = list(next(iter(iter_optional_rows(conn, table, ids))).keys())
+        # Read to the end: a stream left open would hold its server-side cursor in the snapshot.
+        rows = list(iter_optional_rows(conn, table, ids))
+        single = [tuple(row.values()) for row in rows]
+        columns = list(rows[0].keys())
         batches = list(iter_optional_batches(conn, table, ids, size=7))
         assert list(iter_optional_batches(conn, table, [], size=7)) == []
     assert len(single) > 7 and len(batches) == -(-len(single) // 7)
