@@ -418,34 +418,13 @@ def document_response(
     503 when either cannot be had. A transfer that breaks off adds a `"complete": false` note
     with the bytes that went out. The budget's reservation is released when the transfer is
     over, however it ends."""
-    encoded = outcome.encoded
-    assert encoded is not None and outcome.learner_id is not None
+    cleared = _clear_for_sending(exporter, outcome, when)
+    if isinstance(cleared, Response):
+        return cleared
+    encoded, transfer, transfer_over = cleared
+    assert outcome.learner_id is not None
     size = len(encoded.body)
-    if not exporter.budget.reserve(size):  # memory stays bounded: 503, not a queue
-        log.warning("export refused: %d bytes already in flight", exporter.budget.held)
-        return _answer_error(_unavailable(outcome.user_id, outcome.learner_id))
-    served = AuditRecord(
-        at=when, via="http", user_id=outcome.user_id, learner_id=outcome.learner_id, status=200,
-        sha256=encoded.sha256, size=size,
-        lessons_exported=encoded.lessons_exported, lessons_total=encoded.lessons_total,
-    )  # fmt: skip
-    if not exporter.audit(served):  # fail closed: nothing is served that is not on record
-        exporter.budget.release(size)
-        return _answer_error(_unavailable(outcome.user_id, outcome.learner_id))
     gzip = accepts_gzip(request.headers.get("accept-encoding", ""))
-    transfer = Transfer()
-
-    def transfer_over() -> None:
-        exporter.budget.release(size)
-        if not transfer.complete:
-            exporter.audit(
-                AuditRecord(
-                    at=datetime.now(UTC), via="http", user_id=outcome.user_id,
-                    learner_id=outcome.learner_id, status=200, sha256=encoded.sha256,
-                    size=transfer.size, complete=False,
-                )
-            )  # fmt: skip
-
     filename = document_filename(outcome.learner_id, when)
     headers = {
         "Content-Disposition": f'attachment; filename="{filename}"',
@@ -466,6 +445,45 @@ def document_response(
         media_type="application/json",
         headers=headers,
     )
+
+
+def _clear_for_sending(
+    exporter: Exporter, outcome: Outcome, when: datetime
+) -> tuple[EncodedDocument, Transfer, Callable[[], None]] | Response:
+    """What a 200 needs before its first byte, the same for a document and a page: a place for its
+    bytes in the worker's byte budget (memory stays bounded: 503, not a queue) and its audit line
+    with their sha256 and size (fail closed: nothing is served that is not on record). Returns
+    the 503 when either cannot be had; else the bytes, the transfer to count, and the function
+    to run once the transfer is over, however it ends (it releases the budget and notes a
+    transfer that broke off)."""
+    encoded = outcome.encoded
+    assert encoded is not None and outcome.learner_id is not None
+    size = len(encoded.body)
+    if not exporter.budget.reserve(size):
+        log.warning("export refused: %d bytes already in flight", exporter.budget.held)
+        return _answer_error(_unavailable(outcome.user_id, outcome.learner_id))
+    served = AuditRecord(
+        at=when, via="http", user_id=outcome.user_id, learner_id=outcome.learner_id, status=200,
+        sha256=encoded.sha256, size=size,
+        lessons_exported=encoded.lessons_exported, lessons_total=encoded.lessons_total,
+    )  # fmt: skip
+    if not exporter.audit(served):
+        exporter.budget.release(size)
+        return _answer_error(_unavailable(outcome.user_id, outcome.learner_id))
+    transfer = Transfer()
+
+    def transfer_over() -> None:
+        exporter.budget.release(size)
+        if not transfer.complete:
+            exporter.audit(
+                AuditRecord(
+                    at=datetime.now(UTC), via="http", user_id=outcome.user_id,
+                    learner_id=outcome.learner_id, status=200, sha256=encoded.sha256,
+                    size=transfer.size, complete=False,
+                )
+            )  # fmt: skip
+
+    return encoded, transfer, transfer_over
 
 
 def _gzipped(body: bytes) -> bytes:
@@ -871,36 +889,14 @@ def page_response(exporter: Exporter, outcome: Outcome, when: datetime) -> Respo
     """The 200 answer of /api/export/view: the page, once it has a place in the worker's byte
     budget and its audit line (the page's sha256 and size) is written; 503 when either cannot
     be had, as for the document. The page's CSP is sent as a header too."""
-    page = outcome.encoded
-    assert page is not None and outcome.learner_id is not None
-    size = len(page.body)
-    if not exporter.budget.reserve(size):
-        log.warning("page refused: %d bytes already in flight", exporter.budget.held)
-        return _answer_error(_unavailable(outcome.user_id, outcome.learner_id))
-    served = AuditRecord(
-        at=when, via="http", user_id=outcome.user_id, learner_id=outcome.learner_id, status=200,
-        sha256=page.sha256, size=size,
-        lessons_exported=page.lessons_exported, lessons_total=page.lessons_total,
-    )  # fmt: skip
-    if not exporter.audit(served):  # fail closed, as for the document
-        exporter.budget.release(size)
-        return _answer_error(_unavailable(outcome.user_id, outcome.learner_id))
-    transfer = Transfer()
-
-    def transfer_over() -> None:
-        exporter.budget.release(size)
-        if not transfer.complete:
-            exporter.audit(
-                AuditRecord(
-                    at=datetime.now(UTC), via="http", user_id=outcome.user_id,
-                    learner_id=outcome.learner_id, status=200, sha256=page.sha256,
-                    size=transfer.size, complete=False,
-                )
-            )  # fmt: skip
-
+    cleared = _clear_for_sending(exporter, outcome, when)
+    if isinstance(cleared, Response):
+        return cleared
+    page, transfer, transfer_over = cleared
+    assert outcome.learner_id is not None
     filename = page_filename(outcome.learner_id, when)
     return AuditedResponse(
-        page.body, size=size, transfer=transfer, on_close=transfer_over,
+        page.body, size=len(page.body), transfer=transfer, on_close=transfer_over,
         media_type=PAGE_MEDIA_TYPE, headers=_page_headers(filename),
     )  # fmt: skip
 

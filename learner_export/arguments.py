@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -75,3 +75,23 @@ def add_command(
     parser = commands.add_parser(name, help=help, description=description)
     parser.set_defaults(run=run)
     return parser
+
+
+def say_what_was_left(
+    learner_id: int,
+    problems: Iterable[object],
+    *,
+    truncated: bool,
+    lessons_total: int,
+    lessons_exported: int,
+) -> None:
+    """What `export` says on stderr of one learner's document: each value exported as null (a
+    problem names the place, never the value) and, when truncated, how many lessons it holds."""
+    for problem in problems:
+        print(f"{PROG}: warning: learner {learner_id}: {problem}", file=sys.stderr)
+    if truncated:
+        print(
+            f"{PROG}: note: learner {learner_id} has {lessons_total} lessons; "
+            f"the document holds the {lessons_exported} most recent",
+            file=sys.stderr,
+        )

@@ -20,6 +20,7 @@ from learner_export.arguments import (
     add_command,
     add_database_option,
     positive_int,
+    say_what_was_left,
 )
 from learner_export.settings import Settings, get_settings
 
@@ -195,15 +196,13 @@ def _run_export(args: argparse.Namespace, settings: Settings) -> None:
         settings.audit_log_path,
         written_record(at=export_date, via="cli", user_id=exported_by, entry=entry),
     )
-    for nulled in entry.problems:
-        problem = Problem(**nulled.model_dump())
-        print(f"{PROG}: warning: learner {entry.learner_id}: {problem}", file=sys.stderr)
-    if entry.truncated:
-        print(
-            f"{PROG}: note: learner {entry.learner_id} has {entry.lessons_total} lessons; "
-            f"the document holds the {entry.lessons_exported} most recent",
-            file=sys.stderr,
-        )
+    say_what_was_left(
+        entry.learner_id,
+        [Problem(**nulled.model_dump()) for nulled in entry.problems],
+        truncated=entry.truncated,
+        lessons_total=entry.lessons_total,
+        lessons_exported=entry.lessons_exported,
+    )
     print(args.out.resolve() / entry.path)
 
 

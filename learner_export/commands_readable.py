@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from extract.coverage import load_registry, source_coverage
 from extract.engine import create_source_engine, describe, snapshot
 from extract.reader import read_family, read_learner
-from learner_export.arguments import PROG, UserError
+from learner_export.arguments import UserError, say_what_was_left
 from learner_export.bundle import family_bundle, page_bytes
 from learner_export.notice_config import operator_notice
 from learner_export.settings import Settings
@@ -114,11 +114,10 @@ def cli_record(built: BuiltDocument, data: bytes, at: datetime, user_id: int | N
 
 def report(built: BuiltDocument) -> None:
     """What `export` says on stderr about a document: values exported as null, truncation."""
-    for problem in built.problems:
-        print(f"{PROG}: warning: learner {built.learner_id}: {problem}", file=sys.stderr)
-    if built.truncated:
-        print(
-            f"{PROG}: note: learner {built.learner_id} has {built.lessons_total} lessons; "
-            f"the document holds the {built.lessons_exported} most recent",
-            file=sys.stderr,
-        )
+    say_what_was_left(
+        built.learner_id,
+        built.problems,
+        truncated=built.truncated,
+        lessons_total=built.lessons_total,
+        lessons_exported=built.lessons_exported,
+    )
