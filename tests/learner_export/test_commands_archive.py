@@ -198,8 +198,10 @@ def dask_scheduler() -> Iterator[tuple[str, Callable[[], float]]]:
     its scheduler recorded for the archive's chunk tasks."""
     from distributed import LocalCluster
 
+    # ":0": any free port. None still means Dask's default :8787, which two suites running at
+    # once on one machine both asked for (the second failed to start its cluster).
     with LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
     ) as cluster:
 
         def chunk_seconds() -> float:
