@@ -30,6 +30,7 @@ from pydantic import SecretStr
 from extract.errors import TransientExtractError
 from flows import archive_steps, passes, run
 from flows.chunk import ChunkJob, archive_chunk, export_one
+from flows.dask_runner import dask_task_runner
 from flows.errors import error_text
 from flows.options import (
     DEFAULT_WORKERS,
@@ -147,6 +148,18 @@ def archive_learners(
         result.counts.truncated, result.counts.failed,
     )  # fmt: skip
     return result
+
+
+@flow(name="archive-learners-on-dask", persist_result=False, validate_parameters=True)
+def archive_learners_on_dask(
+    options: ArchiveOptions, dask_address: str, secrets: ArchiveSecrets | None = None
+) -> ArchiveResult:
+    """`archive_learners` (as its subflow run, the same snapshot) with its chunk tasks on the
+    Dask scheduler at `dask_address`: the flow of `deploy --dask-address`, run by a Prefect
+    worker while the chunks run on the cluster's Dask workers. Fails before the subflow starts,
+    writing nothing, when no scheduler answers there (`flows.dask_runner`)."""
+    runner = dask_task_runner(dask_address)
+    return archive_learners.with_options(task_runner=runner)(options=options, secrets=secrets)
 
 
 def _run_chunks(job: ChunkJob, plan: RunPlan, pending: list[int]) -> archive_steps.ChunkResults:

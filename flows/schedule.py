@@ -15,16 +15,19 @@ import signal
 from pathlib import Path
 from types import FrameType
 
+from prefect import Flow
 from prefect.deployments.runner import RunnerDeployment
 from prefect.runner import Runner
 from prefect.schedules import Cron
 from prefect.types.entrypoint import EntrypointType
 
-from flows.archive import archive_learners
+from flows.archive import archive_learners, archive_learners_on_dask
+from flows.dask_runner import check_address
 from flows.errors import OptionUnavailable
 from flows.interrupt import STOP
 from flows.options import ArchiveOptions
 from flows.server import prefect_api
+from flows.summary import ArchiveResult
 
 
 def build_deployment(
@@ -34,13 +37,22 @@ def build_deployment(
     name: str,
     entrypoint_type: EntrypointType = EntrypointType.FILE_PATH,
     concurrency_limit: int | None = None,
+    dask_address: str | None = None,
 ) -> RunnerDeployment:
     """The deployment: `archive_learners` with these options, on `cron` (UTC), at most
-    `concurrency_limit` runs at once (None: no limit on the server; see `serve_deployment`)."""
-    deployment = archive_learners.to_deployment(
+    `concurrency_limit` runs at once (None: no limit on the server; see `serve_deployment`);
+    with `dask_address`, `archive_learners_on_dask`, whose chunk tasks run on that Dask
+    scheduler's workers (the address is a public parameter, like the options)."""
+    parameters: dict[str, object] = {"options": options.model_dump(mode="json")}
+    flow: Flow[..., ArchiveResult] = archive_learners
+    if dask_address is not None:
+        check_address(dask_address)
+        parameters["dask_address"] = dask_address
+        flow = archive_learners_on_dask
+    deployment = flow.to_deployment(
         name=name,
         schedules=[Cron(cron, timezone="UTC")],
-        parameters={"options": options.model_dump(mode="json")},
+        parameters=parameters,
         description="Nightly archive of every learner: documents, manifest, Parquet tables.",
         tags=["learner-export"],
         entrypoint_type=entrypoint_type,
@@ -50,9 +62,13 @@ def build_deployment(
     return deployment
 
 
-def register_deployment(options: ArchiveOptions, *, cron: str, name: str, pool: str) -> str:
+def register_deployment(
+    options: ArchiveOptions, *, cron: str, name: str, pool: str, dask_address: str | None = None
+) -> str:
     """Register the deployment on the work pool `pool` of the Prefect server at PREFECT_API_URL;
-    returns its name (`archive-learners/<name>`). Registering it again updates it.
+    returns its name (`archive-learners/<name>`, or `archive-learners-on-dask/<name>` with
+    `dask_address`). Registering it again updates it. The scheduler is not contacted here (the
+    machine that deploys may not reach the cluster): each run checks it before it starts.
 
     Its entrypoint is the module path `flows.archive.archive_learners`: a worker imports the
     installed package (`pip install learner-export`), nothing is pulled from storage, so every
@@ -84,9 +100,10 @@ def register_deployment(options: ArchiveOptions, *, cron: str, name: str, pool: 
         name=name,
         entrypoint_type=EntrypointType.MODULE_PATH,
         concurrency_limit=1,
+        dask_address=dask_address,
     )
     deployment.apply(work_pool_name=pool)
-    return f"{archive_learners.name}/{name}"
+    return f"{deployment.flow_name}/{name}"
 
 
 def serve_deployment(deployment: RunnerDeployment, home: Path) -> None:

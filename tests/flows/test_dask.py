@@ -15,12 +15,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from learner_export.processes import free_port, stop_process
 from learner_export.verify import verify_snapshot
-from load.destination import open_snapshot
+from load.destination import open_destination, open_snapshot, published_runs
 from tests.conftest import DemoSource, PrefectServer, S3Destination
 from tests.flows.conftest import run_archive
 
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.slow
 
 DASK = Path(sys.executable).parent / "dask"
 CLI = Path(sys.executable).parent / "learner-export"
+PREFECT = Path(sys.executable).parent / "prefect"
 _EXPORT_DATE = re.compile(rb'"exportDate":"[^"]*"')
 
 
@@ -118,3 +120,60 @@ def test_chunks_run_on_dask_worker_processes_writing_to_s3_and_survive_a_killed_
         assert _comparable(name, by_dask[name]) == _comparable(name, alone[name]), name
     fs, directory = open_snapshot(f"{s3_destination.url}/dask/nightly")
     assert verify_snapshot(fs, directory, None).problems == []
+
+
+def test_a_deployment_with_a_dask_address_runs_its_chunks_on_that_cluster(
+    sqlite_demo: DemoSource,
+    s3_destination: S3Destination,
+    prefect_server: PrefectServer,
+    prefect_environment: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`deploy --dask-address`: a real `prefect worker` process picks up the run, and its chunk
+    tasks run on the `dask worker` processes (the scheduler's task transitions count them)."""
+    from distributed import Client
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.deployments import run_deployment
+
+    from learner_export.cli import main
+
+    def transitions(dask_scheduler: Any) -> int:
+        """Task state transitions the scheduler has made so far (run on the scheduler, which
+        cannot import this module: a nested function travels by value)."""
+        return int(dask_scheduler.transition_counter)
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server.url)
+    learners = ",".join(map(str, sqlite_demo.rows.learner_ids[:3]))
+    env = {**os.environ, "DATABASE_URL": sqlite_demo.url}
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="big-runs", type="process"))
+    deploy = ["deploy", "--dest", s3_destination.url, "--learners", learners, "--no-parquet",
+              "--chunk-size", "1", "--pool", "big-runs"]  # fmt: skip
+    assert main([*deploy, "--dask-address", "tcp://127.0.0.1"]) == 1  # no port: refused
+    assert "not a Dask scheduler address (missing port" in capsys.readouterr().err
+
+    with _dask_cluster(env) as (address, _), Client(address, timeout=60) as dask:
+        dask.wait_for_workers(2, timeout=60)
+        assert main([*deploy, "--dask-address", address]) == 0
+        out = capsys.readouterr().out
+        assert "deployed archive-learners-on-dask/nightly on work pool 'big-runs'" in out
+        assert f"chunk tasks on the Dask scheduler at {address}" in out
+        before = dask.run_on_scheduler(transitions)
+        flow_run = run_deployment("archive-learners-on-dask/nightly", timeout=0)
+        worker = subprocess.run(
+            [str(PREFECT), "worker", "start", "--pool", "big-runs", "--run-once"],
+            env=env, capture_output=True, timeout=300,
+        )  # fmt: skip
+        assert worker.returncode == 0, worker.stderr[-2000:]
+        # Three one-learner chunks, each at least released -> waiting -> processing -> memory.
+        assert dask.run_on_scheduler(transitions) - before >= 3 * 3
+
+    with get_client(sync_client=True) as client:
+        finished = client.read_flow_run(flow_run.id)
+    assert finished.state is not None and finished.state.is_completed(), finished.state
+    (run_id,) = published_runs(open_destination(s3_destination.url))
+    fs, directory = open_snapshot(f"{s3_destination.url}/{run_id}")
+    assert verify_snapshot(fs, directory, None).problems == []
+    assert len(s3_destination.keys(f"{run_id}/learner-data-")) == 3
