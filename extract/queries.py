@@ -213,6 +213,16 @@ def lessons_query(
     )
 
 
+def lesson_counts_query(learner_ids: Collection[int]) -> AnySelect:
+    """(learner_id, count) of every lesson of these learners that has any (learners without
+    lessons are absent): read from the index by learner alone, never from the rows."""
+    return (
+        sa.select(lessons.c.learner_id, sa.func.count().label(LESSON_TOTAL))
+        .where(lessons.c.learner_id.in_(sorted(set(learner_ids))))
+        .group_by(lessons.c.learner_id)
+    )
+
+
 def achievements_query(dialect: str, learner_ids: Learners) -> AnySelect:
     """Achievements of these learners (matched on the text form of their id), each group in
     contract order: `awarded_at` descending, NULL last, then `id`.

@@ -1,8 +1,9 @@
 """Runs the queries of `extract.queries` and groups the rows by learner.
 
 A chunk of learners costs four statements whatever its size (users, profiles, lessons,
-achievements), each table read once, all inside the caller's snapshot: when lessons are capped,
-the count of every lesson comes with the capped rows. The
+achievements), each table read once, all inside the caller's snapshot; when lessons are capped,
+a fifth counts each learner's lessons from the index (`_capped_lessons`), and a learner over the
+cap costs one statement of its own. The
 lessons, nearly all of the bytes, are streamed: `iter_learners` hands over each learner as soon
 as its lessons have arrived, so a chunk's memory is one learner's rows, not all of them.
 
@@ -90,7 +91,10 @@ def iter_learners(
     achievements = _grouped(
         conn.execute(queries.achievements_query(dialect, ids)), key="learner_id"
     )
-    lessons = _stream(conn, queries.lessons_query(dialect, ids, limit_per_learner=lesson_limit))
+    if lesson_limit is None or len(ids) == 1:
+        lessons = _stream(conn, queries.lessons_query(dialect, ids, limit_per_learner=lesson_limit))
+    else:
+        lessons = _capped_lessons(conn, ids, lesson_limit)
     json_checked = dialect == queries.POSTGRESQL
     # Lessons come ordered by learner id, as `ids` are: each learner's are the next run of rows.
     pending = next(lessons, None)
@@ -110,6 +114,46 @@ def iter_learners(
             achievements=achievements.get(str(learner_id), []),
             json_checked=json_checked,
         )
+
+
+def _capped_lessons(conn: Connection, ids: list[int], limit: int) -> Iterator[Row]:
+    """The lessons of `ids` (ascending, each a LEARNER), at most `limit` per learner (the most
+    recent), grouped by learner in contract order, each row carrying LESSON_TOTAL: what
+    `lessons_query(..., limit_per_learner=limit)` gives, read for less.
+
+    That statement numbers every lesson with a window and sorts the numbered rows again, specs
+    and all (SQLite sorted 200 learners' rows twice, 0.57-0.98 s where the plain read takes
+    0.15-0.20 s). Here one count per learner, from the index by learner, comes first; then the
+    learners with at most `limit` lessons, nearly all of them, are read by the plain ordered
+    statement in runs of consecutive ids, and each learner over the cap by the one-learner
+    statement (ORDER BY ... LIMIT). Streamed as before: one statement at a time, each read to its
+    end before the next starts, all in the caller's snapshot (so the counts match the rows).
+    """
+    dialect = conn.dialect.name
+    totals: dict[int, int] = {
+        learner_id: count for learner_id, count in conn.execute(queries.lesson_counts_query(ids))
+    }
+    run: list[int] = []
+
+    def uncapped(run: list[int]) -> Iterator[Row]:
+        for row in _stream(conn, queries.lessons_query(dialect, run)):
+            cast(dict[str, Any], row)[queries.LESSON_TOTAL] = totals[row["learner_id"]]
+            yield row
+
+    for learner_id in ids:
+        total = totals.get(learner_id, 0)
+        if total <= limit:
+            if total:
+                run.append(learner_id)
+            continue
+        if run:
+            yield from uncapped(run)
+            run = []
+        yield from _stream(
+            conn, queries.lessons_query(dialect, [learner_id], limit_per_learner=limit)
+        )
+    if run:
+        yield from uncapped(run)
 
 
 def _read_learner_pipelined(

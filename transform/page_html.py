@@ -386,16 +386,32 @@ def _listed(value: Any) -> str | None:
     return None if value is None else _compact(value)
 
 
+_PERFORMANCE_WORDS = {"averageScore": "average score", "lessonsCompleted": "lessons finished"}
+"""The platform's figures of a subject, in words a parent reads (others: `_words`)."""
+
+
 def _performance(performance: Mapping[str, Any]) -> str:
-    """`{"Math": {"averageScore": 51, ...}}` as `Math (averageScore 51, ...)`, one per subject."""
+    """`{"Math": {"averageScore": 51, ...}}` as `Math (average score 51, ...)`, one per subject."""
     parts = []
     for subject, value in performance.items():
         if isinstance(value, Mapping):
-            inner = ", ".join(f"{key} {_compact(v)}" for key, v in value.items())
+            inner = ", ".join(
+                f"{_PERFORMANCE_WORDS.get(key, _words(key))} {_compact(v)}"
+                for key, v in value.items()
+            )
             parts.append(f"{subject} ({inner})")
         else:
             parts.append(f"{subject}: {_compact(value)}")
     return "; ".join(parts)
+
+
+def _words(key: Any) -> str:
+    """A camelCase key as lower-case words (`timeSpentMinutes` -> `time spent minutes`); any
+    other text unchanged."""
+    text = str(key)
+    if not text.isascii() or not text.isalnum():
+        return text
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", text).lower()
 
 
 def _date(value: Any) -> str | None:

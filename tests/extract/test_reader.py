@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from extract.engine import create_source_engine, snapshot
 from extract.errors import LearnerNotFound, TerminalExtractError
+from extract.queries import LESSON_TOTAL
 from extract.reader import (
     STREAM_ROWS,
     _pipelined,
@@ -78,6 +79,35 @@ def test_cap_keeps_the_most_recent_and_counts_every_lesson(
         full = read_learner(conn, big, lesson_limit=None)
     assert capped.lesson_total == full.lesson_total == BIG_LEARNER_LESSONS
     assert [r["id"] for r in capped.lessons] == [r["id"] for r in full.lessons[:1000]]
+
+
+@pytest.mark.parametrize("cap", ["median", "1000"])
+def test_a_capped_chunk_keeps_each_learners_most_recent_lessons_and_counts_them_all(
+    engine: sa.Engine, demo_source: DemoSource, cap: str
+) -> None:
+    """A chunk read with a cap (the documents-only archive): learners over the cap (each read by
+    a statement of its own) and under it (read together) mixed in one chunk, with non-learners
+    and an unknown id, give each learner's most recent lessons in contract order and the count
+    of all of them."""
+    learners = demo_source.rows.learner_ids
+    counts = sorted(
+        sum(r["learner_id"] == learner for r in demo_source.rows.lessons) for learner in learners
+    )
+    limit = counts[len(counts) // 2] if cap == "median" else int(cap)
+    with snapshot(engine) as conn:
+        found = list(iter_learners(conn, [1, *learners, 999_999], lesson_limit=limit))
+    assert [rows.learner_id for rows in found] == learners
+    over = 0
+    for rows in found:
+        expected = sorted(
+            (r for r in demo_source.rows.lessons if r["learner_id"] == rows.learner_id),
+            key=_sort_key,
+        )
+        assert [r["id"] for r in rows.lessons] == [r["id"] for r in expected[:limit]]
+        assert rows.lesson_total == len(expected)
+        assert all(LESSON_TOTAL not in r for r in rows.lessons)
+        over += len(expected) > limit
+    assert 0 < over < len(found)  # both kinds, in one chunk
 
 
 def test_achievements_are_most_recent_first(engine: sa.Engine, demo_source: DemoSource) -> None:

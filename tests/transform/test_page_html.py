@@ -137,6 +137,23 @@ def test_the_summary_a_child_can_follow() -> None:
     assert summary_lines(_document([]))[0] == "You have not finished a lesson yet."
 
 
+def test_the_profile_reads_in_words() -> None:
+    """Subject figures and the map of topics in words a parent reads, not the platform's keys."""
+    document = _document([])
+    document["profile"] = {
+        "gradeLevel": 5,
+        "subjectPerformance": {
+            "Math": {"averageScore": 85, "lessonsCompleted": 12, "timeSpentMinutes": 40},
+            "Art": 3,
+        },
+        "graph": {"nodes": [{"id": "a"}, {"id": "b"}], "edges": [{"source": "a", "target": "b"}]},
+    }
+    page = _page(document)
+    assert "Math (average score 85, lessons finished 12, time spent minutes 40); Art: 3" in page
+    assert "averageScore" not in page and "lessonsCompleted" not in page
+    assert "2 topics, 1 link between them" in page
+
+
 def test_quiz_questions_are_collapsed_with_the_right_answer_marked() -> None:
     spec = {"questions": [{"question": "2+2?", "options": ["3", "4"], "correctIndex": 1}]}
     html = _page(_document([_lesson(0, spec)]))
