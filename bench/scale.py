@@ -2,7 +2,7 @@
 
     flock /tmp/bench.lock .venv/bin/python bench/scale.py                 # 20,000 and 2,000
     .venv/bin/python bench/scale.py --learners 2000 --small 500          # a quick run
-    .venv/bin/python bench/scale.py --only-small --dest s3://bucket/bench  # 2,000 to a store
+    .venv/bin/python bench/scale.py --only-small --moto                  # 2,000 to moto's S3
 
 Builds two databases on a throwaway PostgreSQL (tests/pg.py): `--small` learners (default 2,000,
 ~`--lessons` lessons each and the optional quiz_answers and concept_mastery tables) with
@@ -12,7 +12,9 @@ benchmark): every learner of the large database has the rows of one of the small
 linear archive takes exactly ten times as long for ten times the learners. Then, once with the demo
 schema's indexes and once after dropping the three by learner (`extract.indexes`, as on the
 platform), it runs the archive_learners flow with Parquet on (the default), each run in a fresh
-process (its peak RSS is its own), into `--dest` (default: a local temporary directory):
+process (its peak RSS is its own), into `--dest` (default: a local temporary directory; with
+`--moto`, a bucket of a moto S3 server started for the run, tests/s3.py, found by the child
+processes through the standard AWS variables as a real store would be):
 
   small      the small database, uninterrupted
   large      the large database, uninterrupted (left out with --kill-only)
@@ -258,6 +260,12 @@ def main() -> None:
     parser.add_argument("--dest", help="destination directory or URL (default: a temporary one)")
     parser.add_argument("--only-small", action="store_true", help="the small database only")
     parser.add_argument(
+        "--moto",
+        action="store_true",
+        help="write to a bucket of a moto S3 server started for the run (moto keeps objects in "
+        "memory: use with --only-small)",
+    )
+    parser.add_argument(
         "--kill-only",
         action="store_true",
         help="measure the large database only in the run killed and resumed (half the time)",
@@ -278,6 +286,14 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     dest = args.dest or str(work / "dest")
+    store = None
+    if args.moto:
+        from tests.s3 import S3Server
+
+        store = S3Server()
+        store.start()
+        os.environ.update(store.environment())  # this process's checks and the children's runs
+        dest = f"s3://{store.new_bucket()}/bench"
     sizes = (
         {"small": args.small} if args.only_small else {"small": args.small, "large": args.learners}
     )
@@ -322,6 +338,8 @@ def main() -> None:
                         print(f"  {way}, {size}{suffix}: {json.dumps(figures)}", flush=True)
     finally:
         cluster.stop()
+        if store is not None:
+            store.stop()
         shutil.rmtree(work, ignore_errors=True)
     report(rows)
 
