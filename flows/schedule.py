@@ -70,9 +70,10 @@ def register_deployment(
     `dask_address`). Registering it again updates it. The scheduler is not contacted here (the
     machine that deploys may not reach the cluster): each run checks it before it starts.
 
-    Its entrypoint is the module path `flows.archive.archive_learners`: a worker imports the
-    installed package (`pip install learner-export`), nothing is pulled from storage, so every
-    worker machine runs the version installed on it. A pool that does not exist is refused.
+    Its entrypoint is the module path `flows.archive.archive_learners` (or
+    `flows.archive.archive_learners_on_dask`): a worker imports the installed package (`pip
+    install learner-export`), nothing is pulled from storage, so every worker machine runs the
+    version installed on it. A pool that does not exist is refused.
 
     One run at a time, across all the pool's workers (a concurrency limit of 1 kept by the
     server; a run that comes while another goes waits for it): an object store has no run lock
