@@ -242,9 +242,12 @@ def test_an_older_libpq_streams_row_by_row_with_the_same_rows(
 
 
 @pytest.mark.parametrize("learners", [[4], [3, 4]], ids=["one learner", "a chunk"])
-def test_a_capped_read_reads_each_table_once(sqlite_demo: DemoSource, learners: list[int]) -> None:
-    """The lesson count comes with the capped rows, not from a second pass over lessons (SQLite:
-    every statement, lessons included, goes through SQLAlchemy's events)."""
+def test_a_capped_read_reads_each_lesson_once(sqlite_demo: DemoSource, learners: list[int]) -> None:
+    """One learner: the lesson count comes with the capped rows (one statement per table). A
+    chunk (`_capped_lessons`): the counts come from the index by learner alone (no stored JSON
+    read), then each lesson row is read by one statement only: the plain statement for the run
+    of learners under the cap (3), one capped statement for the learner over it (4). SQLite:
+    every statement, lessons included, goes through SQLAlchemy's events."""
     engine = create_source_engine(sqlite_demo.url)
     statements: list[str] = []
 
@@ -261,7 +264,15 @@ def test_a_capped_read_reads_each_table_once(sqlite_demo: DemoSource, learners: 
     assert (len(found[4].lessons), found[4].lesson_total) == (1000, BIG_LEARNER_LESSONS)
     assert all("lesson_total" not in lesson for lesson in found[4].lessons)
     read = [table for s in statements for table in re.findall(r"\bFROM\s+(\w+)", s)]
-    assert sorted(read) == ["achievements", "learner_profiles", "lessons", "users"]
+    lessons = [s for s in statements if re.search(r"\bFROM\s+lessons\b", s)]
+    if len(learners) == 1:
+        assert sorted(read) == ["achievements", "learner_profiles", "lessons", "users"]
+        return
+    assert sorted(set(read)) == ["achievements", "learner_profiles", "lessons", "users"]
+    counts, *rows = lessons
+    assert "GROUP BY" in counts and "spec" not in counts  # from the index, not the rows
+    assert len(rows) == 2 and all("spec" in s for s in rows)  # learner 3's run, then learner 4
+    assert [s.upper().count("LIMIT") for s in rows] == [0, 1]
 
 
 @pytest.mark.postgres
