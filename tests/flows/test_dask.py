@@ -21,16 +21,15 @@ import pytest
 
 from learner_export.processes import free_port, stop_process
 from learner_export.verify import verify_snapshot
-from load.destination import open_destination, open_snapshot, published_runs
+from load.destination import open_snapshot
 from tests.conftest import DemoSource, PrefectServer, S3Destination
-from tests.flows.conftest import run_archive
+from tests.flows.conftest import only_published_snapshot, run_archive, run_deployment_on_a_worker
 
 pytestmark = pytest.mark.slow
 
 
 DASK = Path(sys.executable).parent / "dask"
 CLI = Path(sys.executable).parent / "learner-export"
-PREFECT = Path(sys.executable).parent / "prefect"
 _EXPORT_DATE = re.compile(rb'"exportDate":"[^"]*"')
 
 
@@ -135,7 +134,6 @@ def test_a_deployment_with_a_dask_address_runs_its_chunks_on_that_cluster(
     from distributed import Client
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.deployments import run_deployment
 
     from learner_export.cli import main
 
@@ -161,19 +159,9 @@ def test_a_deployment_with_a_dask_address_runs_its_chunks_on_that_cluster(
         assert "deployed archive-learners-on-dask/nightly on work pool 'big-runs'" in out
         assert f"chunk tasks on the Dask scheduler at {address}" in out
         before = dask.run_on_scheduler(transitions)
-        flow_run = run_deployment("archive-learners-on-dask/nightly", timeout=0)
-        worker = subprocess.run(
-            [str(PREFECT), "worker", "start", "--pool", "big-runs", "--run-once"],
-            env=env, capture_output=True, timeout=300,
-        )  # fmt: skip
-        assert worker.returncode == 0, worker.stderr[-2000:]
+        run_deployment_on_a_worker("archive-learners-on-dask/nightly", "big-runs", env)
         # Three one-learner chunks, each at least released -> waiting -> processing -> memory.
         assert dask.run_on_scheduler(transitions) - before >= 3 * 3
 
-    with get_client(sync_client=True) as client:
-        finished = client.read_flow_run(flow_run.id)
-    assert finished.state is not None and finished.state.is_completed(), finished.state
-    (run_id,) = published_runs(open_destination(s3_destination.url))
-    fs, directory = open_snapshot(f"{s3_destination.url}/{run_id}")
-    assert verify_snapshot(fs, directory, None).problems == []
+    run_id = only_published_snapshot(s3_destination.url)
     assert len(s3_destination.keys(f"{run_id}/learner-data-")) == 3

@@ -1,9 +1,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import orjson
 import pytest
@@ -11,9 +8,8 @@ import pytest
 from flows.options import ArchiveOptions
 from flows.schedule import build_deployment
 from learner_export.cli import main
-from learner_export.verify import verify_snapshot
-from load.destination import open_destination, open_snapshot, published_runs
 from tests.conftest import DemoSource, PrefectServer, S3Destination
+from tests.flows.conftest import only_published_snapshot, run_deployment_on_a_worker
 
 
 def test_the_deployment_runs_nightly_with_public_options_only() -> None:
@@ -27,9 +23,6 @@ def test_the_deployment_runs_nightly_with_public_options_only() -> None:
     # The source and the keys are read by each scheduled run from its settings, never stored.
     stored = orjson.dumps(deployment.parameters)
     assert b"secrets" not in stored and b"postgresql" not in stored
-
-
-PREFECT = Path(sys.executable).parent / "prefect"
 
 
 @pytest.mark.slow
@@ -46,7 +39,6 @@ def test_a_deployment_on_a_work_pool_is_run_by_a_prefect_worker_process(
     storage credentials of its own environment (none of them is in the deployment)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.deployments import run_deployment
 
     monkeypatch.setenv("PREFECT_API_URL", prefect_server.url)
     learners = ",".join(map(str, sqlite_demo.rows.learner_ids[:2]))
@@ -61,18 +53,7 @@ def test_a_deployment_on_a_work_pool_is_run_by_a_prefect_worker_process(
         limit = client.read_deployment_by_name("archive-learners/nightly").global_concurrency_limit
     assert limit is not None and limit.limit == 1
 
-    flow_run = run_deployment("archive-learners/nightly", timeout=0)  # scheduled now
     env = {**os.environ, "DATABASE_URL": sqlite_demo.url}
-    worker = subprocess.run(
-        [str(PREFECT), "worker", "start", "--pool", "archive", "--run-once"],
-        env=env, capture_output=True, timeout=300,
-    )  # fmt: skip
-    assert worker.returncode == 0, worker.stderr[-2000:]
-    with get_client(sync_client=True) as client:
-        finished = client.read_flow_run(flow_run.id)
-    assert finished.state is not None and finished.state.is_completed(), finished.state
-    assert finished.work_pool_name == "archive"
-    (run_id,) = published_runs(open_destination(s3_destination.url))
-    fs, directory = open_snapshot(f"{s3_destination.url}/{run_id}")
-    assert verify_snapshot(fs, directory, None).problems == []
+    run_deployment_on_a_worker("archive-learners/nightly", "archive", env)
+    run_id = only_published_snapshot(s3_destination.url)
     assert len(s3_destination.keys(f"{run_id}/learner-data-")) == 2
