@@ -8,6 +8,7 @@ of one table), so memory is bounded by a row group per table, never by the chunk
 
 from __future__ import annotations
 
+import os
 import posixpath
 from collections.abc import Iterable
 
@@ -42,11 +43,12 @@ BATCH_ROWS = 1_000
 
 
 def use_system_allocator() -> None:
-    """Send Arrow's allocations to the system allocator (malloc) from now on. Arrow's default,
-    mimalloc, keeps freed pages for reuse: two chunk threads of 200 learners of the bench's SQLite
-    database peaked at 289 MB with it and 214 MB with ARROW_DEFAULT_MEMORY_POOL=system (240-250
-    MB switched here, after the first allocations), at the same speed.
-    Buffers already allocated are freed to the pool they came from."""
+    """Send pyarrow's own allocations to the system allocator (malloc) from now on, in a process
+    that imported pyarrow before `flows` could choose its default (`flows/__init__.py`; nothing
+    changes where it did, nor where the operator chose a pool). Arrow's C++ internals keep the
+    pool they started with, and buffers already allocated are freed to the pool they came from."""
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL", "system") != "system":
+        return
     if pa.default_memory_pool().backend_name != "system":
         pa.set_memory_pool(pa.system_memory_pool())
 
