@@ -51,9 +51,14 @@ def setup() -> None:
         venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
     pip = (BIN / "python", "-m", "pip")
     # --require-hashes: every package must match the hash recorded in the lock, so a fresh
-    # install is the same install everywhere.
-    _run(*pip, "install", "--quiet", "--require-hashes", "-r", "requirements.lock")
+    # install is the same install everywhere. --no-deps: the lock already lists every
+    # dependency, so pip has nothing to resolve; left to resolve, it looks at the index for an
+    # extra such as prefect's `httpx[http2]`, and once the index holds a newer httpx than the
+    # lock's, hash-checking mode refuses that unpinned candidate and the install fails.
+    # `pip check` then proves that the lock was complete: every requirement satisfied.
+    _run(*pip, "install", "--quiet", "--require-hashes", "--no-deps", "-r", "requirements.lock")
     _run(*pip, "install", "--quiet", "--no-deps", "-e", ".")
+    _run(*pip, "check")
     STAMP.write_text(wanted + "\n")
 
 
