@@ -123,10 +123,10 @@ def _capped_lessons(conn: Connection, ids: list[int], limit: int) -> Iterator[Ro
 
     That statement numbers every lesson with a window and sorts the numbered rows again, specs
     and all (`bench/lessons_read.py`, one 200-learner chunk: SQLite 0.62 s that way, 0.26 s
-    this way; PostgreSQL 0.45 and 0.35 s). Here one count per learner, from the index by learner, comes first; then the
-    learners with at most `limit` lessons, nearly all of them, are read by the plain ordered
-    statement in runs of consecutive ids, and each learner over the cap by the one-learner
-    statement (ORDER BY ... LIMIT). Streamed as before: one statement at a time, each read to its
+    this way; PostgreSQL 0.45 and 0.35 s). Here one count per learner, from the index by
+    learner, comes first; then the learners with at most `limit` lessons, nearly all of them,
+    are read by the plain ordered statement in runs of consecutive ids, and each learner over the
+    cap by the one-learner statement (ORDER BY ... LIMIT). Streamed as before: one statement at a time, each read to its
     end before the next starts, all in the caller's snapshot (so the counts match the rows).
     """
     dialect = conn.dialect.name
