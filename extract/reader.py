@@ -126,8 +126,9 @@ def _capped_lessons(conn: Connection, ids: list[int], limit: int) -> Iterator[Ro
     this way; PostgreSQL 0.45 and 0.35 s). Here one count per learner, from the index by
     learner, comes first; then the learners with at most `limit` lessons, nearly all of them,
     are read by the plain ordered statement in runs of consecutive ids, and each learner over the
-    cap by the one-learner statement (ORDER BY ... LIMIT). Streamed as before: one statement at a time, each read to its
-    end before the next starts, all in the caller's snapshot (so the counts match the rows).
+    cap by the one-learner statement (ORDER BY ... LIMIT). Streamed as before: one statement at
+    a time, each read to its end before the next starts, all in the caller's snapshot (so the
+    counts match the rows).
     """
     dialect = conn.dialect.name
     totals: dict[int, int] = {
