@@ -32,6 +32,7 @@ from flows import archive_steps, passes, run
 from flows.chunk import ChunkJob, archive_chunk, export_one
 from flows.dask_runner import dask_task_runner
 from flows.errors import error_text
+from flows.interrupt import stop_chunks_on_sigterm
 from flows.options import (
     DEFAULT_WORKERS,
     ArchiveOptions,
@@ -107,6 +108,7 @@ def archive_learners(
     when a learner cannot be exported, unless `options.tolerate_failures`; RunMismatch when the
     run id exists with other options; RunLocked when another process writes the same run.
     """
+    stop_chunks_on_sigterm()  # before Prefect's own SIGTERM handler: chunks stop at once
     logger = get_run_logger()
     clock = time.perf_counter()
     now = datetime.now(UTC)

@@ -8,14 +8,21 @@ finishing it: the command exits within a second or two, not after a chunk of hun
 learners. Everything a chunk wrote so far is either complete or a temporary file, and it has no
 part record, so the rerun redoes it from the start (the names are the same, nothing doubles).
 
-No Prefect here: the CLI installs the handlers before Prefect is imported.
+No Prefect here: the CLI installs the handlers before Prefect is imported. Prefect's flow engine
+then puts its own SIGTERM handler in front for the length of a flow run: it raises
+TerminationSignal, reports the run crashed and only then re-sends the signal to the handler it
+replaced. Reporting to a server that is itself stopping can take seconds, during which `STOP` is
+not set and the chunk threads go on finishing chunks; so the flow calls
+`stop_chunks_on_sigterm()` first, which sets `STOP` before Prefect's handler runs.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 STOP = threading.Event()
 """Set once a stop signal has arrived; never cleared in a process (a stopping process stops)."""
@@ -48,3 +55,30 @@ def check_not_stopping(index: int) -> None:
     """Raise ChunkInterrupted when the process is stopping (call it between learners)."""
     if STOP.is_set():
         raise ChunkInterrupted(index)
+
+
+def stop_chunks_on_sigterm() -> None:
+    """Make a SIGTERM set `STOP` at once, then run the handler installed now (Prefect's, during a
+    flow run). Main thread only; the engine restores its predecessor when the flow run ends, which
+    drops this wrapper with it."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    current = signal.getsignal(signal.SIGTERM)
+    if current is _on_stop_signal or getattr(current, "sets_stop", False):
+        return  # already sets STOP first
+    signal.signal(signal.SIGTERM, _stop_then(current))
+
+
+def _stop_then(handler: Any) -> Callable[[int, FrameType | None], None]:
+    """A handler that sets `STOP`, then does what `handler` (a callable, SIG_DFL or SIG_IGN) does."""
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        STOP.set()
+        if callable(handler):
+            handler(signum, frame)
+        elif handler != signal.SIG_IGN:  # the default action: restore it and end as it would
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    on_sigterm.sets_stop = True  # type: ignore[attr-defined]
+    return on_sigterm

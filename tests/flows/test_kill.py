@@ -193,3 +193,38 @@ def test_a_stopped_run_resumes_and_takes_its_local_server_with_it(
 @pytest.fixture(scope="module")
 def sqlite_kill_source(tmp_path_factory: pytest.TempPathFactory) -> DemoSource:
     return make_sqlite_demo(tmp_path_factory.mktemp("kill") / "kill.sqlite3", learners=LEARNERS)
+
+
+def test_sigterm_stops_the_chunks_while_prefect_reports_the_crash(
+    sqlite_kill_source: DemoSource, tmp_path: Path
+) -> None:
+    """Prefect's flow engine handles SIGTERM itself first: it reports the run crashed, then passes
+    the signal on. With the command's own server paused, that report hangs; the chunks must still
+    stop at once (STOP set before Prefect's handler), not go on to the end of the run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_URL")}
+    env.update(DATABASE_URL=sqlite_kill_source.url, LEARNER_EXPORT_DATA_DIR=str(tmp_path / "data"))
+    dest = tmp_path / "dest"
+    process = subprocess.Popen(
+        [*_command(dest), "--workers", "1"], env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    try:
+        _wait_for(process, functools.partial(_parts, dest), 2)
+        server = _local_server(process)
+        assert server is not None and process.poll() is None, "the run ended before the signal"
+        server.suspend()  # the crash report cannot get through while it is paused
+        try:
+            process.send_signal(signal.SIGTERM)
+            stopped_at = _parts(dest)
+            time.sleep(3)  # long enough for the rest of the chunks, had they gone on
+            assert _parts(dest) <= stopped_at + 1 < CHUNKS  # at most the chunk under way
+        finally:
+            server.resume()
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 130, stderr.decode()[-2000:]
+        server.wait(timeout=60)  # raises if the server outlives its command
+    finally:
+        if process.returncode is None:  # a failed check above: take everything down
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
