@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
@@ -30,8 +30,8 @@ from pydantic import SecretStr
 from extract.errors import TransientExtractError
 from flows import archive_steps, passes, run
 from flows.chunk import ChunkJob, archive_chunk, export_one
-from flows.dask_runner import dask_task_runner
-from flows.errors import error_text
+from flows.dask_runner import dask_task_runner, lost_scheduler
+from flows.errors import ClusterLost, error_text
 from flows.interrupt import stop_chunks_on_sigterm
 from flows.options import (
     DEFAULT_WORKERS,
@@ -50,6 +50,7 @@ from load.manifest import ChunkPart, FileEntry, RunPlan
 TASK_RETRIES = 3
 TASK_RETRY_DELAYS = [2, 10, 30]
 ARTIFACT_KEY = "learner-archive-summary"
+_T = TypeVar("_T")
 REPORT_ARTIFACT_KEY = "learner-archive-report"
 
 
@@ -179,7 +180,7 @@ def _run_chunks(job: ChunkJob, plan: RunPlan, pending: list[int]) -> archive_ste
     with _collector_kept_out_of_the_chunks(), chunk_progress(len(plan.chunks), already) as advance:
         for future in as_completed(list(futures)):
             index = futures[future]
-            outcome = future.result(raise_on_failure=False)
+            outcome = _outcome(future, already + len(parts), len(plan.chunks))
             if isinstance(outcome, ChunkPart):
                 parts[index] = outcome
                 _log_chunk(outcome)
@@ -207,7 +208,7 @@ def _run_passes(job: ChunkJob, plan: RunPlan, pending: list[int]) -> archive_ste
     with _collector_kept_out_of_the_chunks(), chunk_progress(len(plan.chunks), already) as advance:
         for future in as_completed(list(futures)):
             indexes = futures[future]
-            outcome = future.result(raise_on_failure=False)
+            outcome = _outcome(future, already + len(parts), len(plan.chunks))
             failed: dict[int, str] = {}
             if isinstance(outcome, list):
                 done = {part.index: part for part in outcome}
@@ -222,6 +223,21 @@ def _run_passes(job: ChunkJob, plan: RunPlan, pending: list[int]) -> archive_ste
             for _ in indexes:
                 advance()
     return parts, errors
+
+
+def _outcome(future: PrefectFuture[_T], finished: int, chunks: int) -> _T | BaseException:
+    """What a task returned, or the exception it failed with. A future that raises instead did
+    not fail as a task: its runner lost the task. On a Dask scheduler that stopped answering
+    (killed, restarted, its host gone) that ends the run in one line (ClusterLost), naming how
+    many of the `chunks` are `finished`; a rerun does the rest."""
+    try:
+        return future.result(raise_on_failure=False)
+    except Exception as exc:
+        context = FlowRunContext.get()
+        address = lost_scheduler(context.task_runner if context else None, exc)
+        if address is None:
+            raise
+        raise ClusterLost(address, exc, finished, chunks) from None
 
 
 def _log_chunk(part: ChunkPart) -> None:

@@ -65,3 +65,21 @@ def dask_task_runner(address: str) -> Any:
     from prefect_dask.task_runners import DaskTaskRunner
 
     return DaskTaskRunner(address=address)
+
+
+def lost_scheduler(task_runner: Any, error: BaseException) -> str | None:
+    """The scheduler address of `task_runner` when it is a Dask runner and `error` (raised while
+    waiting on one of its futures) says the connection to its scheduler is gone; None otherwise.
+    Dask raises CommClosedError (an OSError) for a closed connection, OSError for one it cannot
+    open again, and CancelledError for the futures the scheduler forgot when it went away."""
+    try:
+        from concurrent.futures import CancelledError
+
+        from prefect_dask.task_runners import DaskTaskRunner
+    except ImportError:  # no dask extra: no Dask runner either
+        return None
+    if not isinstance(task_runner, DaskTaskRunner):
+        return None
+    if not isinstance(error, OSError | CancelledError):
+        return None
+    return str(task_runner.address or "(its local cluster)")

@@ -35,6 +35,18 @@ class RunFailed(ArchiveError):
         self.failed = failed
 
 
+class ClusterLost(ArchiveError):
+    """The chunk tasks' Dask scheduler stopped answering mid-run; finished chunks are kept."""
+
+    def __init__(self, address: str, error: BaseException, finished: int, chunks: int) -> None:
+        super().__init__(
+            f"the Dask scheduler at {address} stopped answering mid-run "
+            f"({type(error).__name__}); the chunks finished so far are kept ({finished} of "
+            f"{chunks} confirmed). Run the same command again, once a scheduler answers (at "
+            "this address or another --dask-address), to do the rest"
+        )
+
+
 def error_text(error: object) -> str:
     """What a run records and logs of an error: the message of our own errors (written to name no
     content), otherwise only the exception's type, since its message might quote data."""

@@ -53,9 +53,12 @@ def _comparable(name: str, data: bytes) -> bytes:
 
 
 @contextlib.contextmanager
-def _dask_cluster(env: dict[str, str]) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
+def _dask_cluster(
+    env: dict[str, str],
+) -> Iterator[tuple[str, list[subprocess.Popen[bytes]], subprocess.Popen[bytes]]]:
     """`dask scheduler` and two `dask worker` processes on 127.0.0.1, started as commands (as on
-    separate machines); the workers without a nanny, so a killed worker stays dead."""
+    separate machines): the address, the workers and the scheduler. The workers run without a
+    nanny, so a killed worker stays dead."""
     address = f"tcp://127.0.0.1:{free_port()}"
     common = ["--no-dashboard", "--host", "127.0.0.1"]
     port = address.rsplit(":", 1)[1]
@@ -65,7 +68,7 @@ def _dask_cluster(env: dict[str, str]) -> Iterator[tuple[str, list[subprocess.Po
     worker = [str(DASK), "worker", address, "--nthreads", "1", "--no-nanny", *common]
     workers = [subprocess.Popen(worker, env=env, stderr=subprocess.DEVNULL) for _ in range(2)]
     try:
-        yield address, workers
+        yield address, workers, scheduler
     finally:
         for process in [*workers, scheduler]:
             stop_process(process)
@@ -87,7 +90,7 @@ def test_chunks_run_on_dask_worker_processes_writing_to_s3_and_survive_a_killed_
         "--dest", f"s3://{s3_destination.bucket}/learners/dask",
     ]  # fmt: skip
 
-    with _dask_cluster(env) as (address, workers), Client(address, timeout=60) as client:
+    with _dask_cluster(env) as (address, workers, _), Client(address, timeout=60) as client:
         client.wait_for_workers(2, timeout=60)
         pids = client.run(os.getpid)  # worker address -> process id
         run = subprocess.Popen(
@@ -152,7 +155,7 @@ def test_a_deployment_with_a_dask_address_runs_its_chunks_on_that_cluster(
     assert main([*deploy, "--dask-address", "tcp://127.0.0.1"]) == 1  # no port: refused
     assert "not a Dask scheduler address (missing port" in capsys.readouterr().err
 
-    with _dask_cluster(env) as (address, _), Client(address, timeout=60) as dask:
+    with _dask_cluster(env) as (address, _, _), Client(address, timeout=60) as dask:
         dask.wait_for_workers(2, timeout=60)
         assert main([*deploy, "--dask-address", address]) == 0
         out = capsys.readouterr().out
@@ -165,3 +168,57 @@ def test_a_deployment_with_a_dask_address_runs_its_chunks_on_that_cluster(
 
     run_id = only_published_snapshot(s3_destination.url)
     assert len(s3_destination.keys(f"{run_id}/learner-data-")) == 3
+
+
+def test_a_scheduler_gone_mid_run_ends_it_in_one_line_and_a_rerun_finishes_it(
+    tmp_path: Path, prefect_server: PrefectServer
+) -> None:
+    """The Dask scheduler killed while chunks run: the command exits 1, its last line says what
+    happened and what to do (not a traceback of ours), the finished chunks are kept, and the same
+    command on a new cluster finishes the snapshot."""
+    from tests.conftest import make_sqlite_demo
+
+    source = make_sqlite_demo(tmp_path / "source.sqlite3", learners=40)
+    env = {
+        **os.environ, "PREFECT_API_URL": prefect_server.url, "DATABASE_URL": source.url,
+        "LEARNER_EXPORT_DATA_DIR": str(tmp_path / "data"),
+    }  # fmt: skip
+    dest = tmp_path / "dest"
+    command = [
+        str(CLI), "archive", "--no-parquet", "--chunk-size", "1", "--run-id", "nightly",
+        "--dest", str(dest),
+    ]  # fmt: skip
+    parts = dest / ".incomplete" / "nightly" / "parts"
+
+    def finished() -> set[str]:
+        return {p.name for p in parts.iterdir()} if parts.exists() else set()
+
+    with _dask_cluster(env) as (address, _, scheduler), contextlib.ExitStack() as stack:
+        run = subprocess.Popen(
+            [*command, "--dask-address", address],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        stack.callback(stop_process, run)
+        for _ in range(60_000):  # every 5 ms, until two chunks are finished
+            if run.poll() is not None or len(finished()) >= 2:
+                break
+            time.sleep(0.005)
+        assert run.poll() is None, "the run ended before the scheduler could be killed"
+        scheduler.kill()
+        _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 1
+    last = stderr.decode().splitlines()[-1]
+    assert last.startswith(f"learner-export: error: the Dask scheduler at {address} stopped ")
+    assert "Run the same command again" in last
+    kept = finished()
+    assert 2 <= len(kept) < 40
+
+    with _dask_cluster(env) as (address, _, _):
+        rerun = subprocess.run(
+            [*command, "--dask-address", address], env=env, capture_output=True, timeout=300
+        )
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    documents = sorted(p.name for p in (dest / "nightly").glob("learner-data-*"))
+    assert len(documents) == 40
+    fs, directory = open_snapshot(str(dest / "nightly"))
+    assert verify_snapshot(fs, directory, None).problems == []

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from flows.archive import archive_learners_on_dask
-from flows.dask_runner import check_address
+from flows.dask_runner import check_address, lost_scheduler
 from flows.errors import OptionUnavailable
 from flows.options import ArchiveOptions
 from learner_export.processes import free_port
@@ -44,3 +44,20 @@ def test_a_deployed_run_without_a_scheduler_fails_before_writing(tmp_path: Path)
     with pytest.raises(OptionUnavailable, match="no Dask scheduler answered within"):
         archive_learners_on_dask.fn(options=options, dask_address=address)
     assert not dest.exists()
+
+
+def test_only_a_dask_runner_losing_its_scheduler_is_a_lost_cluster() -> None:
+    """What `flows.archive` turns into ClusterLost: a connection error or a forgotten future of a
+    Dask runner; anything else, or any error of the thread-pool runner, stays what it was."""
+    from concurrent.futures import CancelledError
+
+    from distributed.comm.core import CommClosedError
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask.task_runners import DaskTaskRunner
+
+    dask = DaskTaskRunner(address="tcp://127.0.0.1:8786")
+    assert lost_scheduler(dask, CommClosedError("in <TCP>: Stream is closed")) == dask.address
+    assert lost_scheduler(dask, CancelledError("lost")) == dask.address
+    assert lost_scheduler(dask, ValueError("a bug")) is None
+    assert lost_scheduler(ThreadPoolTaskRunner(), CommClosedError("closed")) is None
+    assert lost_scheduler(None, OSError("closed")) is None
