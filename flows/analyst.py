@@ -8,9 +8,14 @@ of one table), so memory is bounded by a row group per table, never by the chunk
 
 from __future__ import annotations
 
+import importlib.abc
 import os
 import posixpath
-from collections.abc import Iterable
+import sys
+import threading
+from collections.abc import Iterable, Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 
 import orjson
 import pyarrow as pa
@@ -53,6 +58,47 @@ def use_system_allocator() -> None:
         pa.set_memory_pool(pa.system_memory_pool())
 
 
+class _NoPandasNow(importlib.abc.MetaPathFinder):
+    """A finder that says pandas is not installed, for as long as it is on `sys.meta_path`."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname == "pandas":
+            raise ModuleNotFoundError("pandas is kept out of pyarrow here", name="pandas")
+        return None
+
+
+_PANDAS_DECIDED = threading.Lock()
+_pandas_kept_out = False
+
+
+def keep_pandas_out_of_pyarrow() -> None:
+    """Stop `pa.array(a list)` from importing pandas, which costs the process ~30-40 MB of RSS
+    and the chunks nothing: they never hand pyarrow a pandas object.
+
+    pyarrow's pandas shim tries to import pandas the first time `pa.array` is given anything but
+    a numpy array (to ask whether it is a pandas one), and remembers the outcome for those
+    checks. Here that first try finds no pandas, so the checks stay off; pyarrow's own pandas
+    APIs (`Table.to_pandas`, `Table.from_pandas`: the report's) import it again when called, and
+    work. Nothing changes in a process that has imported pandas, or has had pyarrow try,
+    already. Tested in fresh interpreters (`tests/flows/test_arrow_pool.py`), since it depends
+    on pyarrow's internals and must fail loudly if a new pyarrow changes them."""
+    global _pandas_kept_out
+    if _pandas_kept_out or "pandas" in sys.modules:
+        return
+    with _PANDAS_DECIDED:  # chunk threads start together; one of them decides
+        if _pandas_kept_out:
+            return
+        finder = _NoPandasNow()
+        sys.meta_path.insert(0, finder)
+        try:
+            pa.array([0], pa.int8())  # the shim's one try, if it has not made it yet
+        finally:
+            sys.meta_path.remove(finder)
+        _pandas_kept_out = True
+
+
 class ChunkTables:
     """The Parquet parts of one chunk, at `parquet/<table>/part-<index:05d>.parquet.inprogress`
     under `run_dir` (the manifest lists them without the suffix, which `publish_parts` drops).
@@ -63,6 +109,7 @@ class ChunkTables:
         self, destination: Destination, run_dir: str, index: int, key: bytes, run: RunStamp
     ) -> None:
         use_system_allocator()
+        keep_pandas_out_of_pyarrow()
         self.run = run
         self.fingerprint = key_fingerprint(key)
         self.skipped: list[str] = []
