@@ -74,16 +74,19 @@ _pandas_kept_out = False
 
 
 def keep_pandas_out_of_pyarrow() -> None:
-    """Stop `pa.array(a list)` from importing pandas, which costs the process ~30-40 MB of RSS
-    and the chunks nothing: they never hand pyarrow a pandas object.
+    """Keep pyarrow from importing pandas in this process: ~30 MB of RSS that the chunks, which
+    never hand pyarrow a pandas object, pay for nothing.
 
-    pyarrow's pandas shim tries to import pandas the first time `pa.array` is given anything but
-    a numpy array (to ask whether it is a pandas one), and remembers the outcome for those
-    checks. Here that first try finds no pandas, so the checks stay off; pyarrow's own pandas
-    APIs (`Table.to_pandas`, `Table.from_pandas`: the report's) import it again when called, and
-    work. Nothing changes in a process that has imported pandas, or has had pyarrow try,
-    already. Tested in fresh interpreters (`tests/flows/test_arrow_pool.py`), since it depends
-    on pyarrow's internals and must fail loudly if a new pyarrow changes them."""
+    pyarrow looks for pandas twice, each the first time it is needed and then never again: its
+    Python shim when `pa.array` is given anything but a numpy array (is it a pandas object?), and
+    its C++ converter when it infers a type (pandas' `NA` and `NaT` as nulls). One untyped
+    `pa.array` with pandas made unimportable here settles both. pyarrow's pandas APIs
+    (`Table.to_pandas`, `Table.from_pandas`, a Series to `pa.array`: the report's) import pandas
+    when called and give the same results. What is given up: `from_pandas=True` no longer takes
+    `pd.NA` or `pd.NaT` inside a plain Python list for a null, which nothing here asks of it.
+    Nothing changes in a process that has imported pandas already. Depends on pyarrow's
+    internals: `tests/flows/test_arrow_pool.py` checks each of these in fresh interpreters, and a
+    whole chunk with Parquet on both databases, so a pyarrow that changes them fails there."""
     global _pandas_kept_out
     if _pandas_kept_out or "pandas" in sys.modules:
         return
@@ -93,7 +96,7 @@ def keep_pandas_out_of_pyarrow() -> None:
         finder = _NoPandasNow()
         sys.meta_path.insert(0, finder)
         try:
-            pa.array([0], pa.int8())  # the shim's one try, if it has not made it yet
+            pa.array([0])  # untyped: the shim's try and the C++ converter's, once each
         finally:
             sys.meta_path.remove(finder)
         _pandas_kept_out = True
