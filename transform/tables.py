@@ -118,9 +118,11 @@ def build_analyst_tables(
     return BuiltTables(tables=builder.take(run), problems=tuple(builder.problems))
 
 
-SPEC_BATCH_LESSONS = 500
+SPEC_BATCH_LESSONS = 250
 """Lessons whose specs are read together by Arrow (`transform.spec_columns`): a few MB of text
-(more gained little speed and held more memory per chunk thread)."""
+per chunk thread. 500 was no faster and held more: the 2,000-learner PostgreSQL archive with
+Parquet ran 21.3-22.3 s at 237-240 MB peak RSS with 250, 21.3-24.4 s at 249-251 MB with 500
+(three alternating pairs, ad hoc); at 125 it was ~15 % slower for ~5 MB less."""
 
 
 class LearnerTableRows:
