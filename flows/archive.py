@@ -50,8 +50,8 @@ from load.manifest import ChunkPart, FileEntry, RunPlan
 TASK_RETRIES = 3
 TASK_RETRY_DELAYS = [2, 10, 30]
 ARTIFACT_KEY = "learner-archive-summary"
-_T = TypeVar("_T")
 REPORT_ARTIFACT_KEY = "learner-archive-report"
+_T = TypeVar("_T")
 
 
 def retry_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
