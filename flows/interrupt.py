@@ -70,7 +70,7 @@ def stop_chunks_on_sigterm() -> None:
 
 
 def _stop_then(handler: Any) -> Callable[[int, FrameType | None], None]:
-    """A handler that sets `STOP`, then does what `handler` (a callable, SIG_DFL or SIG_IGN) does."""
+    """A handler that sets `STOP`, then does what `handler` does (a callable, SIG_DFL, SIG_IGN)."""
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         STOP.set()

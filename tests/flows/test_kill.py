@@ -147,16 +147,18 @@ def _local_server(process: subprocess.Popen[bytes]) -> psutil.Process | None:
     return None
 
 
-@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM", "SIGKILL"])
-def test_a_stopped_run_resumes_and_takes_its_local_server_with_it(
-    stop: str, sqlite_kill_source: DemoSource, tmp_path: Path, prefect_server: PrefectServer
-) -> None:
-    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) and SIGTERM end a run
-    mid-way with status 130 and one line; SIGKILL ends it at once. The command's own local Prefect
-    server is never left running, and the same command then finishes the same snapshot."""
+def _own_server_env(source: DemoSource, tmp_path: Path) -> dict[str, str]:
+    """The environment of a command that starts its own local Prefect server (no API URL)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_URL")}
-    env.update(DATABASE_URL=sqlite_kill_source.url, LEARNER_EXPORT_DATA_DIR=str(tmp_path / "data"))
-    dest = tmp_path / "dest"
+    env.update(DATABASE_URL=source.url, LEARNER_EXPORT_DATA_DIR=str(tmp_path / "data"))
+    return env
+
+
+def _two_chunks_in(
+    dest: Path, env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], psutil.Process]:
+    """The archive command (one worker thread, its own process group) once two of its chunks
+    are finished, and the local Prefect server it started."""
     process = subprocess.Popen(
         [*_command(dest), "--workers", "1"], env=env, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, start_new_session=True,
@@ -164,6 +166,18 @@ def test_a_stopped_run_resumes_and_takes_its_local_server_with_it(
     _wait_for(process, functools.partial(_parts, dest), 2)
     server = _local_server(process)
     assert server is not None and process.poll() is None, "the run ended before the signal"
+    return process, server
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM", "SIGKILL"])
+def test_a_stopped_run_resumes_and_takes_its_local_server_with_it(
+    stop: str, sqlite_kill_source: DemoSource, tmp_path: Path, prefect_server: PrefectServer
+) -> None:
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) and SIGTERM end a run
+    mid-way with status 130 and one line; SIGKILL ends it at once. The command's own local Prefect
+    server is never left running, and the same command then finishes the same snapshot."""
+    env, dest = _own_server_env(sqlite_kill_source, tmp_path), tmp_path / "dest"
+    process, server = _two_chunks_in(dest, env)
     signum = getattr(signal, stop)
     if stop == "SIGKILL":
         os.kill(process.pid, signum)  # the command alone: its server must notice by itself
@@ -201,17 +215,9 @@ def test_sigterm_stops_the_chunks_while_prefect_reports_the_crash(
     """Prefect's flow engine handles SIGTERM itself first: it reports the run crashed, then passes
     the signal on. With the command's own server paused, that report hangs; the chunks must still
     stop at once (STOP set before Prefect's handler), not go on to the end of the run."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_URL")}
-    env.update(DATABASE_URL=sqlite_kill_source.url, LEARNER_EXPORT_DATA_DIR=str(tmp_path / "data"))
     dest = tmp_path / "dest"
-    process = subprocess.Popen(
-        [*_command(dest), "--workers", "1"], env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
+    process, server = _two_chunks_in(dest, _own_server_env(sqlite_kill_source, tmp_path))
     try:
-        _wait_for(process, functools.partial(_parts, dest), 2)
-        server = _local_server(process)
-        assert server is not None and process.poll() is None, "the run ended before the signal"
         server.suspend()  # the crash report cannot get through while it is paused
         try:
             process.send_signal(signal.SIGTERM)
