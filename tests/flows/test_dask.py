@@ -191,7 +191,10 @@ def test_a_scheduler_gone_mid_run_ends_it_in_one_line_and_a_rerun_finishes_it(
     parts = dest / ".incomplete" / "nightly" / "parts"
 
     def finished() -> set[str]:
-        return {p.name for p in parts.iterdir()} if parts.exists() else set()
+        """The part records written so far (not the hidden temporary files of writes)."""
+        if not parts.exists():
+            return set()
+        return {p.name for p in parts.iterdir() if p.suffix == ".json" and p.name[0] != "."}
 
     with _dask_cluster(env) as (address, _, scheduler), contextlib.ExitStack() as stack:
         run = subprocess.Popen(
