@@ -1,6 +1,7 @@
-"""A process that runs flows gives Arrow's allocations to the system allocator from the start
-(`flows/__init__.py`), unless the operator chose a pool. Each case is a fresh interpreter: Arrow
-reads its choice once, when pyarrow is first imported."""
+"""How a process that runs flows sets pyarrow up, each case in a fresh interpreter (pyarrow makes
+both choices once per process): Arrow's allocations go to the system allocator from the start
+(`flows/__init__.py`) unless the operator chose a pool, and the chunk tables keep pyarrow from
+importing pandas (`flows.analyst.keep_pandas_out_of_pyarrow`)."""
 
 from __future__ import annotations
 
