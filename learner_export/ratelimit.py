@@ -112,9 +112,11 @@ class RateLimiter:
                 self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None,
                 check_same_thread=False,
             )  # fmt: skip
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # a lost last entry after a crash is harmless
-            db.executescript(_SCHEMA)
+            try:
+                _prepare(db)
+            except BaseException:
+                db.close()
+                raise
             self._db = db
         return self._db
 
@@ -124,3 +126,22 @@ class RateLimiter:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+def _prepare(db: sqlite3.Connection) -> None:
+    """Put the store in WAL mode and create its table. The switch to WAL takes the file's
+    exclusive lock and, unlike other statements, does not wait for it: SQLite answers "database
+    is locked" at once while another connection holds a lock, as when several workers open a new
+    store at the same moment (7 % of the time with four). So it is retried for up to
+    BUSY_TIMEOUT_SECONDS; on a file already in WAL mode it changes nothing."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+    db.execute("PRAGMA synchronous=NORMAL")  # a lost last entry after a crash is harmless
+    db.executescript(_SCHEMA)
