@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from extract.reader import iter_optional_batches, optional_tables_present
 from extract.records import LearnerRows
 from load.destination import Destination, write_file
-from load.manifest import Manifest, ParquetPartEntry, StoredEntry, parquet_part_path
+from load.manifest import ManifestHead, ParquetPartEntry, StoredEntry, parquet_part_path
 from load.parquet import IN_PROGRESS_SUFFIX, ParquetPartWriter, promote_parts
 from transform.analyst_schema import (
     DICTIONARY_NAME,
@@ -186,7 +186,9 @@ class ChunkTables:
         return self._writers[name]
 
 
-def write_dictionary(destination: Destination, run_dir: str, manifest: Manifest) -> Manifest:
+def write_dictionary(
+    destination: Destination, run_dir: str, manifest: ManifestHead
+) -> ManifestHead:
     """Write the data dictionary `schema.json` into the run directory; the manifest listing it."""
     dictionary = data_dictionary(
         run_id=manifest.run_id,
@@ -199,7 +201,7 @@ def write_dictionary(destination: Destination, run_dir: str, manifest: Manifest)
     return manifest.model_copy(update={"dictionary": entry})
 
 
-def publish_parts(destination: Destination, run_dir: str, manifest: Manifest) -> None:
+def publish_parts(destination: Destination, run_dir: str, manifest: ManifestHead) -> None:
     """Give the run's Parquet parts their `.parquet` names, just before the run is published (a
     glob over the destination matches no part of a run in progress)."""
     paths = [part.path for table in manifest.parquet.values() for part in table.parts]

@@ -45,7 +45,7 @@ from flows.progress import chunk_progress
 from flows.summary import ArchiveResult, summary_markdown
 from load.destination import check_run_id, open_destination
 from load.errors import TransientLoadError
-from load.manifest import ChunkPart, FileEntry, RunPlan
+from load.manifest import ChunkTally, FileEntry, RunPlan
 
 TASK_RETRIES = 3
 TASK_RETRY_DELAYS = [2, 10, 30]
@@ -83,12 +83,13 @@ apply_retention = task(name="apply-retention", **_IO_TASK)(archive_steps.apply_r
 
 
 @task(name="archive-chunk", task_run_name="archive-chunk-{index}", **_IO_TASK)
-def archive_chunk_task(job: ChunkJob, index: int, learner_ids: list[int]) -> ChunkPart:
-    return archive_chunk(job, index, learner_ids)
+def archive_chunk_task(job: ChunkJob, index: int, learner_ids: list[int]) -> ChunkTally:
+    # The tally, not the part: a run holds what grows with its chunks, never with its learners.
+    return archive_chunk(job, index, learner_ids).tally()
 
 
 @task(name="archive-pass", task_run_name="archive-pass-{first}", **_IO_TASK)
-def archive_pass_task(job: ChunkJob, first: int, chunks: dict[int, list[int]]) -> list[ChunkPart]:
+def archive_pass_task(job: ChunkJob, first: int, chunks: dict[int, list[int]]) -> list[ChunkTally]:
     return passes.archive_pass(job, chunks)
 
 
@@ -127,6 +128,7 @@ def archive_learners(
     destination = open_destination(job.destination_url)
     result = ArchiveResult.from_manifest(
         outcome.manifest,
+        truncated=outcome.truncated,
         status=outcome.status,
         snapshot=f"{destination.name.rstrip('/')}/{job.run_id}",
         deleted=outcome.deleted,
@@ -172,16 +174,16 @@ def _run_chunks(job: ChunkJob, plan: RunPlan, pending: list[int]) -> archive_ste
         return _run_passes(job, plan, pending)
     logger = get_run_logger()
     already = len(plan.chunks) - len(pending)
-    futures: dict[PrefectFuture[ChunkPart], int] = {
+    futures: dict[PrefectFuture[ChunkTally], int] = {
         archive_chunk_task.submit(job, index, plan.chunks[index]): index for index in pending
     }
-    parts: dict[int, ChunkPart] = {}
+    parts: dict[int, ChunkTally] = {}
     errors: dict[int, str] = {}
     with _collector_kept_out_of_the_chunks(), chunk_progress(len(plan.chunks), already) as advance:
         for future in as_completed(list(futures)):
             index = futures[future]
             outcome = _outcome(future, already + len(parts), len(plan.chunks))
-            if isinstance(outcome, ChunkPart):
+            if isinstance(outcome, ChunkTally):
                 parts[index] = outcome
                 _log_chunk(outcome)
             else:
@@ -202,7 +204,7 @@ def _run_passes(job: ChunkJob, plan: RunPlan, pending: list[int]) -> archive_ste
     futures = {
         archive_pass_task.submit(job, run[0], {i: plan.chunks[i] for i in run}): run for run in runs
     }
-    parts: dict[int, ChunkPart] = {}
+    parts: dict[int, ChunkTally] = {}
     errors: dict[int, str] = {}
     already = len(plan.chunks) - len(pending)
     with _collector_kept_out_of_the_chunks(), chunk_progress(len(plan.chunks), already) as advance:
@@ -211,7 +213,7 @@ def _run_passes(job: ChunkJob, plan: RunPlan, pending: list[int]) -> archive_ste
             outcome = _outcome(future, already + len(parts), len(plan.chunks))
             failed: dict[int, str] = {}
             if isinstance(outcome, list):
-                done = {part.index: part for part in outcome}
+                done = {tally.index: tally for tally in outcome}
             else:
                 done, failed = passes.failed_pass(job, indexes, error_text(outcome))
             for part in done.values():
@@ -240,9 +242,9 @@ def _outcome(future: PrefectFuture[_T], finished: int, chunks: int) -> _T | Base
         raise ClusterLost(address, exc, finished, chunks) from None
 
 
-def _log_chunk(part: ChunkPart) -> None:
+def _log_chunk(tally: ChunkTally) -> None:
     get_run_logger().info(
-        "chunk %d done: %d files, %d failed", part.index, len(part.files), len(part.failures)
+        "chunk %d done: %d files, %d failed", tally.index, tally.files, len(tally.failures)
     )
 
 

@@ -33,7 +33,7 @@ from flows.chunk import ChunkJob, archive_chunk
 from flows.errors import error_text
 from load.audit import audit_manifest
 from load.destination import Destination, open_destination, remove_incomplete_root
-from load.manifest import ChunkPart, Manifest, RunParameters, RunPlan
+from load.manifest import ChunkTally, ManifestHead, RunParameters, RunPlan
 from load.run_lock import run_lock
 
 if TYPE_CHECKING:
@@ -47,10 +47,10 @@ class Opened:
     """A run as found on the destination: finished (`manifest`, `published` or not), or still to
     do (`plan`, with the `parts` of the chunks already finished)."""
 
-    manifest: Manifest | None
+    manifest: ManifestHead | None
     published: bool
     plan: RunPlan | None
-    parts: dict[int, ChunkPart]
+    parts: dict[int, ChunkTally]
 
 
 def open_run(job: ChunkJob, parameters: RunParameters, now: datetime) -> Opened:
@@ -87,19 +87,37 @@ def learner_ids(job: ChunkJob) -> list[int]:
         engine.dispose()
 
 
-def record_audit(audit_log: str, manifest: Manifest, exported_by: int | None, resumed: bool) -> int:
-    """Append the run's audit lines (only those missing when `resumed`); returns how many."""
-    return audit_manifest(Path(audit_log), manifest, exported_by, resumed=resumed)
+def record_audit(
+    audit_log: str,
+    destination: Destination,
+    manifest: ManifestHead,
+    exported_by: int | None,
+    published: bool,
+) -> int:
+    """Append the run's audit lines, only those missing from the log (an earlier attempt may
+    have appended some), its entries streamed from its written manifest (in its snapshot once
+    `published`); returns how many lines were appended."""
+    entries = run.written_entries(destination, manifest.run_id, published=published)
+    return audit_manifest(Path(audit_log), manifest, entries, exported_by, resumed=True)
 
 
-def publish(destination: Destination, manifest: Manifest) -> str:
+def truncated_learners(destination: Destination, manifest: ManifestHead) -> list[int]:
+    """The ids of the published snapshot's truncated learners (its entries are read only when
+    it has any)."""
+    if not manifest.counts.truncated:
+        return []
+    entries = run.written_entries(destination, manifest.run_id, published=True)
+    return [entry.learner_id for entry in entries if entry.truncated]
+
+
+def publish(destination: Destination, manifest: ManifestHead) -> str:
     """Remove the run's leftovers and publish it; returns the snapshot directory."""
     snapshot = run.publish_run(destination, manifest)
     remove_incomplete_root(destination)
     return snapshot
 
 
-def write_report(destination: Destination, manifest: Manifest) -> ReportWritten:
+def write_report(destination: Destination, manifest: ManifestHead) -> ReportWritten:
     """Write the run's analyst report and list it in its manifest (`flows.report`; pandas and
     matplotlib are imported only by runs that ask for a report)."""
     from flows.report import write_report as write
@@ -114,8 +132,8 @@ def apply_retention(job: ChunkJob, keep: int, now: datetime) -> list[str]:
     )
 
 
-ChunkResults = tuple[dict[int, ChunkPart], dict[int, str]]
-"""The parts of the chunks that finished, and the error text of each chunk that failed."""
+ChunkResults = tuple[dict[int, ChunkTally], dict[int, str]]
+"""The tallies of the chunks that finished, and the error text of each chunk that failed."""
 
 
 class ChunkRunner(Protocol):
@@ -126,17 +144,17 @@ def run_chunks_in_order(job: ChunkJob, plan: RunPlan, pending: list[int]) -> Chu
     """The pending chunks one after another in this thread (the flow runs them as tasks). A
     chunk that raises is recorded as failed, as a task that failed after its retries is. On a
     source without the needed indexes, all of them in one ordered pass (`flows.passes`)."""
-    parts: dict[int, ChunkPart] = {}
+    parts: dict[int, ChunkTally] = {}
     errors: dict[int, str] = {}
     if job.missing_indexes and pending:
         try:
             finished = passes.archive_pass(job, {i: plan.chunks[i] for i in pending})
         except Exception as exc:
             return passes.failed_pass(job, pending, error_text(exc))
-        return {part.index: part for part in finished}, errors
+        return {tally.index: tally for tally in finished}, errors
     for index in pending:
         try:
-            parts[index] = archive_chunk(job, index, plan.chunks[index])
+            parts[index] = archive_chunk(job, index, plan.chunks[index]).tally()
         except Exception as exc:
             errors[index] = error_text(exc)
     return parts, errors
@@ -148,27 +166,29 @@ class ArchiveSteps:
 
     open_run: Callable[[ChunkJob, RunParameters, datetime], Opened] = open_run
     run_chunks: ChunkRunner = run_chunks_in_order
-    write_manifest: Callable[..., Manifest] = run.write_manifest
-    write_report: Callable[[Destination, Manifest], ReportWritten] = write_report
-    record_audit: Callable[[str, Manifest, int | None, bool], int] = record_audit
-    publish: Callable[[Destination, Manifest], str] = publish
+    write_manifest: Callable[..., ManifestHead] = run.write_manifest
+    write_report: Callable[[Destination, ManifestHead], ReportWritten] = write_report
+    record_audit: Callable[[str, Destination, ManifestHead, int | None, bool], int] = record_audit
+    publish: Callable[[Destination, ManifestHead], str] = publish
     apply_retention: Callable[[ChunkJob, int, datetime], list[str]] = apply_retention
 
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """What a run did: its manifest, whether this call finished it, the chunks it exported,
-    the audit lines it appended, the snapshots retention deleted, the headline figures of the
-    report this call wrote (None when it wrote none) and how it read the source
-    (`flows.passes.read_way`; None when it had no chunk to read)."""
+    """What a run did: its manifest (head), whether this call finished it, the chunks it
+    exported, the audit lines it appended, the snapshots retention deleted, the headline figures
+    of the report this call wrote (None when it wrote none), how it read the source
+    (`flows.passes.read_way`; None when it had no chunk to read) and the ids of its truncated
+    learners."""
 
-    manifest: Manifest
+    manifest: ManifestHead
     status: Literal["complete", "already-complete"]
     chunks_run: int
     audit_lines: int
     deleted: list[str]
     report_headline: list[tuple[str, str]] | None = None
     read: str | None = None
+    truncated: list[int] = dataclasses.field(default_factory=list)
 
 
 def archive_run(
@@ -235,7 +255,9 @@ def archive_run(
         if audit_log:
             # Always searched first: an earlier attempt may have appended some of this run's
             # lines (killed before publishing, or its destination lost after appending them).
-            lines = steps.record_audit(audit_log, manifest, job.exported_by, True)
+            lines = steps.record_audit(
+                audit_log, destination, manifest, job.exported_by, opened.published
+            )
             if lines:
                 log.info("run %s: %d lines appended to the audit log", job.run_id, lines)
         if not opened.published:
@@ -247,4 +269,5 @@ def archive_run(
     deleted = [] if keep is None else steps.apply_retention(job, keep, now)
     for run_id in deleted:
         log.info("retention: deleted snapshot %s", run_id)
-    return RunOutcome(manifest, status, chunks_run, lines, deleted, headline, read)
+    truncated = truncated_learners(destination, manifest)
+    return RunOutcome(manifest, status, chunks_run, lines, deleted, headline, read, truncated)

@@ -27,7 +27,7 @@ from typing import Any
 from extract.ordered_pass import OrderedPass
 from flows.chunk import ChunkJob, archive_chunk, source_snapshot
 from load.destination import list_files, open_destination, read_if_exists
-from load.manifest import PARTS_DIR, ChunkPart, part_path
+from load.manifest import PARTS_DIR, ChunkPart, ChunkTally, part_path
 from transform.document import LESSON_CAP
 
 BY_INDEX = "read by index"
@@ -72,10 +72,11 @@ def pass_count(task_runner: Any, default: int) -> int:
     return threads if isinstance(threads, int) and threads > 0 else default
 
 
-def archive_pass(job: ChunkJob, chunks: dict[int, list[int]]) -> list[ChunkPart]:
+def archive_pass(job: ChunkJob, chunks: dict[int, list[int]]) -> list[ChunkTally]:
     """Export these chunks (index -> learner ids; consecutive, ascending) in one ordered pass;
-    the part of each, in order, those finished by an earlier attempt of the pass included. Only
-    the pass's own chunks travel with it (a plan of millions of ids stays with the flow)."""
+    the tally of each, in order, those finished by an earlier attempt of the pass included. Only
+    the pass's own chunks travel with it (a plan of millions of ids stays with the flow), and
+    only their tallies come back (their entries stay in their part records)."""
     destination = open_destination(job.destination_url)
     run_dir = destination.incomplete_dir(job.run_id)
     indexes = sorted(chunks)
@@ -89,15 +90,15 @@ def archive_pass(job: ChunkJob, chunks: dict[int, list[int]]) -> list[ChunkPart]
             OrderedPass(conn, ids, lesson_limit=lesson_limit) as source,
         ):
             for index in todo:
-                parts[index] = archive_chunk(job, index, chunks[index], source=source)
+                parts[index] = archive_chunk(job, index, chunks[index], source=source).tally()
     return [parts[index] for index in indexes]
 
 
 def failed_pass(
     job: ChunkJob, indexes: list[int], error: str
-) -> tuple[dict[int, ChunkPart], dict[int, str]]:
-    """A pass that raised (after its retries): the parts its chunks recorded before it did, and
-    `error` for each of the others, as failed chunk tasks are reported."""
+) -> tuple[dict[int, ChunkTally], dict[int, str]]:
+    """A pass that raised (after its retries): the tallies of the parts its chunks recorded
+    before it did, and `error` for each of the others, as failed chunk tasks are reported."""
     destination = open_destination(job.destination_url)
     try:
         parts = _finished(destination.fs, destination.incomplete_dir(job.run_id), indexes)
@@ -106,10 +107,10 @@ def failed_pass(
     return parts, {index: error for index in indexes if index not in parts}
 
 
-def _finished(fs: Any, run_dir: str, indexes: list[int]) -> dict[int, ChunkPart]:
-    """The parts of these chunks already recorded without failures (a chunk with failures is
-    done again, as a resumed run does). One listing of the parts directory, then a read of each
-    part of this pass that is there."""
+def _finished(fs: Any, run_dir: str, indexes: list[int]) -> dict[int, ChunkTally]:
+    """The tallies of these chunks' parts already recorded without failures (a chunk with
+    failures is done again, as a resumed run does). One listing of the parts directory, then a
+    read of each part of this pass that is there."""
     present = set(list_files(fs, posixpath.join(run_dir, PARTS_DIR)))
     parts = {}
     for index in indexes:
@@ -121,5 +122,5 @@ def _finished(fs: Any, run_dir: str, indexes: list[int]) -> dict[int, ChunkPart]
             continue
         part = ChunkPart.model_validate_json(data)
         if not part.failures:
-            parts[index] = part
+            parts[index] = part.tally()
     return parts

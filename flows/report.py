@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import fsspec
 import pyarrow as pa
 
+from flows.run import rewrite_manifest
 from load.destination import Destination, write_file
-from load.manifest import MANIFEST_NAME, Manifest, StoredEntry, to_json
-from load.snapshot_files import SnapshotError, read_manifest
+from load.manifest import FileEntry, Manifest, ManifestHead, StoredEntry
+from load.snapshot_files import SnapshotError, read_entries, read_manifest
 from load.snapshot_tables import read_table
 from transform.analyst_schema import TABLE_SCHEMAS
 from transform.report_figures import (
@@ -37,9 +38,10 @@ REPORT_NAME = "report.html"
 """The report's name inside a snapshot written with `archive --report`."""
 
 
-def snapshot_facts(manifest: Manifest) -> SnapshotFacts:
-    """What the report takes from the manifest: the run, its export time, and truncation."""
-    truncated = [entry for entry in manifest.files if entry.truncated]
+def snapshot_facts(manifest: ManifestHead, entries: Iterable[FileEntry]) -> SnapshotFacts:
+    """What the report takes from the manifest and its `entries`: the run, its export time, and
+    truncation (the entries are read only when the manifest counts a truncated learner)."""
+    truncated = [e for e in entries if e.truncated] if manifest.counts.truncated else []
     return SnapshotFacts(
         run_id=manifest.run_id,
         exported_at=manifest.export_date,
@@ -52,7 +54,7 @@ def snapshot_facts(manifest: Manifest) -> SnapshotFacts:
 def report_frames(
     fs: fsspec.AbstractFileSystem,
     directory: str,
-    manifest: Manifest,
+    manifest: ManifestHead,
     name: str,
     min_cell: int = DEFAULT_MIN_CELL,
 ) -> ReportFrames:
@@ -69,7 +71,7 @@ def report_frames(
             table: read(table, columns, dictionary=DICTIONARY_COLUMNS)
             for table, columns in TABLE_COLUMNS.items()
         }
-        data = frames(snapshot_facts(manifest), tables)
+        data = frames(snapshot_facts(manifest, read_entries(fs, directory)), tables)
         texts = _question_texts(read, ranked_questions(data, min_cell))
     except SnapshotError as exc:
         raise SnapshotError(f"{name}: {exc}") from None
@@ -129,11 +131,11 @@ class ReportWritten:
     """The run's manifest listing its report, and the report's headline figures as printed
     (counts, or "fewer than N learners": nothing personal) for the run's artifact."""
 
-    manifest: Manifest
+    manifest: ManifestHead
     headline: list[tuple[str, str]]
 
 
-def write_report(destination: Destination, manifest: Manifest) -> ReportWritten:
+def write_report(destination: Destination, manifest: ManifestHead) -> ReportWritten:
     """Write the analyst report of the unpublished run `manifest` describes (its manifest
     written, its parts not yet published) as `report.html` in its directory, then its manifest
     again, listing the report. Safe to repeat: the same tables give the same page."""
@@ -143,7 +145,7 @@ def write_report(destination: Destination, manifest: Manifest) -> ReportWritten:
     stored = write_file(destination.fs, posixpath.join(run_dir, REPORT_NAME), page)
     entry = StoredEntry(path=REPORT_NAME, bytes=stored.bytes, sha256=stored.sha256)
     listed = manifest.model_copy(update={"report": entry})
-    write_file(destination.fs, posixpath.join(run_dir, MANIFEST_NAME), to_json(listed))
+    rewrite_manifest(destination, listed)
     return ReportWritten(listed, headline)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TypeVar
 
@@ -34,6 +34,7 @@ from load.destination import (
     remove_empty_dirs,
     remove_files,
     write_file,
+    write_pieces,
 )
 from load.errors import TerminalLoadError
 from load.manifest import (
@@ -41,23 +42,28 @@ from load.manifest import (
     PARTS_DIR,
     PLAN_NAME,
     ChunkPart,
+    ChunkTally,
     Failure,
-    Manifest,
+    FileEntry,
+    ManifestHead,
     RunParameters,
     RunPlan,
-    build_manifest,
+    build_head,
     chunked,
+    entry_paths,
+    manifest_pieces,
     part_path,
     to_json,
 )
 from load.parquet import IN_PROGRESS_SUFFIX
+from load.snapshot_files import read_entries
 from transform.values import iso_timestamp
 
 
-def published_manifest(destination: Destination, run_id: str) -> Manifest | None:
-    """The manifest of the finished snapshot `run_id`, or None when it is not finished."""
+def published_manifest(destination: Destination, run_id: str) -> ManifestHead | None:
+    """The manifest head of the finished snapshot `run_id`, or None when it is not finished."""
     path = posixpath.join(destination.snapshot_dir(run_id), MANIFEST_NAME)
-    return _read_record(destination, path, Manifest)
+    return _read_record(destination, path, ManifestHead)
 
 
 def open_plan(
@@ -160,18 +166,20 @@ def abandon_run(destination: Destination, run_id: str) -> tuple[int, str | None]
     return len(names), None if plan is None else plan.started_at
 
 
-def finished_parts(destination: Destination, plan: RunPlan) -> dict[int, ChunkPart]:
-    """The part record of every chunk that has one and whose files are all there, by chunk
-    index (a chunk whose files were removed since, with the destination, is done again)."""
+def finished_parts(destination: Destination, plan: RunPlan) -> dict[int, ChunkTally]:
+    """The tally of every chunk that has a part record and whose files are all there, by chunk
+    index (a chunk whose files were removed since, with the destination, is done again). One
+    part record is held at a time."""
     run_dir = destination.incomplete_dir(plan.run_id)
     present = set(list_files(destination.fs, run_dir))
     parts = {}
     for index in range(len(plan.chunks)):
         part = _read_record(destination, posixpath.join(run_dir, part_path(index)), ChunkPart)
-        written = [f.path for f in part.files] + [p.path for p in part.parquet] if part else []
-        written += [f.page.path for f in part.files if f.page is not None] if part else []
-        if part is not None and not missing_files(written, present):
-            parts[index] = part
+        if part is None:
+            continue
+        written = [p for f in part.files for p in entry_paths(f)] + [p.path for p in part.parquet]
+        if not missing_files(written, present):
+            parts[index] = part.tally()
     return parts
 
 
@@ -181,14 +189,19 @@ def missing_files(paths: list[str], present: set[str]) -> list[str]:
     return [p for p in paths if p not in present and p + IN_PROGRESS_SUFFIX not in present]
 
 
-def incomplete_manifest(destination: Destination, manifest: Manifest) -> list[str]:
+def incomplete_manifest(destination: Destination, manifest: ManifestHead) -> list[str]:
     """The files the run's written manifest lists that are not in its directory (removed while
     the run was writing): [] when the run can be published."""
-    present = set(list_files(destination.fs, destination.incomplete_dir(manifest.run_id)))
-    return missing_files(sorted(manifest.listed_paths()), present)
+    run_dir = destination.incomplete_dir(manifest.run_id)
+    present = set(list_files(destination.fs, run_dir))
+    listed = sorted(manifest.listed_besides_files())
+    missing = missing_files(listed, present)
+    for entry in read_entries(destination.fs, run_dir):
+        missing += missing_files(list(entry_paths(entry)), present)
+    return missing
 
 
-def pending_chunks(plan: RunPlan, parts: dict[int, ChunkPart]) -> list[int]:
+def pending_chunks(plan: RunPlan, parts: dict[int, ChunkTally]) -> list[int]:
     """Chunks still to do: those without a part, and those whose learners failed (retried)."""
     return [
         index for index in range(len(plan.chunks)) if index not in parts or parts[index].failures
@@ -198,28 +211,27 @@ def pending_chunks(plan: RunPlan, parts: dict[int, ChunkPart]) -> list[int]:
 def write_manifest(
     destination: Destination,
     plan: RunPlan,
-    parts: dict[int, ChunkPart],
+    parts: dict[int, ChunkTally],
     *,
     chunk_errors: dict[int, str],
     tolerate_failures: bool,
     now: datetime,
     seconds: float,
-) -> Manifest:
-    """Write the run's manifest into its incomplete directory (state 2); returns the manifest.
+) -> ManifestHead:
+    """Write the run's manifest into its incomplete directory (state 2); returns its head.
 
     `chunk_errors` are chunks that failed as a whole (after their retries): each of their
     learners is a failure. Unless `tolerate_failures`, any failure or requested id that is not
-    a learner raises RunFailed and nothing is written.
+    a learner raises RunFailed and nothing is written. The entries are streamed from the part
+    records, one read at a time (`manifest_pieces`): writing the manifest of a million learners
+    holds one chunk's entries.
     """
     every = dict(parts)
     for index, error in chunk_errors.items():
         ids = plan.chunks[index]
-        every[index] = ChunkPart(
-            index=index,
-            learner_ids=ids,
-            files=[],
-            failures=[Failure(learner_id=i, chunk=index, error=error) for i in ids],
-            seconds=0,
+        failures = [Failure(learner_id=i, chunk=index, error=error) for i in ids]
+        every[index] = ChunkTally(
+            index=index, files=0, bytes=0, truncated=0, problems=0, failures=failures, seconds=0
         )
     missing = [i for i in range(len(plan.chunks)) if i not in every]
     if missing:
@@ -233,17 +245,56 @@ def write_manifest(
         raise RunFailed(plan.run_id, unexported, errors[0] if errors else None)
     finished_at = iso_timestamp(now)
     assert finished_at is not None
-    manifest = build_manifest(plan, list(every.values()), finished_at=finished_at, seconds=seconds)
+    manifest = build_head(plan, every.values(), finished_at=finished_at, seconds=seconds)
     run_dir = destination.incomplete_dir(plan.run_id)
     if plan.parameters.parquet:
         from flows.analyst import write_dictionary  # pyarrow only for runs with Parquet
 
         manifest = write_dictionary(destination, run_dir, manifest)
-    write_file(destination.fs, posixpath.join(run_dir, MANIFEST_NAME), to_json(manifest))
+    entries = _part_entries(destination, plan.run_id, [every[i] for i in sorted(every)])
+    path = posixpath.join(run_dir, MANIFEST_NAME)
+    write_pieces(destination.fs, path, manifest_pieces(manifest, entries))
     return manifest
 
 
-def publish_run(destination: Destination, manifest: Manifest) -> str:
+def _part_entries(
+    destination: Destination, run_id: str, tallies: list[ChunkTally]
+) -> Iterator[FileEntry]:
+    """The file entries of these chunks (in chunk order) from their part records, in learner id
+    order, one part record read at a time."""
+    run_dir = destination.incomplete_dir(run_id)
+    for tally in tallies:
+        if not tally.files:
+            continue
+        part = _read_record(destination, posixpath.join(run_dir, part_path(tally.index)), ChunkPart)
+        if part is None or len(part.files) != tally.files:
+            raise TerminalLoadError(
+                f"run {run_id}: the part record of chunk {tally.index} is gone or changed since "
+                "the chunk finished; run the same command again to redo the chunk"
+            )
+        yield from sorted(part.files, key=lambda f: f.learner_id)
+
+
+def rewrite_manifest(destination: Destination, manifest: ManifestHead) -> None:
+    """Write the unpublished run's manifest again with this head (listing a file written
+    since), its entries streamed from the manifest as written."""
+    run_dir = destination.incomplete_dir(manifest.run_id)
+    pieces = manifest_pieces(manifest, read_entries(destination.fs, run_dir))
+    write_pieces(destination.fs, posixpath.join(run_dir, MANIFEST_NAME), pieces)
+
+
+def written_entries(
+    destination: Destination, run_id: str, *, published: bool
+) -> Iterator[FileEntry]:
+    """The file entries of the run's written manifest (of its snapshot once `published`),
+    streamed in learner id order."""
+    directory = (
+        destination.snapshot_dir(run_id) if published else destination.incomplete_dir(run_id)
+    )
+    return read_entries(destination.fs, directory)
+
+
+def publish_run(destination: Destination, manifest: ManifestHead) -> str:
     """Give the Parquet parts their final names, remove from the run directory everything the
     manifest does not list (the plan, the parts, temporary files of writes killed midway), then
     publish it."""
@@ -258,11 +309,12 @@ def publish_run(destination: Destination, manifest: Manifest) -> str:
             f"run {manifest.run_id}: {len(missing)} file(s) its manifest lists are gone from "
             f"{destination.name} (first: {missing[0]}); run the same command again to write them"
         )
-    listed = manifest.listed_paths()
-    leftovers = [name for name in list_files(destination.fs, run_dir) if name not in listed]
+    leftovers = set(list_files(destination.fs, run_dir)) - manifest.listed_besides_files()
+    for entry in read_entries(destination.fs, run_dir):
+        leftovers.difference_update(entry_paths(entry))
     # Parts last: while any remain, a rerun can still tell this run's state.
-    leftovers.sort(key=lambda name: name.startswith(PARTS_DIR + "/"))
-    remove_files(destination.fs, run_dir, leftovers)
+    ordered = sorted(leftovers, key=lambda name: (name.startswith(PARTS_DIR + "/"), name))
+    remove_files(destination.fs, run_dir, ordered)
     remove_empty_dirs(destination.fs, run_dir)
     return publish(destination, manifest.run_id)
 
@@ -272,10 +324,10 @@ def discard_manifest(destination: Destination, run_id: str) -> None:
     remove_files(destination.fs, destination.incomplete_dir(run_id), [MANIFEST_NAME])
 
 
-def pending_manifest(destination: Destination, run_id: str) -> Manifest | None:
-    """The manifest of a run killed after writing it but before publishing (state 2)."""
+def pending_manifest(destination: Destination, run_id: str) -> ManifestHead | None:
+    """The manifest head of a run killed after writing it but before publishing (state 2)."""
     path = posixpath.join(destination.incomplete_dir(run_id), MANIFEST_NAME)
-    return _read_record(destination, path, Manifest)
+    return _read_record(destination, path, ManifestHead)
 
 
 _FINISHED_AT = re.compile(rb'"finished_at"\s*:\s*"([^"]+)"')
@@ -311,7 +363,7 @@ def _finished_at(destination: Destination, run_id: str) -> str:
     return found.group(1).decode() if found else ""
 
 
-_R = TypeVar("_R", RunPlan, ChunkPart, Manifest)
+_R = TypeVar("_R", RunPlan, ChunkPart, ManifestHead)
 
 
 def _read_record(destination: Destination, path: str, model: type[_R]) -> _R | None:

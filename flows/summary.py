@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from load.manifest import Counts, Manifest
+from load.manifest import Counts, ManifestHead
 
 SHOWN_IDS = 50
 """Ids listed in the artifact per category; the manifest always lists them all."""
@@ -38,8 +38,9 @@ class ArchiveResult(BaseModel):
     @classmethod
     def from_manifest(
         cls,
-        manifest: Manifest,
+        manifest: ManifestHead,
         *,
+        truncated: list[int],
         status: Literal["complete", "already-complete"],
         snapshot: str,
         deleted: list[str],
@@ -47,13 +48,15 @@ class ArchiveResult(BaseModel):
         seconds: float,
         read: str | None = None,
     ) -> ArchiveResult:
+        """The summary of the run `manifest` heads; `truncated` are its truncated learners' ids
+        (`flows.archive_steps.RunOutcome.truncated`)."""
         return cls(
             run_id=manifest.run_id,
             status=status,
             snapshot=snapshot,
             counts=manifest.counts,
             parquet_rows={name: table.rows for name, table in manifest.parquet.items()},
-            truncated_learners=[f.learner_id for f in manifest.files if f.truncated],
+            truncated_learners=truncated,
             failed_learners=[f.learner_id for f in manifest.failures],
             not_found=manifest.not_found,
             deleted_snapshots=deleted,

@@ -17,9 +17,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import itertools
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ import orjson
 
 from load.errors import TerminalLoadError, os_error
 from load.files import FILE_MODE
-from load.manifest import FileEntry, Manifest
+from load.manifest import FileEntry, ManifestHead
 
 ARCHIVE_CHANNEL = "archive"
 """`via` of the lines an archive run appends."""
@@ -109,11 +110,16 @@ def written_record(*, at: datetime, via: str, user_id: int | None, entry: FileEn
 
 
 def audit_manifest(
-    path: Path, manifest: Manifest, exported_by: int | None, *, resumed: bool = False
+    path: Path,
+    manifest: ManifestHead,
+    entries: Iterable[FileEntry],
+    exported_by: int | None,
+    *,
+    resumed: bool = False,
 ) -> int:
     """Append one line per learner of a finished archive run to the log at `path`: 200 with the
-    stored file's sha256 and size for each document, 500 for each learner that failed. Returns
-    the number of lines appended.
+    stored file's sha256 and size for each document (its `entries`, streamed: one held at a
+    time), 500 for each learner that failed. Returns the number of lines appended.
 
     Exactly once: when `resumed` (an earlier attempt may have appended some of this run's lines
     before it was killed), the log is searched for the run's lines first and only the missing
@@ -122,15 +128,16 @@ def audit_manifest(
     """
     at = datetime.fromisoformat(manifest.finished_at)
     run_id, started = manifest.run_id, manifest.started_at
-    records = [
+    present = audited_learners(path, run_id, started) if resumed else set()
+    written = (
         dataclasses.replace(
             written_record(at=at, via=ARCHIVE_CHANNEL, user_id=exported_by, entry=entry),
             run_id=run_id,
             run_started_at=started,
         )
-        for entry in manifest.files
-    ]
-    records += [
+        for entry in entries
+    )
+    failed = (
         AuditRecord(
             at=at,
             via=ARCHIVE_CHANNEL,
@@ -141,13 +148,13 @@ def audit_manifest(
             run_started_at=started,
         )
         for f in manifest.failures
-    ]
-    if resumed:
-        present = audited_learners(path, manifest.run_id, manifest.started_at)
-        records = [r for r in records if r.learner_id not in present]
-    for record in records:
-        append_audit(path, record)
-    return len(records)
+    )
+    appended = 0
+    for record in itertools.chain(written, failed):
+        if record.learner_id not in present:
+            append_audit(path, record)
+            appended += 1
+    return appended
 
 
 def audited_learners(path: Path, run_id: str, run_started_at: str) -> set[int | None]:

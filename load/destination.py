@@ -22,7 +22,7 @@ import hashlib
 import os
 import posixpath
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +161,19 @@ def write_file(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> StoredF
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
         fs.pipe_file(path, data)
     return StoredFile(path=path, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+
+def write_pieces(fs: fsspec.AbstractFileSystem, path: str, pieces: Iterable[bytes]) -> StoredFile:
+    """`write_file` of the concatenation of `pieces`, for files too large to build in memory.
+
+    Local disk: the pieces stream into the temporary file, one held at a time. Object stores:
+    joined, then one PUT, which is what keeps the object complete or absent there.
+    """
+    if isinstance(fs, LocalFileSystem):
+        with AtomicBatch(Path(posixpath.dirname(path))) as batch:
+            written = batch.add_pieces(posixpath.basename(path), pieces)
+        return StoredFile(path=path, bytes=written.size, sha256=written.sha256)
+    return write_file(fs, path, b"".join(pieces))
 
 
 class FileBatch:

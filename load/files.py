@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,21 +53,30 @@ class AtomicBatch:
 
     def add(self, name: str, data: bytes) -> WrittenFile:
         """Write `data` for `directory/name` (visible under that name after `commit`)."""
+        return self.add_pieces(name, (data,))
+
+    def add_pieces(self, name: str, pieces: Iterable[bytes]) -> WrittenFile:
+        """Write the concatenation of `pieces` for `directory/name`, one piece at a time, so a
+        file larger than memory can be written (visible under that name after `commit`)."""
         target = self.directory / name
         temporary = self.directory / f".{name}.{secrets.token_hex(6)}.tmp"
+        digest, size = hashlib.sha256(), 0
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
             try:
                 with os.fdopen(descriptor, "wb") as handle:
-                    handle.write(data)
+                    for piece in pieces:
+                        handle.write(piece)
+                        digest.update(piece)
+                        size += len(piece)
             except BaseException:
                 temporary.unlink(missing_ok=True)
                 raise
         except OSError as exc:
             raise os_error(exc, f"writing {target}") from None
         self._pending.append((temporary, target))
-        return WrittenFile(path=target, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        return WrittenFile(path=target, size=size, sha256=digest.hexdigest())
 
     def commit(self) -> None:
         """Make every added file durable, then visible under its name."""

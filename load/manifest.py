@@ -19,8 +19,9 @@ strict about the ones it declares (types, ranges, paths that stay inside the sna
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterable, Iterator
 from pathlib import PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, BinaryIO, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -145,6 +146,47 @@ class ChunkPart(_Record):
     failures: list[Failure] = []
     seconds: float
 
+    def tally(self) -> ChunkTally:
+        """What a run keeps of this chunk while the others run (its files counted, not held)."""
+        return ChunkTally(
+            index=self.index,
+            files=len(self.files),
+            bytes=sum(f.bytes for f in self.files),
+            truncated=sum(f.truncated for f in self.files),
+            problems=sum(len(f.problems) for f in self.files),
+            **self.model_dump(include=_TALLIED, round_trip=True),
+        )
+
+
+class ChunkTally(_Record):
+    """A finished chunk as a run holds it until its manifest is written: its part record with
+    the file entries counted instead of listed. The entries stay in the part record on the
+    destination, and the manifest is streamed from there (`manifest_pieces`), so what a run
+    holds grows with its chunks, never with its learners."""
+
+    index: int
+    files: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+    truncated: int = Field(ge=0)
+    problems: int = Field(ge=0)
+    parquet: list[ParquetPartEntry] = []
+    parquet_skipped: list[str] = []
+    pseudonym_key_fingerprint: str | None = None
+    not_found: list[int] = []
+    failures: list[Failure] = []
+    seconds: float
+
+
+_TALLIED = {
+    "parquet",
+    "parquet_skipped",
+    "pseudonym_key_fingerprint",
+    "not_found",
+    "failures",
+    "seconds",
+}
+"""The fields a ChunkTally copies from its ChunkPart as they are."""
+
 
 class Counts(_Record):
     learners_requested: int
@@ -162,8 +204,10 @@ class ParquetTable(_Record):
     parts: list[ParquetPartEntry]
 
 
-class Manifest(_Record):
-    """The snapshot's table of contents, written last. Files are ordered by learner id.
+class ManifestHead(_Record):
+    """A snapshot's manifest without its file entries: what a run holds in memory while it
+    writes, audits and publishes the snapshot. The entries (one per learner, so millions) are
+    streamed from the written manifest (`manifest_entries`) where they are needed.
 
     With Parquet: `parquet_skipped` names the analyst tables that no chunk wrote because the
     source lacks their optional table (contract §1b); `pseudonym_key_fingerprint` identifies the
@@ -181,7 +225,6 @@ class Manifest(_Record):
     duration_seconds: float
     parameters: RunParameters
     counts: Counts
-    files: list[FileEntry]
     parquet: dict[str, ParquetTable]
     not_found: list[int]
     failures: list[Failure]
@@ -191,13 +234,27 @@ class Manifest(_Record):
     dictionary: StoredEntry | None = None
     report: StoredEntry | None = None
 
-    def listed_paths(self) -> set[str]:
-        """Every file of the snapshot, relative to it: the manifest itself included."""
-        listed = {MANIFEST_NAME} | {entry.path for entry in self.files}
-        listed |= {entry.page.path for entry in self.files if entry.page is not None}
-        listed |= {part.path for table in self.parquet.values() for part in table.parts}
+    def listed_besides_files(self) -> set[str]:
+        """The files of the snapshot its entries do not list: the manifest itself, the Parquet
+        parts, the dictionary and the report (relative to the snapshot)."""
+        listed = {MANIFEST_NAME} | {part.path for t in self.parquet.values() for part in t.parts}
         listed |= {entry.path for entry in (self.dictionary, self.report) if entry is not None}
         return listed
+
+
+class Manifest(ManifestHead):
+    """The snapshot's table of contents, written last, read whole (`verify`, `restore`, tests).
+    Files are ordered by learner id, each learner once."""
+
+    files: list[FileEntry]
+
+    def head(self) -> ManifestHead:
+        """This manifest without its entries."""
+        return ManifestHead.model_validate(self.model_dump(exclude={"files"}, round_trip=True))
+
+    def listed_paths(self) -> set[str]:
+        """Every file of the snapshot, relative to it: the manifest itself included."""
+        return self.listed_besides_files() | {p for e in self.files for p in entry_paths(e)}
 
     @model_validator(mode="after")
     def _one_file_per_learner(self) -> Manifest:
@@ -207,6 +264,11 @@ class Manifest(_Record):
                 raise ValueError(f"learner {entry.learner_id} is listed twice")
             seen.add(entry.learner_id)
         return self
+
+
+def entry_paths(entry: FileEntry) -> tuple[str, ...]:
+    """The files one entry lists: the document, and its page when there is one."""
+    return (entry.path,) if entry.page is None else (entry.path, entry.page.path)
 
 
 def part_path(index: int) -> str:
@@ -225,25 +287,26 @@ def chunked(ids: list[int], size: int) -> list[list[int]]:
     return [ordered[start : start + size] for start in range(0, len(ordered), size)]
 
 
-def build_manifest(
-    plan: RunPlan, parts: list[ChunkPart], *, finished_at: str, seconds: float
-) -> Manifest:
-    """The manifest of a run whose chunks are all finished (`parts` holds one per chunk)."""
-    ordered = sorted(parts, key=lambda p: p.index)
-    files = sorted((f for p in ordered for f in p.files), key=lambda f: f.learner_id)
-    failures = sorted((f for p in ordered for f in p.failures), key=lambda f: f.learner_id)
-    not_found = sorted(i for p in ordered for i in p.not_found)
+def build_head(
+    plan: RunPlan, tallies: Iterable[ChunkTally], *, finished_at: str, seconds: float
+) -> ManifestHead:
+    """The manifest head of a run whose chunks are all finished (`tallies` holds one per
+    chunk); its entries are the part records' files, in chunk order (`manifest_pieces`)."""
+    ordered = sorted(tallies, key=lambda t: t.index)
+    failures = sorted((f for t in ordered for f in t.failures), key=lambda f: f.learner_id)
+    not_found = sorted(i for t in ordered for i in t.not_found)
     tables: dict[str, list[ParquetPartEntry]] = {}
-    for part in ordered:
-        for entry in part.parquet:
+    for tally in ordered:
+        for entry in tally.parquet:
             tables.setdefault(entry.table, []).append(entry)
-    fingerprints = {p.pseudonym_key_fingerprint for p in ordered if p.pseudonym_key_fingerprint}
+    fingerprints = {t.pseudonym_key_fingerprint for t in ordered if t.pseudonym_key_fingerprint}
     if len(fingerprints) > 1:
         raise TerminalLoadError(
             f"run {plan.run_id}: chunks were written with {len(fingerprints)} different pseudonym "
             "keys; their tables cannot be joined (start a new run with one key)"
         )
-    return Manifest(
+    files = sum(t.files for t in ordered)
+    return ManifestHead(
         run_id=plan.run_id,
         export_date=plan.export_date,
         started_at=plan.started_at,
@@ -252,15 +315,14 @@ def build_manifest(
         parameters=plan.parameters,
         counts=Counts(
             learners_requested=sum(len(c) for c in plan.chunks),
-            learners_exported=len(files),
-            files=len(files),
-            bytes=sum(f.bytes for f in files),
-            truncated=sum(f.truncated for f in files),
+            learners_exported=files,
+            files=files,
+            bytes=sum(t.bytes for t in ordered),
+            truncated=sum(t.truncated for t in ordered),
             not_found=len(not_found),
             failed=len(failures),
-            problems=sum(len(f.problems) for f in files),
+            problems=sum(t.problems for t in ordered),
         ),
-        files=files,
         parquet={
             table: ParquetTable(rows=sum(e.rows for e in entries), parts=entries)
             for table, entries in sorted(tables.items())
@@ -269,9 +331,95 @@ def build_manifest(
         failures=failures,
         chunks=len(ordered),
         # A table skipped by one chunk is listed (its optional source table was missing then).
-        parquet_skipped=sorted({name for p in ordered for name in p.parquet_skipped}),
+        parquet_skipped=sorted({name for t in ordered for name in t.parquet_skipped}),
         pseudonym_key_fingerprint=next(iter(fingerprints), None),
     )
+
+
+def build_manifest(
+    plan: RunPlan, parts: list[ChunkPart], *, finished_at: str, seconds: float
+) -> Manifest:
+    """The whole manifest of a run whose chunks are all finished (`parts` holds one per chunk),
+    as `manifest_pieces` writes it and `Manifest` reads it back."""
+    head = build_head(plan, [p.tally() for p in parts], finished_at=finished_at, seconds=seconds)
+    files = sorted((f for p in parts for f in p.files), key=lambda f: f.learner_id)
+    return Manifest(**dict(head), files=files)
+
+
+_FILES_OPEN = b'  "files": ['
+"""The line that opens the entries in a manifest: `manifest_pieces` writes each entry on a line
+of its own after it, and the array's closing bracket on the line after the last."""
+
+
+def manifest_pieces(head: ManifestHead, entries: Iterable[FileEntry]) -> Iterator[bytes]:
+    """manifest.json of `head` and its `entries`, piece by piece, one entry held at a time: the
+    head's fields as `to_json` writes them, then `files`, last, one entry per line (what
+    `manifest_entries` streams back). The whole is the JSON of a `Manifest`.
+
+    `entries` must come in ascending learner id order (chunks hold ascending, consecutive ids);
+    a repeated or out-of-order learner raises TerminalLoadError, as `Manifest` refuses it.
+    """
+    text = to_json(head)
+    yield text[: text.rindex(b"\n}")] + b",\n" + _FILES_OPEN
+    previous, separator = 0, b"\n    "
+    for entry in entries:
+        if entry.learner_id <= previous:
+            raise TerminalLoadError(
+                f"run {head.run_id}: learner {entry.learner_id} comes after learner {previous} "
+                "in the part records (listed twice, or chunks out of order)"
+            )
+        previous = entry.learner_id
+        yield separator + entry.model_dump_json().encode()
+        separator = b",\n    "
+    yield b"\n  ]\n}\n"
+
+
+def manifest_entries(handle: BinaryIO) -> Iterator[FileEntry]:
+    """The file entries of the manifest.json open in `handle` (binary, seekable), in order, one
+    read at a time when it was written by `manifest_pieces`; a manifest written another way (by
+    earlier versions, one field per line) is read whole. Raises TerminalLoadError when an entry
+    is not valid or a learner comes twice or out of order."""
+    for line in handle:
+        if line.rstrip() == _FILES_OPEN:
+            break
+    else:
+        yield from _whole_files(handle)
+        return
+    previous = 0
+    for line in handle:
+        text = line.strip()
+        if text == b"]" or text == b"],":
+            return
+        if not text.startswith(b"{") or text.rstrip(b",") == b"{":
+            yield from _whole_files(handle)  # one field per line: not streamed
+            return
+        try:
+            entry = FileEntry.model_validate_json(text.rstrip(b","))
+        except ValueError:
+            raise TerminalLoadError(
+                f"{MANIFEST_NAME}: an entry is not a valid file entry"
+            ) from None
+        if entry.learner_id <= previous:
+            raise TerminalLoadError(
+                f"{MANIFEST_NAME}: learner {entry.learner_id} is listed twice or out of order"
+            )
+        previous = entry.learner_id
+        yield entry
+    raise TerminalLoadError(f"{MANIFEST_NAME}: its list of files is cut short")
+
+
+class _Files(_Record):
+    files: list[FileEntry]
+
+
+def _whole_files(handle: BinaryIO) -> Iterator[FileEntry]:
+    """The entries of a manifest not written one per line: the whole file parsed at once."""
+    handle.seek(0)
+    try:
+        files = _Files.model_validate_json(handle.read()).files
+    except ValueError:
+        raise TerminalLoadError(f"{MANIFEST_NAME}: its list of files is not valid") from None
+    yield from files
 
 
 def to_json(record: BaseModel) -> bytes:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+from collections.abc import Iterator
 
 import fsspec
 from pydantic import ValidationError
 
 from load.destination import list_files, read_if_exists, translated
 from load.errors import TerminalLoadError
-from load.manifest import MANIFEST_NAME, Manifest
+from load.manifest import MANIFEST_NAME, FileEntry, Manifest, manifest_entries
 
 _HASH_STEP = 1024 * 1024
 MISSING = "is missing from the snapshot"
@@ -51,6 +52,14 @@ def read_manifest(fs: fsspec.AbstractFileSystem, directory: str, name: str) -> M
         raise SnapshotError(
             f"{name}: {MANIFEST_NAME} is not a valid manifest ({_first(exc)})"
         ) from None
+
+
+def read_entries(fs: fsspec.AbstractFileSystem, directory: str) -> Iterator[FileEntry]:
+    """The file entries of the manifest in `directory` (written, published or not), streamed in
+    learner id order: one held at a time (`load.manifest.manifest_entries`)."""
+    path = posixpath.join(directory, MANIFEST_NAME)
+    with translated(fs, path, "reading"), fs.open(path, "rb") as handle:
+        yield from manifest_entries(handle)
 
 
 def _first(exc: ValidationError) -> str:

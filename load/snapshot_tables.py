@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from load.destination import read_if_exists
-from load.manifest import Manifest, ParquetPartEntry
+from load.manifest import ManifestHead, ParquetPartEntry
 from load.parquet import IN_PROGRESS_SUFFIX
 from load.snapshot_files import MISSING, SnapshotError, bytes_problem
 
@@ -30,7 +30,7 @@ class TablesUnavailable(SnapshotError):
 def read_table(
     fs: fsspec.AbstractFileSystem,
     directory: str,
-    manifest: Manifest,
+    manifest: ManifestHead,
     table: str,
     columns: list[str],
     schema: pa.Schema,

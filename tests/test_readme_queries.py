@@ -49,7 +49,7 @@ def snapshots(sqlite_demo: DemoSource, tmp_path_factory: pytest.TempPathFactory)
             export_date=now, exported_by=None, compress=None, encryption_key=None, parquet=True,
             pseudonym_key="readme-test pseudonym key",
         )  # fmt: skip
-        parts = {i: archive_chunk(job, i, chunk) for i, chunk in enumerate(plan.chunks)}
+        parts = {i: archive_chunk(job, i, chunk).tally() for i, chunk in enumerate(plan.chunks)}
         manifest = write_manifest(
             destination, plan, parts, chunk_errors={}, tolerate_failures=False, now=now,
             seconds=1.0,

@@ -11,7 +11,7 @@ import orjson
 from cryptography.fernet import Fernet
 
 from flows.chunk import ChunkJob, archive_chunk
-from flows.run import open_plan, publish_run, write_manifest
+from flows.run import open_plan, publish_run, write_manifest, written_entries
 from learner_export.verify import verify_snapshot
 from load.destination import open_destination, open_snapshot
 from load.manifest import RunParameters
@@ -36,13 +36,14 @@ def test_pages_are_stored_listed_and_verified(sqlite_demo: DemoSource, tmp_path:
         exported_by=None, compress="gzip", encryption_key=key.decode(), parquet=False,
         pseudonym_key=None, html=True, notice=OperatorNotice(controller="Example Ltd", archive_keep=3),
     )  # fmt: skip
-    parts = {i: archive_chunk(job, i, chunk) for i, chunk in enumerate(plan.chunks)}
+    parts = {i: archive_chunk(job, i, chunk).tally() for i, chunk in enumerate(plan.chunks)}
     manifest = write_manifest(
         destination, plan, parts, chunk_errors={}, tolerate_failures=False, now=NOW, seconds=1.0
     )
     snapshot = Path(publish_run(destination, manifest))
     assert manifest.parameters.html is True
-    for entry in manifest.files:
+    entries = list(written_entries(destination, "day", published=True))
+    for entry in entries:
         assert entry.page is not None
         assert entry.page.path == f"learner-data-{entry.learner_id}-2026-11-27.html.gz.enc"
         document = orjson.loads(
@@ -55,7 +56,7 @@ def test_pages_are_stored_listed_and_verified(sqlite_demo: DemoSource, tmp_path:
     report = verify_snapshot(fs, directory, fernet)
     assert (report.documents, report.pages, report.problems) == (2, 2, [])
     # A page changed, or gone, is a mismatch naming it.
-    first, second = (entry.page for entry in manifest.files if entry.page is not None)
+    first, second = (entry.page for entry in entries if entry.page is not None)
     (snapshot / first.path).write_bytes(b"tampered")
     (snapshot / second.path).unlink()
     problems = verify_snapshot(fs, directory, fernet).problems

@@ -114,7 +114,7 @@ def test_no_parquet_glob_matches_a_run_in_progress_until_it_is_published(
     ids = sqlite_demo.rows.learner_ids
     plan = open_plan(destination, "r1", parameters, now=EXPORT_DATE, learner_ids=lambda: ids)
     job = _job(sqlite_demo, tmp_path, parquet=True, pseudonym_key="tests-only pseudonym key")
-    parts = {i: archive_chunk(job, i, chunk) for i, chunk in enumerate(plan.chunks)}
+    parts = {i: archive_chunk(job, i, chunk).tally() for i, chunk in enumerate(plan.chunks)}
     in_progress = tmp_path / ".incomplete" / "r1" / "parquet" / "lessons"
     assert sorted(p.name for p in in_progress.iterdir()) == [
         "part-00000.parquet.inprogress",

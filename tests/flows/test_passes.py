@@ -160,7 +160,7 @@ def test_a_rerun_pass_skips_its_finished_chunks_and_a_failed_one_keeps_them(
     assert [p.index for p in first] == [0, 1]
     again = passes.archive_pass(job, chunks)
     assert again[:2] == first  # the recorded parts, timings and all: not exported again
-    assert sorted(f.learner_id for f in again[2].files) == ids[8:]
+    assert again[2].files == len(ids[8:])  # chunk 2 exported now
     parts, errors = passes.failed_pass(job, [1, 2, 3], "boom")
     assert sorted(parts) == [1, 2] and errors == {3: "boom"}
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -9,7 +11,17 @@ from flows import run
 from flows.errors import RunFailed, RunMismatch
 from load.destination import MANIFEST_NAME, Destination, open_destination, write_file
 from load.errors import TerminalLoadError
-from load.manifest import ChunkPart, Failure, FileEntry, RunParameters, part_path, to_json
+from load.manifest import (
+    ChunkPart,
+    ChunkTally,
+    Failure,
+    FileEntry,
+    ManifestHead,
+    RunParameters,
+    manifest_pieces,
+    part_path,
+    to_json,
+)
 
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 PARAMETERS = RunParameters(
@@ -43,6 +55,15 @@ def _part(index: int, ids: list[int], failed: list[int] = ()) -> ChunkPart:  # t
     )
 
 
+def _recorded(destination: Destination, *parts: ChunkPart) -> dict[int, ChunkTally]:
+    """The tallies of `parts`, their part records written as a finished chunk writes them (the
+    manifest is streamed from the records)."""
+    run_dir = destination.incomplete_dir("r")
+    for part in parts:
+        write_file(destination.fs, f"{run_dir}/{part_path(part.index)}", to_json(part))
+    return {part.index: part.tally() for part in parts}
+
+
 def test_a_plan_is_made_once_and_kept(tmp_path: Path) -> None:
     destination = _destination(tmp_path)
     plan = run.open_plan(destination, "r", PARAMETERS, now=NOW, learner_ids=lambda: [5, 3, 4])
@@ -72,7 +93,7 @@ def test_a_run_id_names_one_set_of_options_and_learners(tmp_path: Path, state: s
         Path(destination.incomplete_dir("r"), f"doc-{i}.json").write_text("{}")
     if state != "started":
         manifest = run.write_manifest(
-            destination, plan, {0: _part(0, [1, 2])}, chunk_errors={}, tolerate_failures=False,
+            destination, plan, _recorded(destination, _part(0, [1, 2])), chunk_errors={}, tolerate_failures=False,
             now=NOW, seconds=0,
         )  # fmt: skip
         if state == "published":
@@ -107,7 +128,7 @@ def test_abandon_never_touches_a_published_snapshot(tmp_path: Path) -> None:
     plan = run.open_plan(destination, "r", PARAMETERS, now=NOW, learner_ids=lambda: [1])
     Path(destination.incomplete_dir("r"), "doc-1.json").write_text("{}")
     manifest = run.write_manifest(
-        destination, plan, {0: _part(0, [1])}, chunk_errors={}, tolerate_failures=False,
+        destination, plan, _recorded(destination, _part(0, [1])), chunk_errors={}, tolerate_failures=False,
         now=NOW, seconds=0,
     )  # fmt: skip
     run.publish_run(destination, manifest)
@@ -138,7 +159,7 @@ def test_write_manifest_then_publish_removes_leftovers(tmp_path: Path) -> None:
     manifest = run.write_manifest(
         destination,
         plan,
-        {0: _part(0, [1, 2])},
+        _recorded(destination, _part(0, [1, 2])),
         chunk_errors={},
         tolerate_failures=False,
         now=NOW,
@@ -160,7 +181,7 @@ def test_write_manifest_then_publish_removes_leftovers(tmp_path: Path) -> None:
 def test_failures_stop_publication_unless_tolerated(tmp_path: Path) -> None:
     destination = _destination(tmp_path)
     plan = run.open_plan(destination, "r", PARAMETERS, now=NOW, learner_ids=lambda: [1, 2, 3])
-    parts = {0: _part(0, [1, 2], failed=[2])}
+    parts = _recorded(destination, _part(0, [1, 2], failed=[2]))
     with pytest.raises(RunFailed, match=r"2 learner\(s\).*ids 2, 3"):
         run.write_manifest(
             destination,
@@ -209,10 +230,46 @@ def test_a_run_whose_files_are_gone_is_never_published(tmp_path: Path) -> None:
     write_file(destination.fs, f"{run_dir}/{part_path(0)}", to_json(_part(0, [1, 2])))
     assert run.finished_parts(destination, plan) == {}  # doc-2.json is missing
     manifest = run.write_manifest(
-        destination, plan, {0: _part(0, [1, 2])}, chunk_errors={}, tolerate_failures=False,
+        destination, plan, _recorded(destination, _part(0, [1, 2])), chunk_errors={}, tolerate_failures=False,
         now=NOW, seconds=0,
     )  # fmt: skip
     assert run.incomplete_manifest(destination, manifest) == ["doc-2.json"]
     with pytest.raises(TerminalLoadError, match=r"1 file\(s\) its manifest lists are gone"):
         run.publish_run(destination, manifest)
     assert run.published_manifest(destination, "r") is None
+
+
+def test_writing_the_manifest_holds_one_part_record_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manifest is streamed from the part records: while the manifest of 20,000 learners
+    is written, at most one chunk's entries (200) are alive at a time (counted among the live
+    objects as its pieces are written, beyond those alive before), where holding them would
+    keep all 20,000."""
+    destination = open_destination(str(tmp_path / "dest"))
+    parameters = PARAMETERS.model_copy(update={"chunk_size": 200})
+    ids = list(range(1, 20_001))
+    plan = run.open_plan(destination, "r", parameters, now=NOW, learner_ids=lambda: ids)
+    tallies = _recorded(destination, *(_part(i, c) for i, c in enumerate(plan.chunks)))
+    alive: list[int] = []
+    gc.collect()
+    before = _live_entries()
+
+    def counted(head: ManifestHead, entries: Iterable[FileEntry]) -> Iterator[bytes]:
+        for number, piece in enumerate(manifest_pieces(head, entries)):
+            if number % 1_000 == 500:
+                alive.append(_live_entries() - before)
+            yield piece
+
+    monkeypatch.setattr(run, "manifest_pieces", counted)
+    head = run.write_manifest(
+        destination, plan, tallies, chunk_errors={}, tolerate_failures=False, now=NOW, seconds=0
+    )
+    assert head.counts.files == 20_000 and len(alive) == 20
+    assert max(alive) <= 200, alive
+    written = run.written_entries(destination, "r", published=False)
+    assert [entry.learner_id for entry in written] == ids
+
+
+def _live_entries() -> int:
+    return sum(isinstance(o, FileEntry) for o in gc.get_objects())

@@ -175,7 +175,7 @@ def test_an_archive_manifest_gives_one_line_per_learner_failures_included(tmp_pa
         failures=[Failure(learner_id=4, chunk=0, error="reading the source failed (42P01)")],
     )
     log = tmp_path / "audit.jsonl"
-    assert audit_manifest(log, manifest, exported_by=2) == 2
+    assert audit_manifest(log, manifest, manifest.files, exported_by=2) == 2
     lines = [orjson.loads(line) for line in log.read_bytes().splitlines()]
     assert lines == [
         {"at": "2024-01-15T02:00:00.123Z", "via": "archive", "userId": 2, "learnerId": 3,
@@ -212,15 +212,19 @@ def test_a_resumed_run_appends_only_its_missing_lines(tmp_path: Path) -> None:
 
     log = tmp_path / "audit.jsonl"
     earlier = _run_manifest("2024-01-14T02:00:00.000Z", [3, 4, 5])
-    audit_manifest(log, earlier, exported_by=None)  # type: ignore[arg-type]
+    audit_manifest(log, earlier, earlier.files, exported_by=None)  # type: ignore[arg-type]
     this = _run_manifest("2024-01-15T02:00:00.000Z", [3, 4, 5])
-    audit_manifest(log, _run_manifest("2024-01-15T02:00:00.000Z", [3]), None)  # type: ignore[arg-type]
+    first = _run_manifest("2024-01-15T02:00:00.000Z", [3])
+    audit_manifest(log, first, first.files, None)  # type: ignore[arg-type]
     with log.open("ab") as handle:  # killed mid-line: a full disk, or a torn write
         handle.write(
             b'{"at":"2024-01-15T02:00:00.000Z","via":"archive","userId":null,"learnerId":4,"runId":"r","runStartedAt":"2024-01-15T02:00'
         )
     # The torn line swallows the next one (learner 4's), so a further rerun appends it again, whole.
-    appended = [audit_manifest(log, this, exported_by=None, resumed=True) for _ in range(3)]  # type: ignore[arg-type]
+    appended = [
+        audit_manifest(log, this, this.files, exported_by=None, resumed=True)  # type: ignore[arg-type]
+        for _ in range(3)
+    ]
     assert appended == [2, 1, 0]
     records = []
     for line in log.read_bytes().splitlines():

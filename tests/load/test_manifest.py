@@ -1,16 +1,26 @@
 from __future__ import annotations
 
+import io
+
+import pytest
+
+from load.errors import TerminalLoadError
 from load.manifest import (
     ChunkPart,
     Failure,
     FileEntry,
+    Manifest,
     ParquetPartEntry,
     RunParameters,
     RunPlan,
+    build_head,
     build_manifest,
     chunked,
+    manifest_entries,
+    manifest_pieces,
     parquet_part_path,
     part_path,
+    to_json,
 )
 
 PARAMETERS = RunParameters(
@@ -69,3 +79,78 @@ def test_manifest_counts_and_orders_what_the_parts_say() -> None:
     assert (manifest.counts.failed, manifest.counts.not_found) == (1, 1)
     assert manifest.parquet["t"].rows == 7
     assert [p.path for p in manifest.parquet["t"].parts] == ["p0", "p1"]
+
+
+def _plan(chunks: list[list[int]]) -> RunPlan:
+    return RunPlan(
+        run_id="r", started_at="s", export_date="e", parameters=PARAMETERS, chunks=chunks
+    )
+
+
+def _parts(chunks: list[list[int]]) -> list[ChunkPart]:
+    return [
+        ChunkPart(index=i, learner_ids=ids, files=[_file(n, n % 7 == 0) for n in ids], seconds=0)
+        for i, ids in enumerate(chunks)
+    ]
+
+
+def test_a_streamed_manifest_is_the_manifest_and_streams_back_entry_by_entry() -> None:
+    """`manifest_pieces` writes the JSON of the whole `Manifest` (files last, one per line), and
+    `manifest_entries` gives its entries back in order, reading one line per entry."""
+    chunks = [[1, 2, 3], [4, 5, 6], [7, 8]]
+    whole = build_manifest(_plan(chunks), _parts(chunks), finished_at="f", seconds=1.0)
+    entries = (f for part in _parts(chunks) for f in part.files)
+    data = b"".join(manifest_pieces(whole.head(), entries))
+    assert Manifest.model_validate_json(data) == whole
+    lines = data.splitlines()
+    opened = lines.index(b'  "files": [')
+    assert len(lines) == opened + len(whole.files) + 3  # each entry on its own line, then "]}"
+    assert list(manifest_entries(io.BytesIO(data))) == whole.files
+    empty = b"".join(manifest_pieces(whole.head(), []))
+    assert list(manifest_entries(io.BytesIO(empty))) == []
+    assert Manifest.model_validate_json(empty).files == []
+
+
+def test_a_manifest_written_whole_is_still_read() -> None:
+    """Snapshots written before the entries were streamed (one field per line) read the same."""
+    chunks = [[1, 2], [3]]
+    whole = build_manifest(_plan(chunks), _parts(chunks), finished_at="f", seconds=1.0)
+    assert list(manifest_entries(io.BytesIO(to_json(whole)))) == whole.files
+    none = whole.model_copy(update={"files": []})
+    assert list(manifest_entries(io.BytesIO(to_json(none)))) == []
+
+
+@pytest.mark.parametrize(
+    ("ids", "problem"),
+    [([1, 3, 2], "learner 2 comes after learner 3"), ([1, 1], "learner 1 comes after learner 1")],
+)
+def test_entries_out_of_order_or_twice_are_refused(ids: list[int], problem: str) -> None:
+    head = build_manifest(_plan([ids]), [], finished_at="f", seconds=0).head()
+    with pytest.raises(TerminalLoadError, match=problem):
+        b"".join(manifest_pieces(head, [_file(i) for i in ids]))
+
+
+def test_a_damaged_streamed_manifest_is_refused() -> None:
+    chunks = [[1, 2, 3]]
+    whole = build_manifest(_plan(chunks), _parts(chunks), finished_at="f", seconds=1.0)
+    data = b"".join(manifest_pieces(whole.head(), whole.files))
+    lines = data.splitlines(keepends=True)
+    opened = lines.index(b'  "files": [\n')
+    cut = b"".join(lines[: opened + 2])
+    with pytest.raises(TerminalLoadError, match="cut short"):
+        list(manifest_entries(io.BytesIO(cut)))
+    swapped = [*lines[: opened + 1], lines[opened + 2], lines[opened + 1], *lines[opened + 3 :]]
+    with pytest.raises(TerminalLoadError, match="listed twice or out of order"):
+        list(manifest_entries(io.BytesIO(b"".join(swapped))))
+    bad = data.replace(b'"learner_id":2', b'"learner_id":-2')
+    with pytest.raises(TerminalLoadError, match="not a valid file entry"):
+        list(manifest_entries(io.BytesIO(bad)))
+
+
+def test_a_tally_counts_what_its_part_lists() -> None:
+    part = _parts([[6, 7, 14]])[0]
+    tally = part.tally()
+    assert (tally.index, tally.files, tally.bytes, tally.truncated) == (0, 3, 30, 2)
+    assert build_head(_plan([[6, 7, 14]]), [tally], finished_at="f", seconds=1.0) == (
+        build_manifest(_plan([[6, 7, 14]]), [part], finished_at="f", seconds=1.0).head()
+    )
