@@ -379,13 +379,23 @@ def manifest_entries(handle: BinaryIO) -> Iterator[FileEntry]:
     read at a time when it was written by `manifest_pieces`; a manifest written another way (by
     earlier versions, one field per line) is read whole. Raises TerminalLoadError when an entry
     is not valid or a learner comes twice or out of order."""
+    previous = 0
+    for entry in _entries(handle):
+        if entry.learner_id <= previous:
+            raise TerminalLoadError(
+                f"{MANIFEST_NAME}: learner {entry.learner_id} is listed twice or out of order"
+            )
+        previous = entry.learner_id
+        yield entry
+
+
+def _entries(handle: BinaryIO) -> Iterator[FileEntry]:
     for line in handle:
         if line.rstrip() == _FILES_OPEN:
             break
     else:
         yield from _whole_files(handle)
         return
-    previous = 0
     for line in handle:
         text = line.strip()
         if text == b"]" or text == b"],":
@@ -399,11 +409,6 @@ def manifest_entries(handle: BinaryIO) -> Iterator[FileEntry]:
             raise TerminalLoadError(
                 f"{MANIFEST_NAME}: an entry is not a valid file entry"
             ) from None
-        if entry.learner_id <= previous:
-            raise TerminalLoadError(
-                f"{MANIFEST_NAME}: learner {entry.learner_id} is listed twice or out of order"
-            )
-        previous = entry.learner_id
         yield entry
     raise TerminalLoadError(f"{MANIFEST_NAME}: its list of files is cut short")
 

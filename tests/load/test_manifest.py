@@ -118,6 +118,9 @@ def test_a_manifest_written_whole_is_still_read() -> None:
     assert list(manifest_entries(io.BytesIO(to_json(whole)))) == whole.files
     none = whole.model_copy(update={"files": []})
     assert list(manifest_entries(io.BytesIO(to_json(none)))) == []
+    swapped = whole.model_copy(update={"files": whole.files[::-1]})
+    with pytest.raises(TerminalLoadError, match="learner 2 is listed twice or out of order"):
+        list(manifest_entries(io.BytesIO(to_json(swapped))))
 
 
 @pytest.mark.parametrize(
