@@ -1,4 +1,5 @@
-"""Fewer glibc malloc arenas for the HTTP server's worker processes.
+"""Fewer glibc malloc arenas for processes that allocate from many threads: the HTTP server's
+worker processes (`serve.py`) and every process that imports the flows (`flows/__init__.py`).
 
 glibc gives threads their own malloc arenas (up to 8 per core), and memory freed into one arena
 is kept for that arena's threads. The server makes each document in one of many worker threads
@@ -12,12 +13,12 @@ from __future__ import annotations
 
 import ctypes
 
-SERVER_ARENAS = 2
+ARENAS = 2
 _M_ARENA_MAX = -8
 """mallopt's parameter number for the arena limit (glibc's malloc.h)."""
 
 
-def limit_malloc_arenas(count: int = SERVER_ARENAS) -> bool:
+def limit_malloc_arenas(count: int = ARENAS) -> bool:
     """Ask the C library to use at most `count` malloc arenas from now on; True when it agreed
     (glibc), False where there is no such setting (another C library: nothing changes)."""
     try:
