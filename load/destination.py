@@ -239,13 +239,29 @@ def read_if_exists(fs: fsspec.AbstractFileSystem, path: str) -> bytes | None:
 
 
 def list_files(fs: fsspec.AbstractFileSystem, directory: str) -> list[str]:
-    """Every file below `directory`, as paths relative to it, sorted; [] when it is absent."""
+    """Every file below `directory`, as paths relative to it, sorted; [] when it is absent.
+
+    On local disk the names come from the directory entries alone: fsspec's `find` builds a
+    dict of details (size, mode, times) for every file first, about 1 KB each, which for a run
+    of 20,000 learners was the largest thing its publishing step held."""
     with translated(fs, directory, "listing"):
         if not fs.isdir(directory):
             return []
+        if isinstance(fs, LocalFileSystem):
+            return sorted(_local_files(Path(fs._strip_protocol(directory))))
         found = fs.find(directory)
     prefix = directory.rstrip("/") + "/"
     return sorted(str(p).removeprefix(prefix) for p in found if str(p).startswith(prefix))
+
+
+def _local_files(root: Path) -> Iterator[str]:
+    """The files below `root` (symbolic links included, not followed), relative, POSIX style."""
+    for top, dirs, files in os.walk(root):
+        relative = Path(top).relative_to(root).as_posix()
+        prefix = "" if relative == "." else relative + "/"
+        # A link to a directory is listed by walk among the directories; find lists it as a file.
+        names = files + [d for d in dirs if (Path(top) / d).is_symlink()]
+        yield from (prefix + name for name in names)
 
 
 def remove_files(fs: fsspec.AbstractFileSystem, directory: str, relative: list[str]) -> None:
@@ -267,6 +283,14 @@ def remove_empty_dirs(fs: fsspec.AbstractFileSystem, directory: str) -> None:
     """Remove the empty directories below `directory` (object stores have none)."""
     with translated(fs, directory, "removing"):
         if not fs.isdir(directory):
+            return
+        if isinstance(fs, LocalFileSystem):  # the entries alone, as `list_files`
+            root = Path(fs._strip_protocol(directory))
+            # Children before their parents; links to directories are not descended into.
+            for top, _, _ in os.walk(root, topdown=False):
+                below = Path(top)
+                if below != root and next(below.iterdir(), None) is None:
+                    below.rmdir()
             return
         found = fs.find(directory, withdirs=True, detail=True)
         dirs = [str(p) for p, info in found.items() if info["type"] == "directory"]
