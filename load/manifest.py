@@ -130,7 +130,18 @@ class StoredEntry(_Record):
     sha256: Sha256
 
 
-class ChunkPart(_Record):
+class _ChunkOutcome(_Record):
+    """What a finished chunk records besides its files (ChunkPart) or their counts (ChunkTally)."""
+
+    parquet: list[ParquetPartEntry] = []
+    parquet_skipped: list[str] = []
+    pseudonym_key_fingerprint: str | None = None
+    not_found: list[int] = []
+    failures: list[Failure] = []
+    seconds: float
+
+
+class ChunkPart(_ChunkOutcome):
     """A finished chunk: every file listed here is complete. `not_found` are requested ids that
     are not LEARNER users; `failures` the learners that could not be exported. With Parquet,
     `parquet_skipped` names the analyst tables not written because the source lacks their
@@ -139,12 +150,6 @@ class ChunkPart(_Record):
     index: int
     learner_ids: list[int]
     files: list[FileEntry]
-    parquet: list[ParquetPartEntry] = []
-    parquet_skipped: list[str] = []
-    pseudonym_key_fingerprint: str | None = None
-    not_found: list[int] = []
-    failures: list[Failure] = []
-    seconds: float
 
     def tally(self) -> ChunkTally:
         """What a run keeps of this chunk while the others run (its files counted, not held)."""
@@ -154,11 +159,11 @@ class ChunkPart(_Record):
             bytes=sum(f.bytes for f in self.files),
             truncated=sum(f.truncated for f in self.files),
             problems=sum(len(f.problems) for f in self.files),
-            **self.model_dump(include=_TALLIED, round_trip=True),
+            **{name: getattr(self, name) for name in _ChunkOutcome.model_fields},
         )
 
 
-class ChunkTally(_Record):
+class ChunkTally(_ChunkOutcome):
     """A finished chunk as a run holds it until its manifest is written: its part record with
     the file entries counted instead of listed. The entries stay in the part record on the
     destination, and the manifest is streamed from there (`manifest_pieces`), so what a run
@@ -169,23 +174,6 @@ class ChunkTally(_Record):
     bytes: int = Field(ge=0)
     truncated: int = Field(ge=0)
     problems: int = Field(ge=0)
-    parquet: list[ParquetPartEntry] = []
-    parquet_skipped: list[str] = []
-    pseudonym_key_fingerprint: str | None = None
-    not_found: list[int] = []
-    failures: list[Failure] = []
-    seconds: float
-
-
-_TALLIED = {
-    "parquet",
-    "parquet_skipped",
-    "pseudonym_key_fingerprint",
-    "not_found",
-    "failures",
-    "seconds",
-}
-"""The fields a ChunkTally copies from its ChunkPart as they are."""
 
 
 class Counts(_Record):
