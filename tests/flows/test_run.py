@@ -273,3 +273,24 @@ def test_writing_the_manifest_holds_one_part_record_at_a_time(
 
 def _live_entries() -> int:
     return sum(isinstance(o, FileEntry) for o in gc.get_objects())
+
+
+def test_a_part_record_gone_before_the_manifest_is_written_redoes_its_chunk(
+    tmp_path: Path,
+) -> None:
+    """The manifest is written from the part records: one removed after its chunk finished
+    (the destination pruned under the run) stops the manifest, saying to rerun, and the rerun
+    finds the chunk unfinished."""
+    destination = _destination(tmp_path)
+    plan = run.open_plan(destination, "r", PARAMETERS, now=NOW, learner_ids=lambda: [1, 2])
+    for i in (1, 2):
+        Path(destination.incomplete_dir("r"), f"doc-{i}.json").write_text("{}")
+    tallies = _recorded(destination, _part(0, [1, 2]))
+    Path(destination.incomplete_dir("r"), part_path(0)).unlink()
+    with pytest.raises(TerminalLoadError, match=r"part record of chunk 0 is gone.*run the same"):
+        run.write_manifest(
+            destination, plan, tallies, chunk_errors={}, tolerate_failures=False, now=NOW,
+            seconds=0,
+        )  # fmt: skip
+    assert run.pending_manifest(destination, "r") is None
+    assert run.pending_chunks(plan, run.finished_parts(destination, plan)) == [0]
