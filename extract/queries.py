@@ -317,3 +317,28 @@ def concept_mastery_query(dialect: str, learner_ids: Collection[int]) -> AnySele
 
 OPTIONAL_QUERIES = {"quiz_answers": quiz_answers_query, "concept_mastery": concept_mastery_query}
 """The SELECT builder of each optional source table, by table name."""
+
+_PG_CLASS = sa.table(
+    "pg_class", sa.column("oid"), sa.column("relname"), sa.column("relkind"), schema="pg_catalog"
+)
+_SQLITE_MASTER = sa.table("sqlite_master", sa.column("name"), sa.column("type"))
+
+
+def tables_present_query(dialect: str, names: Collection[str]) -> sa.Select[str]:
+    """Which of these tables (or views) the source has, as the names a default schema shows:
+    on PostgreSQL the relations on the search path, on SQLite those of the main file.
+
+    A catalog read of our own rather than SQLAlchemy's inspector: on PostgreSQL the inspector's
+    `has_table` is memoised per dialect in a class-level `functools.lru_cache`, which keeps the
+    dialect of every engine that called it, and its whole graph, alive until 128 have piled up;
+    with an engine per chunk, the flow process grew by one dialect a chunk.
+    """
+    if dialect == POSTGRESQL:
+        c = _PG_CLASS
+        return sa.select(c.c.relname).where(
+            c.c.relname.in_(list(names)),
+            c.c.relkind.in_(["r", "p", "v", "m", "f"]),
+            sa.func.pg_catalog.pg_table_is_visible(c.c.oid),
+        )
+    m = _SQLITE_MASTER
+    return sa.select(m.c.name).where(m.c.name.in_(list(names)), m.c.type.in_(["table", "view"]))

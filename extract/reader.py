@@ -257,8 +257,9 @@ def read_accounts(conn: Connection, user_ids: Collection[int]) -> dict[int, Acco
 
 def optional_tables_present(conn: Connection) -> dict[str, bool]:
     """Which of the optional source tables (contract §1b) this source has, by name."""
-    inspector = sa.inspect(conn)
-    return {name: inspector.has_table(name) for name in queries.OPTIONAL_QUERIES}
+    names = list(queries.OPTIONAL_QUERIES)
+    found = set(conn.scalars(queries.tables_present_query(conn.dialect.name, names)))
+    return {name: name in found for name in names}
 
 
 def iter_optional_rows(conn: Connection, table: str, learner_ids: Collection[int]) -> Iterator[Row]:

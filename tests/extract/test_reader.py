@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import re
+import weakref
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +15,7 @@ import sqlalchemy as sa
 
 from extract.engine import create_source_engine, snapshot
 from extract.errors import LearnerNotFound, TerminalExtractError
-from extract.queries import LESSON_TOTAL
+from extract.queries import LESSON_TOTAL, tables_present_query
 from extract.reader import (
     STREAM_ROWS,
     _pipelined,
@@ -22,6 +24,7 @@ from extract.reader import (
     iter_learners,
     iter_optional_batches,
     iter_optional_rows,
+    optional_tables_present,
     read_learner,
     read_learners,
     read_users,
@@ -330,3 +333,30 @@ def test_optional_rows_in_batches_are_the_rows_one_by_one(engine: sa.Engine, tab
     assert len(single) > 7 and len(batches) == -(-len(single) // 7)
     assert {names for names, _ in batches} == {tuple(columns)}
     assert [tuple(row) for _, rows in batches for row in rows] == single
+
+
+def test_only_tables_and_views_of_the_default_schema_count_as_present(
+    engine: sa.Engine,
+) -> None:
+    names = ["quiz_answers", "lessons", "lessons_learner_created_idx", "no_such_table"]
+    with snapshot(engine) as conn:
+        assert optional_tables_present(conn) == {"quiz_answers": True, "concept_mastery": True}
+        # An index is a relation on PostgreSQL and a row of sqlite_master: neither is a table.
+        found = conn.scalars(tables_present_query(conn.dialect.name, names))
+        assert sorted(found) == ["lessons", "quiz_answers"]
+
+
+def test_looking_for_the_optional_tables_keeps_no_engine_alive(demo_source: DemoSource) -> None:
+    """Every chunk opens and disposes of an engine of its own and asks which optional tables
+    exist: nothing may keep those engines' dialects (and their types, adapters and caches) once
+    they are gone. SQLAlchemy's inspector kept 128 on PostgreSQL: the flow grew by one a chunk."""
+    dialects: list[weakref.ref[sa.Dialect]] = []
+    for _ in range(5):
+        engine = create_source_engine(demo_source.url)
+        with snapshot(engine) as conn:
+            assert optional_tables_present(conn)["quiz_answers"]
+        dialects.append(weakref.ref(engine.dialect))
+        engine.dispose()
+        del engine, conn
+    gc.collect()
+    assert [d for d in dialects if d() is not None] == []
