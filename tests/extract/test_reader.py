@@ -335,7 +335,7 @@ def test_optional_rows_in_batches_are_the_rows_one_by_one(engine: sa.Engine, tab
     assert [tuple(row) for _, rows in batches for row in rows] == single
 
 
-def test_only_tables_and_views_of_the_default_schema_count_as_present(
+def test_an_index_or_an_unknown_name_is_not_a_present_table(
     engine: sa.Engine,
 ) -> None:
     names = ["quiz_answers", "lessons", "lessons_learner_created_idx", "no_such_table"]
