@@ -38,9 +38,19 @@ _CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 # behind it - an accepted blind spot, as nothing we render names that host.
 # The same holds for the push-messaging (GCM) check-in, seen about once in six renders of a
 # long page (issue 12): a page of ours never names that host either.
+# Chromium 156 adds its component updater's check (Omaha's update2 protocol, a POST with a
+# fresh key in its query, CONNECT or plain), made despite --disable-component-update; again a
+# host no page of ours names.
 _BROWSER_OWN = frozenset(
-    {"CONNECT www.google.com:443 HTTP/1.1", "CONNECT android.clients.google.com:443 HTTP/1.1"}
-)
+    {"CONNECT www.google.com:443 HTTP/1.1", "CONNECT android.clients.google.com:443 HTTP/1.1",
+     "CONNECT update.googleapis.com:443 HTTP/1.1"}
+)  # fmt: skip
+_BROWSER_OWN_PREFIXES = ("POST http://update.googleapis.com/service/update2/json?",)
+
+
+def _browser_own(request: str) -> bool:
+    """Whether a recorded request line is chromium's own call home, not the page's."""
+    return request in _BROWSER_OWN or request.startswith(_BROWSER_OWN_PREFIXES)
 
 
 def chromium_path() -> str | None:
@@ -177,7 +187,7 @@ def render(page: Path, *, width: int = 1280, height: int = 2400, timeout: float 
             return Rendering(
                 png=shot.read_bytes(),
                 dom=dump.stdout,
-                requests=tuple(r for r in proxy.requests if r not in _BROWSER_OWN),
+                requests=tuple(r for r in proxy.requests if not _browser_own(r)),
                 console=capture.stderr + dump.stderr,
             )
     finally:
