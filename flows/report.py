@@ -18,8 +18,8 @@ import pyarrow as pa
 
 from flows.run import rewrite_manifest
 from load.destination import Destination, write_file
-from load.manifest import FileEntry, Manifest, ManifestHead, StoredEntry
-from load.snapshot_files import SnapshotError, read_entries, read_manifest
+from load.manifest import FileEntry, ManifestError, ManifestHead, StoredEntry
+from load.snapshot_files import SnapshotError, read_entries, read_head
 from load.snapshot_tables import read_table
 from transform.analyst_schema import TABLE_SCHEMAS
 from transform.report_figures import (
@@ -73,7 +73,7 @@ def report_frames(
         }
         data = frames(snapshot_facts(manifest, read_entries(fs, directory)), tables)
         texts = _question_texts(read, ranked_questions(data, min_cell))
-    except SnapshotError as exc:
+    except (SnapshotError, ManifestError) as exc:
         raise SnapshotError(f"{name}: {exc}") from None
     return dataclasses.replace(data, question_texts=texts)
 
@@ -110,17 +110,18 @@ def snapshot_report(
     name: str,
     min_cell: int = DEFAULT_MIN_CELL,
     before: tuple[fsspec.AbstractFileSystem, str, str] | None = None,
-) -> tuple[bytes, Manifest]:
+) -> tuple[bytes, ManifestHead]:
     """The report page of the published snapshot in `directory` (`name`: how messages call it),
     compared with the snapshot `before` (file system, directory, name) when given; and the
     snapshot's manifest. A directory without a manifest (an unfinished run) is a
-    SnapshotError, as is any part that does not match its entry."""
-    manifest = read_manifest(fs, directory, name)
+    SnapshotError, as is any part that does not match its entry. The manifest's entries are
+    streamed, never held."""
+    manifest = read_head(fs, directory, name)
     data = report_frames(fs, directory, manifest, name, min_cell)
     earlier = None
     if before is not None:
         other_fs, other_dir, other_name = before
-        other = read_manifest(other_fs, other_dir, other_name)
+        other = read_head(other_fs, other_dir, other_name)
         earlier = report_frames(other_fs, other_dir, other, other_name, min_cell)
     page, _ = report_page(data, min_cell, before=earlier)
     return page, manifest

@@ -18,12 +18,19 @@ strict about the ones it declares (types, ranges, paths that stay inside the sna
 
 from __future__ import annotations
 
+import itertools
 import posixpath
 from collections.abc import Iterable, Iterator
-from pathlib import PurePosixPath
 from typing import Annotated, BinaryIO, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from load.errors import TerminalLoadError
 
@@ -40,8 +47,9 @@ class _Record(BaseModel):
 
 def _inside_the_snapshot(relative: str) -> str:
     """A plain relative POSIX path that cannot leave the snapshot (no `..`, not absolute)."""
-    path = PurePosixPath(relative)
-    if not relative or path.is_absolute() or ".." in path.parts or "\\" in relative:
+    # Plain string checks, not PurePosixPath: that interns every part of every path it reads
+    # into the process-wide table of interned strings (a manifest has millions of paths).
+    if not relative or relative.startswith("/") or ".." in relative.split("/") or "\\" in relative:
         raise ValueError("must be a relative path inside the snapshot")
     return relative
 
@@ -362,16 +370,42 @@ def manifest_pieces(head: ManifestHead, entries: Iterable[FileEntry]) -> Iterato
     yield b"\n  ]\n}\n"
 
 
+_INVALID = f"{MANIFEST_NAME} is not a valid manifest"
+
+
+class ManifestError(TerminalLoadError):
+    """A manifest's text is not a manifest (an entry not valid, a learner twice, cut short):
+    the snapshot cannot be trusted. Messages name the entry and the field, never a value."""
+
+
+def manifest_head(handle: BinaryIO) -> ManifestHead:
+    """The head of the manifest.json open in `handle` (binary, seekable), its entries left
+    unread: the text before them when `manifest_pieces` wrote it (entries last, one per line),
+    else the whole file parsed (an earlier version's manifest). Raises pydantic's
+    ValidationError when it is not a manifest's head."""
+    before = bytearray()
+    for line in handle:
+        if line.rstrip() == _FILES_OPEN:
+            text = bytes(before).rstrip()
+            if _one_per_line(handle.readline().strip()) and text.endswith(b","):
+                # What follows the entries is checked when they are read (`manifest_entries`).
+                return ManifestHead.model_validate_json(text[:-1] + b"\n}")
+            break
+        before += line
+    handle.seek(0)
+    return ManifestHead.model_validate_json(handle.read())
+
+
 def manifest_entries(handle: BinaryIO) -> Iterator[FileEntry]:
     """The file entries of the manifest.json open in `handle` (binary, seekable), in order, one
     read at a time when it was written by `manifest_pieces`; a manifest written another way (by
     earlier versions, one field per line) is read whole. Raises TerminalLoadError when an entry
-    is not valid or a learner comes twice or out of order."""
+    is not valid or a learner comes twice or out of order (ManifestError)."""
     previous = 0
     for entry in _entries(handle):
         if entry.learner_id <= previous:
-            raise TerminalLoadError(
-                f"{MANIFEST_NAME}: learner {entry.learner_id} is listed twice or out of order"
+            raise ManifestError(
+                f"{_INVALID} (learner {entry.learner_id} is listed twice or out of order)"
             )
         previous = entry.learner_id
         yield entry
@@ -384,21 +418,28 @@ def _entries(handle: BinaryIO) -> Iterator[FileEntry]:
     else:
         yield from _whole_files(handle)
         return
-    for line in handle:
+    first = handle.readline()
+    if not _one_per_line(first.strip()):
+        yield from _whole_files(handle)  # one field per line: not streamed
+        return
+    for number, line in enumerate(itertools.chain([first], handle)):
         text = line.strip()
-        if text == b"]" or text == b"],":
-            return
-        if not text.startswith(b"{") or text.rstrip(b",") == b"{":
-            yield from _whole_files(handle)  # one field per line: not streamed
+        if text.startswith(b"]"):
+            if text != b"]" or handle.read().strip() != b"}":
+                raise ManifestError(f"{_INVALID} (text follows its list of files)")
             return
         try:
-            entry = FileEntry.model_validate_json(text.rstrip(b","))
-        except ValueError:
-            raise TerminalLoadError(
-                f"{MANIFEST_NAME}: an entry is not a valid file entry"
-            ) from None
+            entry = FileEntry.model_validate_json(text.removesuffix(b","))
+        except ValidationError as exc:
+            raise ManifestError(f"{_INVALID} (files.{number}.{_field(exc)})") from None
         yield entry
-    raise TerminalLoadError(f"{MANIFEST_NAME}: its list of files is cut short")
+    raise ManifestError(f"{_INVALID} (its list of files is cut short)")
+
+
+def _one_per_line(first: bytes) -> bool:
+    """Whether the line after `_FILES_OPEN` (stripped) says `manifest_pieces` wrote the
+    entries: one whole entry on it, or the list's end."""
+    return first == b"]" or (first.startswith(b"{") and first.rstrip(b",") != b"{")
 
 
 class _Files(_Record):
@@ -410,9 +451,16 @@ def _whole_files(handle: BinaryIO) -> Iterator[FileEntry]:
     handle.seek(0)
     try:
         files = _Files.model_validate_json(handle.read()).files
-    except ValueError:
-        raise TerminalLoadError(f"{MANIFEST_NAME}: its list of files is not valid") from None
+    except ValidationError as exc:
+        raise ManifestError(f"{_INVALID} ({_field(exc)})") from None
     yield from files
+
+
+def _field(exc: ValidationError) -> str:
+    """Where and what the first validation error is, without the offending value."""
+    error = exc.errors(include_input=False, include_url=False)[0]
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg']}" if where else str(error["msg"])
 
 
 def to_json(record: BaseModel) -> bytes:

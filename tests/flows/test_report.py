@@ -316,6 +316,25 @@ def test_a_part_that_differs_from_the_manifest_is_refused(snapshot: Path, tmp_pa
         snapshot_report(fs, path, name="snap")
 
 
+def test_an_entry_of_the_manifest_that_cannot_be_trusted_is_refused(
+    snapshot: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(snapshot, copy)
+    manifest = copy / "manifest.json"
+    lines = manifest.read_bytes().splitlines(keepends=True)
+    last = max(i for i, line in enumerate(lines) if line.lstrip().startswith(b'{"path"'))
+    lines[last] = lines[last].replace(b'"sha256":"', b'"sha256":"X', 1)
+    manifest.write_bytes(b"".join(lines))
+    fs, path = open_snapshot(str(copy))
+    with pytest.raises(
+        SnapshotError, match=r"^snap: manifest.json is not a valid manifest \(files"
+    ):
+        snapshot_report(fs, path, name="snap")
+
+
 def test_compare_puts_the_headline_figures_side_by_side(
     snapshot: Path, small_groups: tuple[DemoSource, Path]
 ) -> None:

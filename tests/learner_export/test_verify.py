@@ -24,7 +24,14 @@ from learner_export.cli import main
 from learner_export.settings import get_settings
 from learner_export.verify import VerifyReport, verify_snapshot
 from load.destination import open_snapshot
-from load.manifest import MANIFEST_NAME, Manifest, ParquetPartEntry, ParquetTable, to_json
+from load.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    ParquetPartEntry,
+    ParquetTable,
+    manifest_pieces,
+    to_json,
+)
 from load.snapshot_files import MISSING, SnapshotNotFound
 from tests.restore_helpers import edited, make_snapshot
 
@@ -121,7 +128,7 @@ def _no_files(manifest: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [
-        (_duplicate_entry, "Value error, learner 3 is listed twice"),
+        (_duplicate_entry, "learner 3 is listed twice or out of order"),
         (_escaping_path, "files.0.path: Value error, must be a relative path inside the snapshot"),
         (_no_files, "files: Field required"),
     ],
@@ -136,6 +143,23 @@ def test_a_manifest_that_cannot_be_trusted_is_one_problem_and_nothing_else_is_ch
     assert report.problems == [f"manifest.json is not a valid manifest ({reason})"]
     assert report.documents == 0
     assert "alice" not in report.problems[0]  # the offending value is never quoted
+
+
+def test_a_streamed_manifest_is_trusted_only_once_its_last_entry_is_read(snapshot: Path) -> None:
+    """The archive writes the entries one per line (`manifest_pieces`) and verify streams them:
+    a damaged last entry is still one problem, found before any file is checked."""
+    manifest = read_manifest(snapshot)
+    streamed = b"".join(manifest_pieces(manifest.head(), manifest.files))
+    (snapshot / MANIFEST_NAME).write_bytes(streamed)
+    assert verify(snapshot).problems == []
+    damaged = streamed.replace(b'"learner_id":6', b'"learner_id":"six"')
+    (snapshot / MANIFEST_NAME).write_bytes(damaged)
+    report = verify(snapshot)
+    assert report.problems == [
+        "manifest.json is not a valid manifest (files.1.learner_id: Input should be a valid "
+        "integer, unable to parse string as an integer)"
+    ]
+    assert (report.documents, report.parquet_parts) == (0, 0)
 
 
 def test_a_manifest_that_is_not_json_is_one_problem(snapshot: Path) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 
 import pytest
+from pydantic import ValidationError
 
 from load.errors import TerminalLoadError
 from load.manifest import (
@@ -10,6 +11,7 @@ from load.manifest import (
     Failure,
     FileEntry,
     Manifest,
+    ManifestError,
     ParquetPartEntry,
     RunParameters,
     RunPlan,
@@ -17,6 +19,7 @@ from load.manifest import (
     build_manifest,
     chunked,
     manifest_entries,
+    manifest_head,
     manifest_pieces,
     parquet_part_path,
     part_path,
@@ -119,7 +122,7 @@ def test_a_manifest_written_whole_is_still_read() -> None:
     none = whole.model_copy(update={"files": []})
     assert list(manifest_entries(io.BytesIO(to_json(none)))) == []
     swapped = whole.model_copy(update={"files": whole.files[::-1]})
-    with pytest.raises(TerminalLoadError, match="learner 2 is listed twice or out of order"):
+    with pytest.raises(ManifestError, match="learner 2 is listed twice or out of order"):
         list(manifest_entries(io.BytesIO(to_json(swapped))))
 
 
@@ -146,8 +149,29 @@ def test_a_damaged_streamed_manifest_is_refused() -> None:
     with pytest.raises(TerminalLoadError, match="listed twice or out of order"):
         list(manifest_entries(io.BytesIO(b"".join(swapped))))
     bad = data.replace(b'"learner_id":2', b'"learner_id":-2')
-    with pytest.raises(TerminalLoadError, match="not a valid file entry"):
+    with pytest.raises(ManifestError, match=r"\(files\.1\.learner_id: Input should be greater"):
         list(manifest_entries(io.BytesIO(bad)))
+    assert b"-2" in bad
+    followed = data.replace(b"\n  ]\n}\n", b'\n  ],\n  "report": null\n}\n')
+    with pytest.raises(ManifestError, match=r"\(text follows its list of files\)"):
+        list(manifest_entries(io.BytesIO(followed)))
+
+
+def test_the_head_is_read_without_the_entries_of_a_streamed_manifest() -> None:
+    """`manifest_head` stops at the entries of a manifest `manifest_pieces` wrote: an entry
+    that is not valid does not stop the head from being read (it is found when the entries
+    are); an earlier version's manifest (one field per line) or compact JSON is read whole."""
+    chunks = [[1, 2], [3]]
+    whole = build_manifest(_plan(chunks), _parts(chunks), finished_at="f", seconds=1.0)
+    data = b"".join(manifest_pieces(whole.head(), whole.files))
+    damaged = data.replace(b'"learner_id":3', b'"learner_id":"x"')
+    assert manifest_head(io.BytesIO(damaged)) == whole.head()
+    empty = b"".join(manifest_pieces(whole.head(), []))
+    assert manifest_head(io.BytesIO(empty)) == whole.head()
+    for other in (to_json(whole), whole.model_dump_json().encode()):
+        assert manifest_head(io.BytesIO(other)) == whole.head()
+    with pytest.raises(ValidationError, match="run_id"):
+        manifest_head(io.BytesIO(data.replace(b'"run_id"', b'"run"')))
 
 
 def test_a_tally_counts_what_its_part_lists() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +11,14 @@ import orjson
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
-from load.manifest import FileEntry, to_json
+from load.manifest import MANIFEST_NAME, FileEntry, ManifestError, manifest_pieces, to_json
 from load.snapshot_files import (
     SnapshotError,
+    SnapshotNotFound,
     bytes_problem,
     file_problem,
+    read_entries,
+    read_head,
     read_manifest,
     unlisted_files,
 )
@@ -120,6 +124,61 @@ def test_files_the_manifest_does_not_list_are_found(tmp_path: Path) -> None:
     (tmp_path / "learner-data-3-2024-01-15.json").write_bytes(DATA)
     (tmp_path / "stray.txt").write_bytes(b"x")
 
-    manifest = read_manifest(FS, snapshot, "snap")
+    head, entries = read_head(FS, snapshot, "snap"), read_entries(FS, snapshot)
 
-    assert unlisted_files(FS, snapshot, manifest) == ["stray.txt"]
+    assert unlisted_files(FS, snapshot, head, entries) == ["stray.txt"]
+
+
+def streamed_snapshot(directory: Path, learners: int) -> str:
+    """A snapshot whose manifest is written as the archive writes it (`manifest_pieces`),
+    listing `learners` entries (their files are not written)."""
+    head = manifest_of([]).head()
+    entries = (
+        FileEntry.model_validate(good_entry(learner_id=i, path=f"learner-data-{i}.json"))
+        for i in range(1, learners + 1)
+    )
+    with (directory / MANIFEST_NAME).open("wb") as out:
+        out.writelines(manifest_pieces(head, entries))
+    return str(directory)
+
+
+def test_the_head_and_the_entries_are_read_in_memory_that_does_not_grow_with_learners(
+    tmp_path: Path,
+) -> None:
+    """20,000 entries (a 4.6 MB manifest; `read_manifest` peaks at 33 MB): the head and a pass
+    over the entries, as `verify` makes them, hold less than a quarter of the manifest's text.
+    The pass is made once untraced first: pydantic-core's cache of JSON strings fills then
+    (bounded, some 250 KB), and is not the pass's."""
+    snapshot = streamed_snapshot(tmp_path, 20_000)
+    size = (tmp_path / MANIFEST_NAME).stat().st_size
+    assert sum(1 for _ in read_entries(FS, snapshot)) == 20_000
+    tracemalloc.start()
+    try:
+        head = read_head(FS, snapshot, "snap")
+        unlisted = unlisted_files(FS, snapshot, head, read_entries(FS, snapshot))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert unlisted == [] and head == manifest_of([]).head()
+    assert size > 4_000_000 and peak < size / 4
+
+
+def test_a_streamed_manifest_with_an_entry_that_cannot_be_trusted_is_refused_by_its_entries(
+    tmp_path: Path,
+) -> None:
+    snapshot = streamed_snapshot(tmp_path, 3)
+    path = tmp_path / MANIFEST_NAME
+    path.write_bytes(path.read_bytes().replace(b'"path":"learner-data-3.json"', b'"path":"../x"'))
+    assert read_head(FS, snapshot, "snap") == manifest_of([]).head()
+    with pytest.raises(ManifestError, match=r"\(files\.2\.path: .*inside the snapshot\)$"):
+        list(read_entries(FS, snapshot))
+    path.write_bytes(path.read_bytes().replace(b'"run_id"', b'"run"'))
+    with pytest.raises(SnapshotError, match=r"^snap: manifest.json is not a valid manifest \("):
+        read_head(FS, snapshot, "snap")
+
+
+def test_the_head_of_no_directory_or_no_manifest_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(SnapshotNotFound, match=r"^snap: no such snapshot directory$"):
+        read_head(FS, str(tmp_path / "absent"), "snap")
+    with pytest.raises(SnapshotError, match="snap: not a finished snapshot"):
+        read_head(FS, str(tmp_path), "snap")
