@@ -24,7 +24,9 @@ processes through the standard AWS variables as a real store would be):
              to the kill plus the resumed one's, its peak RSS the larger of the two
 
 and prints learners/s, MB/s of documents, peak RSS, the ratio of learners/s to the small run's,
-how the run read the source (the run's summary), and whether each snapshot is identical to the
+how the run read the source (the run's summary), each tenth of the run's chunks (seconds to
+record it and the highest RSS the parent sampled meanwhile: the same seconds tenth after tenth
+is a linear run, the same RSS a flat one), and whether each snapshot is identical to the
 first run of the same database (indexed): every run of a database uses one run id and one export
 time (the flow's clock is fixed in the child), so equal manifests, timings aside, mean equal
 bytes (the manifest holds every file's SHA-256), and each resumed snapshot is verified against its
@@ -103,13 +105,50 @@ def _command(url: str, dest: str, run_id: str) -> list[str]:
     return [sys.executable, __file__, "--child", "--url", url, "--dest", dest, "--run-id", run_id]
 
 
+Sample = tuple[float, int, float]
+"""(seconds since the run started, chunks with a part record, the child's RSS in MB)."""
+
+
+def follow(
+    url: str, dest: str, run_id: str, env: dict[str, str], *, kill_at: int | None = None
+) -> tuple[dict[str, Any] | None, list[Sample]]:
+    """Run the child, sampling its progress and RSS every POLL_SECONDS; with `kill_at`, SIGKILL
+    it once that many chunks have a part record. Its figures (None when killed) and samples."""
+    from load.destination import open_destination
+
+    destination = open_destination(dest)
+    parts = f"{destination.incomplete_dir(run_id)}/parts"
+    samples: list[Sample] = []
+    # Files, not pipes: Prefect logs to stderr, and a full pipe nobody reads stops the child.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(_command(url, dest, run_id), env=env, stdout=out, stderr=err)
+        while process.poll() is None:
+            recorded = len(destination.fs.find(parts)) if destination.fs.isdir(parts) else 0
+            killing = kill_at is not None and recorded >= kill_at
+            # Before a kill, the peak so far (VmHWM): the killed process's share of the run's.
+            rss = _status_mb(process.pid, "VmHWM" if killing else "VmRSS")
+            samples.append((time.perf_counter() - started, recorded, rss))
+            if killing:
+                os.kill(process.pid, signal.SIGKILL)
+                break
+            time.sleep(POLL_SECONDS)
+        code = process.wait()
+        if kill_at is not None and code == -signal.SIGKILL:
+            return None, samples
+        err.seek(0)
+        if code != 0 or kill_at is not None:
+            what = "failed" if code != 0 else "ended before it was killed"
+            sys.exit(f"run {run_id} {what}:\n{err.read().decode(errors='replace')[-3000:]}")
+        out.seek(0)
+        figures: dict[str, Any] = json.loads(out.read().decode().strip().splitlines()[-1])
+    return figures, samples
+
+
 def run_child(url: str, dest: str, run_id: str, env: dict[str, str]) -> dict[str, Any]:
-    done = subprocess.run(
-        _command(url, dest, run_id), env=env, capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        sys.exit(f"run {run_id} failed:\n{done.stderr[-3000:]}")
-    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    figures, samples = follow(url, dest, run_id, env)
+    assert figures is not None
+    figures["samples"] = samples
     return figures
 
 
@@ -119,40 +158,45 @@ def killed_and_resumed(
     """Start the run, SIGKILL it once half of its chunks have a part record, run it again. The
     figures are the whole run's: the killed process's seconds (start to kill) plus the resumed
     one's, and the larger of their peak RSS (the killed one's read from /proc just before)."""
-    from load.destination import open_destination
-
-    destination = open_destination(dest)
-    parts = f"{destination.incomplete_dir(run_id)}/parts"
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        _command(url, dest, run_id), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    recorded, killed_rss = 0, 0.0
-    while process.poll() is None:
-        recorded = len(destination.fs.find(parts)) if destination.fs.isdir(parts) else 0
-        if recorded >= chunks // 2:
-            killed_rss = _peak_rss_mb(process.pid)
-            os.kill(process.pid, signal.SIGKILL)
-            break
-        time.sleep(POLL_SECONDS)
-    if process.wait() != -signal.SIGKILL:
-        assert process.stderr is not None
-        error = process.stderr.read().decode(errors="replace")
-        sys.exit(f"run {run_id} ended before it was killed:\n{error[-3000:]}")
-    killed_seconds = time.perf_counter() - started
-    figures = run_child(url, dest, run_id, env)
+    _, killed = follow(url, dest, run_id, env, kill_at=chunks // 2)
+    killed_seconds, recorded, killed_rss = killed[-1]
+    figures, resumed = follow(url, dest, run_id, env)
+    assert figures is not None
     figures["resumed_seconds"] = figures["seconds"]
     figures["seconds"] += killed_seconds
     figures["rss_mb"] = max(figures["rss_mb"], killed_rss)
     figures["killed_after"] = recorded
+    figures["samples"] = killed + [(killed_seconds + t, n, rss) for t, n, rss in resumed]
     figures["verified"] = _verified(dest, run_id)
     return figures
 
 
-def _peak_rss_mb(pid: int) -> float:
-    """A live process's peak RSS so far (VmHWM), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+def tenths(samples: list[Sample], chunks: int) -> list[tuple[float, float]]:
+    """Seconds each tenth of the run's chunks took to be recorded, and the highest RSS sampled
+    while it was: a linear run spends the same time on every tenth, a flat one the same RSS.
+    The first tenth includes the run's start (planning, the flow's registration). None for a
+    run of fewer than ten chunks."""
+    if chunks < 10:
+        return []
+    out: list[tuple[float, float]] = []
+    previous = 0.0
+    for k in range(1, 11):
+        low, high = (k - 1) * chunks / 10, k * chunks / 10
+        during = [s for s in samples if low <= s[1] < high or (k == 10 and s[1] >= high)]
+        reached = next((t for t, n, _ in samples if n >= high), samples[-1][0] if samples else 0)
+        out.append((reached - previous, max((rss for _, _, rss in during), default=0.0)))
+        previous = reached
+    return out
+
+
+def _status_mb(pid: int, field: str) -> float:
+    """A live process's VmRSS (now) or VmHWM (its peak so far) from /proc, in MB; 0 once gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -345,6 +389,7 @@ def main() -> None:
                         reference.setdefault(size, digest)
                         figures["identical"] = digest == reference[size]
                         figures["load"] = os.getloadavg()[0]
+                        figures["tenths"] = tenths(figures.pop("samples"), chunks)
                         remove_run(dest, run_id)
                         rows.append((way, size + suffix, figures))
                         print(f"  {way}, {size}{suffix}: {json.dumps(figures)}", flush=True)
@@ -375,6 +420,13 @@ def report(rows: list[tuple[str, str, dict[str, Any]]]) -> None:
         print(f"  {way:<12}{run:<12}{f['learners']:>9}{f['seconds']:>9.1f}{shown:>11}"
               f"{f['bytes'] / 1e6 / f['seconds']:>7.1f}{f['rss_mb']:>8.0f}{ratio:>9}  {same}  "
               f"{f['read']}")  # fmt: skip
+    print("\n  each tenth of a run's chunks: seconds to record it / highest RSS sampled (MB)")
+    for way, run, f in rows:
+        if not f["tenths"]:
+            continue
+        # "-": no sample fell in that tenth (it was recorded within one poll of the one before)
+        cells = " ".join(f"{t:.0f}/{rss:.0f}" if rss else f"{t:.0f}/-" for t, rss in f["tenths"])
+        print(f"  {way:<12}{run:<12}{cells}")
     total = max((f["bytes"] for way, run, f in rows if run.startswith("large")), default=0)
     if total:
         print(f"  documents of the large run: {total / 1e9:.2f} GB")
