@@ -26,11 +26,12 @@ processes through the standard AWS variables as a real store would be):
 and prints learners/s, MB/s of documents, peak RSS, the ratio of learners/s to the small run's,
 how the run read the source (the run's summary), each tenth of the run's chunks (seconds to
 record it and the highest RSS the parent sampled meanwhile: the same seconds tenth after tenth
-is a linear run, the same RSS a flat one), and whether each snapshot is identical to the
-first run of the same database (indexed): every run of a database uses one run id and one export
-time (the flow's clock is fixed in the child), so equal manifests, timings aside, mean equal
-bytes (the manifest holds every file's SHA-256), and each resumed snapshot is verified against its
-manifest (`learner-export verify`). Snapshots are removed as soon as they are compared. Figures
+is a linear run, the same RSS a flat one; and the rate over tenths 2-10, the run's fixed start
+left out, which weighs ten times more in the small run than in the large one), and whether each
+snapshot is identical to the first run of the same database (indexed): every run of a database
+uses one run id and one export time (the flow's clock is fixed in the child), so equal
+manifests, timings aside, mean equal bytes (the manifest holds every file's SHA-256), and each
+resumed snapshot is verified against its manifest (`learner-export verify`). Snapshots are removed as soon as they are compared. Figures
 only: nothing asserts a time. Run it alone (flock): every figure is a share of two cores.
 """
 
@@ -420,13 +421,23 @@ def report(rows: list[tuple[str, str, dict[str, Any]]]) -> None:
         print(f"  {way:<12}{run:<12}{f['learners']:>9}{f['seconds']:>9.1f}{shown:>11}"
               f"{f['bytes'] / 1e6 / f['seconds']:>7.1f}{f['rss_mb']:>8.0f}{ratio:>9}  {same}  "
               f"{f['read']}")  # fmt: skip
-    print("\n  each tenth of a run's chunks: seconds to record it / highest RSS sampled (MB)")
+    print(
+        "\n  each tenth of a run's chunks: seconds to record it / highest RSS sampled (MB);"
+        "\n  steady: learners/s over tenths 2-10 (the run's start left out), and vs small's"
+    )
+    steady_small: dict[str, float] = {}
     for way, run, f in rows:
         if not f["tenths"]:
             continue
         # "-": no sample fell in that tenth (it was recorded within one poll of the one before)
         cells = " ".join(f"{t:.0f}/{rss:.0f}" if rss else f"{t:.0f}/-" for t, rss in f["tenths"])
-        print(f"  {way:<12}{run:<12}{cells}")
+        steady = 0.9 * f["learners"] / max(sum(t for t, _ in f["tenths"][1:]), 1e-9)
+        if run == "small":
+            steady_small[way] = steady
+        versus = (
+            f" ({steady / steady_small[way]:.2f})" if run != "small" and way in steady_small else ""
+        )
+        print(f"  {way:<12}{run:<12}{cells}  steady {steady:.1f}{versus}")
     total = max((f["bytes"] for way, run, f in rows if run.startswith("large")), default=0)
     if total:
         print(f"  documents of the large run: {total / 1e9:.2f} GB")
