@@ -31,8 +31,9 @@ left out, which weighs ten times more in the small run than in the large one), a
 snapshot is identical to the first run of the same database (indexed): every run of a database
 uses one run id and one export time (the flow's clock is fixed in the child), so equal
 manifests, timings aside, mean equal bytes (the manifest holds every file's SHA-256), and each
-resumed snapshot is verified against its manifest (`learner-export verify`). Snapshots are removed as soon as they are compared. Figures
-only: nothing asserts a time. Run it alone (flock): every figure is a share of two cores.
+resumed snapshot is verified against its manifest (`learner-export verify`). Snapshots are
+removed as soon as they are compared. Figures only: nothing asserts a time. Run it alone
+(flock): every figure is a share of two cores.
 """
 
 from __future__ import annotations
