@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -72,10 +73,20 @@ class SourceTimeouts:
 
 
 def create_source_engine(
-    url: str | URL, *, timeouts: SourceTimeouts | None = None, **engine_kwargs: Any
+    url: str | URL,
+    *,
+    timeouts: SourceTimeouts | None = None,
+    ping_after_idle: float = 0.0,
+    **engine_kwargs: Any,
 ) -> Engine:
     """An engine that can only read the source at `url`, bounded by `timeouts` (default:
     SQLAlchemy's 30 s pool wait, a 10 s connect timeout, no statement timeout).
+
+    PostgreSQL connections are tested before use once they have been idle in the pool for more
+    than `ping_after_idle` seconds (0: before every use, SQLAlchemy's `pool_pre_ping`), and a
+    dead one is replaced: a restarted database costs no request. A connection used within that
+    time goes out untested, which spares a round trip per checkout; if the database went away in
+    between, the statement fails and the caller reports it (`snapshot`: transient).
 
     SQLite: the file must exist; it is opened read-only, and every transaction is an explicit
     `BEGIN` so that the several SELECTs of one export see one snapshot (pysqlite would otherwise
@@ -91,7 +102,7 @@ def create_source_engine(
     if backend == "sqlite":
         return _sqlite_engine(parsed, **engine_kwargs)
     if backend == "postgresql":
-        return _postgres_engine(parsed, timeouts, **engine_kwargs)
+        return _postgres_engine(parsed, timeouts, ping_after_idle, **engine_kwargs)
     raise TerminalExtractError(f"unsupported database kind {backend!r}: use sqlite or postgresql")
 
 
@@ -124,7 +135,9 @@ def _sqlite_engine(url: URL, **engine_kwargs: Any) -> Engine:
     return engine
 
 
-def _postgres_engine(url: URL, timeouts: SourceTimeouts, **engine_kwargs: Any) -> Engine:
+def _postgres_engine(
+    url: URL, timeouts: SourceTimeouts, ping_after_idle: float, **engine_kwargs: Any
+) -> Engine:
     connect_args = dict(engine_kwargs.pop("connect_args", {}))
     options = connect_args.get("options", "") + " -c default_transaction_read_only=on"
     if timeouts.statement is not None:
@@ -137,7 +150,12 @@ def _postgres_engine(url: URL, timeouts: SourceTimeouts, **engine_kwargs: Any) -
     # Text arrives as UTF-8 whatever the database's encoding, so stored JSON can go into the
     # (UTF-8) documents byte for byte.
     connect_args["client_encoding"] = "utf8"
-    engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True, **engine_kwargs)
+    always_ping = ping_after_idle <= 0
+    engine = sa.create_engine(
+        url, connect_args=connect_args, pool_pre_ping=always_ping, **engine_kwargs
+    )
+    if not always_ping:
+        _ping_after_idle(engine, ping_after_idle)
 
     @sa.event.listens_for(engine, "connect")
     def _json_as_bytes(dbapi_connection: Any, _record: Any) -> None:
@@ -149,6 +167,30 @@ def _postgres_engine(url: URL, timeouts: SourceTimeouts, **engine_kwargs: Any) -
             dbapi_connection.adapters.register_loader(type_name, loader)
 
     return engine
+
+
+_IDLE_SINCE = "learner_export_idle_since"
+"""Where a pooled connection's record keeps the `time.monotonic()` of its last check-in."""
+
+
+def _ping_after_idle(engine: Engine, seconds: float) -> None:
+    """Test each connection of `engine` at checkout if it has been idle in the pool for more than
+    `seconds`: SQLAlchemy's documented pessimistic recipe, where a `DisconnectionError` raised
+    from the checkout event makes the pool replace the connection and try again."""
+
+    @sa.event.listens_for(engine, "checkin")
+    def _idle_from_now(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is None or time.monotonic() - since <= seconds:
+            return  # just made, or in use a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception:
+            raise sa.exc.DisconnectionError("an idle source connection failed its test") from None
 
 
 @functools.cache
@@ -173,20 +215,35 @@ def snapshot(engine: Engine) -> Iterator[Connection]:
     database's own message is left out on purpose, since PostgreSQL quotes offending values; the
     SQLSTATE code is kept.
     """
+    with source_errors(engine.dialect.name), engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn = conn.execution_options(
+                isolation_level="REPEATABLE READ", postgresql_readonly=True
+            )
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def source_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection of `engine`'s pool, in no transaction, its source errors translated as
+    `snapshot` translates them (for readers that manage their transaction themselves,
+    `extract.request_read`)."""
+    with source_errors(engine.dialect.name), engine.connect() as conn:
+        yield conn
+
+
+@contextmanager
+def source_errors(dialect: str) -> Iterator[None]:
+    """Translate the errors of reading a `dialect` source, as `snapshot` states."""
     try:
-        with engine.connect() as conn:
-            if engine.dialect.name == "postgresql":
-                conn = conn.execution_options(
-                    isolation_level="REPEATABLE READ", postgresql_readonly=True
-                )
-            with conn.begin():
-                yield conn
+        yield
     except sa.exc.DBAPIError as exc:
-        raise translate_error(exc, engine.dialect.name) from None
+        raise translate_error(exc, dialect) from None
     except sa.exc.TimeoutError:
         # The pool's own wait (not a DBAPIError): every connection stayed busy for pool_timeout.
         raise TransientExtractError(
-            f"no {engine.dialect.name} source connection became free in time; it may be retried"
+            f"no {dialect} source connection became free in time; it may be retried"
         ) from None
 
 

@@ -91,17 +91,15 @@ def _code_point_order(column: ColumnElement[str], dialect: str) -> ColumnElement
     return column.collate("C") if dialect == POSTGRESQL else column
 
 
+def _user_columns() -> list[ColumnElement[Any]]:
+    """Every `users` column except `password` (it is never read)."""
+    u = users.c
+    return [u.id, u.username, u.email, u.name, _raw(u.role), u.parent_id, _raw(u.created_at)]
+
+
 def users_query(dialect: str, user_ids: Collection[int]) -> AnySelect:
     """The `users` rows with these ids, every column except `password` (it is never read)."""
-    return sa.select(
-        users.c.id,
-        users.c.username,
-        users.c.email,
-        users.c.name,
-        _raw(users.c.role),
-        users.c.parent_id,
-        _raw(users.c.created_at),
-    ).where(users.c.id.in_(list(user_ids)))
+    return sa.select(*_user_columns()).where(users.c.id.in_(list(user_ids)))
 
 
 def accounts_query(user_ids: Collection[int]) -> AnySelect:
@@ -129,17 +127,28 @@ def profiles_query(dialect: str, user_ids: Learners) -> AnySelect:
     """Profiles of these users; per user, the first created comes first (the one kept)."""
     p = learner_profiles.c
     return (
-        sa.select(
-            p.id,
-            p.user_id,
-            p.grade_level,
-            *(_stored_json(c) for c in (p.graph, p.subjects, p.subject_performance)),
-            *(_stored_json(c) for c in (p.recommended_subjects, p.struggling_areas)),
-            _raw(p.created_at),
-        )
+        sa.select(*_profile_columns())
         .where(_of_learners(p.user_id, user_ids))
-        .order_by(p.user_id, p.created_at.asc().nulls_last(), _code_point_order(p.id, dialect))
+        .order_by(p.user_id, *_profile_order(dialect))
     )
+
+
+def _profile_columns() -> list[ColumnElement[Any]]:
+    p = learner_profiles.c
+    return [
+        p.id,
+        p.user_id,
+        p.grade_level,
+        *(_stored_json(c) for c in (p.graph, p.subjects, p.subject_performance)),
+        *(_stored_json(c) for c in (p.recommended_subjects, p.struggling_areas)),
+        _raw(p.created_at),
+    ]
+
+
+def _profile_order(dialect: str) -> tuple[ColumnElement[Any], ...]:
+    """One user's profiles, the one kept (the first created) first."""
+    p = learner_profiles.c
+    return p.created_at.asc().nulls_last(), _code_point_order(p.id, dialect)
 
 
 def _lesson_columns(dialect: str) -> list[ColumnElement[Any]]:
@@ -213,6 +222,87 @@ def lessons_query(
     )
 
 
+REQUESTER, LEARNER, LEARNER_TEXT, LESSON_LIMIT = (
+    "requester",
+    "learner",
+    "learner_text",
+    "lesson_limit",
+)
+"""The parameters of `request_statements`: who asks, for whom (as an integer, and as the text
+`achievements.learner_id` holds), and how many lessons at most."""
+EXPORT_ALLOWED = "export_allowed"
+"""The column `request_statements` adds to each `users` row: the database's verdict on the
+request (`export_allowed`)."""
+
+
+def export_allowed(
+    requester: ColumnElement[int], learner: ColumnElement[int]
+) -> ColumnElement[bool]:
+    """Whether user `requester` may export learner `learner`, as SQL: the learner is a LEARNER
+    user, and the requester is an ADMIN or that learner's PARENT (contract §3).
+
+    It guards the reads of `request_statements`, so that rows nobody may export are never read;
+    the endpoint still decides every answer itself, from the `users` rows, and treats a verdict
+    different from its own as a fault."""
+    asking, child = users.alias("asking"), users.alias("child")
+    return sa.exists().where(
+        asking.c.id == requester,
+        child.c.id == learner,
+        child.c.role == "LEARNER",
+        sa.or_(
+            asking.c.role == "ADMIN",
+            sa.and_(asking.c.role == "PARENT", child.c.parent_id == asking.c.id),
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RequestStatements:
+    """The four reads of one export request, each parameterized by REQUESTER, LEARNER,
+    LEARNER_TEXT and LESSON_LIMIT (`request_statements`)."""
+
+    users: AnySelect
+    profile: AnySelect
+    achievements: AnySelect
+    lessons: AnySelect
+
+
+def request_statements(dialect: str) -> RequestStatements:
+    """One export request's reads, built once and run with different parameters:
+
+    * `users`: the requester's and the learner's rows (as `users_query`), each with
+      EXPORT_ALLOWED, the verdict of `export_allowed`;
+    * `profile`: the learner's profile kept (the first created), as `profiles_query` orders them;
+    * `achievements`, `lessons`: as `achievements_query` and the one-learner `lessons_query`
+      (at most LESSON_LIMIT lessons, the most recent, each row with LESSON_TOTAL).
+
+    The three reads of the learner's rows return nothing unless `export_allowed` holds: a
+    refused request reads no row of the learner. The ids are bound parameters, not literals, so
+    the statements' text never changes and the database can keep their plans.
+    """
+    requester = sa.bindparam(REQUESTER, type_=sa.Integer)
+    learner = sa.bindparam(LEARNER, type_=sa.Integer)
+    learner_text = sa.bindparam(LEARNER_TEXT, type_=sa.String)
+    allowed = export_allowed(requester, learner)
+    p, a, ls = learner_profiles.c, achievements.c, lessons.c
+    return RequestStatements(
+        users=sa.select(*_user_columns(), allowed.label(EXPORT_ALLOWED)).where(
+            users.c.id.in_([requester, learner])
+        ),
+        profile=sa.select(*_profile_columns())
+        .where(p.user_id == learner, allowed)
+        .order_by(*_profile_order(dialect))
+        .limit(1),
+        achievements=sa.select(*_achievement_columns(dialect))
+        .where(a.learner_id == learner_text, allowed)
+        .order_by(*_achievement_order(dialect)),
+        lessons=sa.select(*_lesson_columns(dialect), sa.func.count().over().label(LESSON_TOTAL))
+        .where(ls.learner_id == learner, allowed)
+        .order_by(*_lesson_order(dialect))
+        .limit(sa.bindparam(LESSON_LIMIT, type_=sa.Integer)),
+    )
+
+
 def lesson_counts_query(learner_ids: Collection[int]) -> AnySelect:
     """(learner_id, count) of every lesson of these learners that has any (learners without
     lessons are absent): read from the index by learner alone, never from the rows."""
@@ -244,20 +334,24 @@ def achievements_query(dialect: str, learner_ids: Learners) -> AnySelect:
         where = learner.in_([str(i) for i in learner_ids])
         groups = (learner,)
     return (
-        sa.select(
-            _as_text(a.id, dialect),
-            a.learner_id,
-            a.type,
-            _stored_json(a.payload),
-            _raw(a.awarded_at),
-        )
+        sa.select(*_achievement_columns(dialect))
         .where(where)
-        .order_by(
-            *groups,
-            a.awarded_at.desc().nulls_last(),
-            _code_point_order(sa.cast(a.id, sa.Text), dialect) if dialect == POSTGRESQL else a.id,
-        )
+        .order_by(*groups, *_achievement_order(dialect))
     )
+
+
+def _achievement_columns(dialect: str) -> list[ColumnElement[Any]]:
+    a = achievements.c
+    return [_as_text(a.id, dialect), a.learner_id, a.type, _stored_json(a.payload),
+            _raw(a.awarded_at)]  # fmt: skip
+
+
+def _achievement_order(dialect: str) -> tuple[ColumnElement[Any], ...]:
+    """One learner's achievements in contract order: `awarded_at` descending, NULL last, then
+    `id` by code point."""
+    a = achievements.c
+    by_id = _code_point_order(sa.cast(a.id, sa.Text), dialect) if dialect == POSTGRESQL else a.id
+    return a.awarded_at.desc().nulls_last(), by_id
 
 
 def quiz_answers_query(dialect: str, learner_ids: Collection[int]) -> AnySelect:
