@@ -53,10 +53,11 @@ from jwt.warnings import InsecureKeyLengthWarning
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from extract.engine import SourceTimeouts, create_source_engine, snapshot
-from extract.errors import ExtractError, LearnerNotFound
-from extract.reader import account, read_accounts, read_family, read_learner, read_users
+from extract.engine import SourceTimeouts, create_source_engine, snapshot, source_connection
+from extract.errors import ExtractError
+from extract.reader import account, read_accounts, read_family, read_users
 from extract.records import Account
+from extract.request_read import read_request
 from learner_export.arguments import UserError
 from learner_export.bundle import Bundle, family_bundle, page_bytes
 from learner_export.byte_budget import ByteBudget
@@ -95,6 +96,10 @@ STREAM_CHUNK_BYTES = 256 * 1024
 GZIP_LEVEL = 1
 """Level 1 compresses the documents' text about 4:1 at a fraction of level 6's cost."""
 UNAVAILABLE_RETRY_SECONDS = 5
+PING_AFTER_IDLE_SECONDS = 1.0
+"""A pooled source connection idle for longer is tested before an export uses it, so a restarted
+database costs no request; one used within the last second is not, which saves a round trip
+per export under load (`extract.engine.create_source_engine`)."""
 MIN_SECRET_BYTES = 32
 STARTUP_FAILURE = 3
 """uvicorn's exit status when the application does not start."""
@@ -222,6 +227,7 @@ class Exporter:
                 connect=settings.database_connect_timeout,
                 statement=settings.database_statement_timeout,
             ),
+            ping_after_idle=PING_AFTER_IDLE_SECONDS,
             # No overflow: the pool is the bound on documents being made at once (README).
             pool_size=settings.database_pool_size,
             max_overflow=0,
@@ -247,32 +253,62 @@ class Exporter:
 
         Blocking (database reads, building, encoding): run it in a worker thread. One snapshot
         covers the account checks and the learner's rows, so what was authorized is what is
-        exported. The document is built and encoded before the snapshot ends: a request then
-        holds a source connection while it holds the learner's rows and objects, so the pool's
-        size (`database_pool_size`, no overflow) bounds how many documents a worker is making at
+        exported (`_export`). When the requester's window of the rate limit is full, only the
+        accounts are read: a client over its limit costs no read of a learner's rows.
+        """
+        learner_id = param.value
+        if learner_id is not None:
+            try:
+                has_room = self.limiter.has_room(user_id)
+            except RateLimitUnavailable as exc:
+                log.error("rate limit: %s", exc)
+                return _unavailable(user_id, learner_id)
+            if has_room:
+                return self._export(user_id, param, export_date, render, admit=True)
+        with snapshot(self.engine) as conn:
+            users = read_users(conn, {user_id} if learner_id is None else {user_id, learner_id})
+        refusal = self._refusal(_accounts(users), user_id, param)
+        if refusal is not None:
+            return refusal
+        # Admitted: a place opened in the window since it was seen full.
+        return self._export(user_id, param, export_date, render, admit=False)
+
+    def _export(
+        self,
+        user_id: int,
+        param: LearnerParam,
+        export_date: datetime,
+        render: Render,
+        *,
+        admit: bool,
+    ) -> Outcome:
+        """Read the accounts and the learner's rows in one snapshot (`read_request`: on
+        PostgreSQL one round trip), decide, and build: the answer to a request for a valid id.
+        `admit`: count it in the rate limit (False when it was counted already).
+
+        The learner's rows are guarded in SQL by the rule `_refusal` applies here; a database
+        verdict that differs from ours is a fault (500), never an export. The document is built
+        and encoded before the source connection goes back to the pool, so the pool's size
+        (`database_pool_size`, no overflow) bounds how many documents a worker is making at
         once (README, "Memory").
         """
-        wanted = {user_id} if param.value is None else {user_id, param.value}
-        with snapshot(self.engine) as conn:
-            users = read_users(conn, wanted)  # `users` read once: for both checks and rows
-            accounts = {uid: account(row) for uid, row in users.items()}
-            refusal = self._refusal(accounts, user_id, param)
+        assert param.value is not None
+        with source_connection(self.engine) as conn:
+            read = read_request(conn, user_id, param.value, lesson_limit=LESSON_CAP)
+            refusal = self._refusal(_accounts(read.users), user_id, param, admit=admit)
             if refusal is not None:
                 return refusal
-            assert param.value is not None  # _refusal turned away every invalid parameter
-            try:
-                rows = read_learner(
-                    conn, param.value, lesson_limit=LESSON_CAP, user=users[param.value]
-                )
-            except LearnerNotFound:  # cannot happen within one snapshot; answered as 404
-                return Outcome(404, user_id, param.value, LEARNER_NOT_FOUND)
-            built = build_document(rows, export_date=export_date, exported_by=user_id)
+            if read.learner is None:
+                raise VerdictMismatch("the database refused an export this server allows")
+            built = build_document(read.learner, export_date=export_date, exported_by=user_id)
             encoded = EncodedDocument.of(built, render)
         return Outcome(200, user_id, param.value, encoded=encoded)
 
     def _refusal(
-        self, accounts: dict[int, Account], user_id: int, param: LearnerParam
+        self, accounts: dict[int, Account], user_id: int, param: LearnerParam, *, admit: bool = True
     ) -> Outcome | None:
+        """The answer to a request this server does not serve, or None to serve it. `admit`:
+        count the request in the rate limit (after the role, before the rest)."""
         requester = accounts.get(user_id)
         if requester is None:  # a valid token for a user who no longer exists
             return Outcome(401, None, param.value, UNAUTHORIZED)
@@ -280,13 +316,16 @@ class Exporter:
             return Outcome(403, user_id, param.value, FORBIDDEN)
         # After the role (a LEARNER always hears 403), before the rest: every request of a PARENT
         # or ADMIN counts, so probing ids costs as much as exporting.
-        try:
-            retry_after = self.limiter.admit(user_id)
-        except RateLimitUnavailable as exc:
-            log.error("rate limit: %s", exc)
-            return _unavailable(user_id, param.value)
-        if retry_after is not None:
-            return Outcome(429, user_id, param.value, TOO_MANY_REQUESTS, retry_after=retry_after)
+        if admit:
+            try:
+                retry_after = self.limiter.admit(user_id)
+            except RateLimitUnavailable as exc:
+                log.error("rate limit: %s", exc)
+                return _unavailable(user_id, param.value)
+            if retry_after is not None:
+                return Outcome(
+                    429, user_id, param.value, TOO_MANY_REQUESTS, retry_after=retry_after
+                )
         if param.value is None:
             return Outcome(400, user_id, None, param.problem)
         target = accounts.get(param.value)
@@ -300,6 +339,15 @@ class Exporter:
     def audit(self, record: AuditRecord) -> bool:
         """Append `record` to the audit log; False when it could not be written (logged)."""
         return write_audit(self.settings.audit_log_path, record)
+
+
+class VerdictMismatch(Exception):
+    """The database's verdict on a request (`queries.export_allowed`) differs from this server's:
+    a fault of ours, answered as 500 and never as an export."""
+
+
+def _accounts(users: dict[int, Any]) -> dict[int, Account]:
+    return {user_id: account(row) for user_id, row in users.items()}
 
 
 def _unavailable(user_id: int | None, learner_id: int | None) -> Outcome:

@@ -11,13 +11,14 @@ for the typical learner (~28 lessons) `--requests` times, in the endpoint's orde
 functions, and prints each phase's median in ms:
 
   token     the token checked (VerifiedTokens: the client sends the same token every time)
-  checkout  a pooled connection, isolation level, snapshot entered (BEGIN is sent with the next)
-  accounts  read_users: who asks and for whom (their `users` rows), one statement
+  checkout  a pooled connection (tested first only if it sat idle over a second)
+  window    the rate limit's look at the requester's window (a read of its shared store)
+  read      read_request: BEGIN, the accounts, the learner's profile, achievements and lessons,
+            COMMIT; on PostgreSQL one round trip, so the reads cannot be timed apart
   limit     the rate limit's admission (its shared SQLite store, one write transaction)
-  rows      read_learner: profiles, achievements, the lessons (with their count)
   build     build_document
   encode    the document's bytes and their sha256, once (EncodedDocument)
-  commit    the snapshot's end
+  release   the connection back to the pool
   audit     the audit line appended
   stream    the body's pieces (no network)
 
@@ -49,9 +50,9 @@ from _server import serve_py  # noqa: E402
 from serve_latency import SECRET, fetch_all  # noqa: E402
 
 import serve  # noqa: E402
-from extract.engine import SourceTimeouts, create_source_engine, snapshot  # noqa: E402
+from extract.engine import SourceTimeouts, create_source_engine, source_connection  # noqa: E402
 from extract.indexes import NEEDED_INDEXES  # noqa: E402
-from extract.reader import account, read_learner, read_users  # noqa: E402
+from extract.request_read import read_request  # noqa: E402
 from learner_export.demo import build_demo_database, demo_rows  # noqa: E402
 from learner_export.ratelimit import RateLimiter  # noqa: E402
 from learner_export.tokens import VerifiedTokens, issue_token  # noqa: E402
@@ -61,7 +62,7 @@ from transform.document import LESSON_CAP, build_document  # noqa: E402
 ADMIN = 2
 TYPICAL_LESSONS = 28
 PHASES = (
-    "token", "checkout", "accounts", "limit", "rows", "build", "encode", "commit", "audit",
+    "token", "checkout", "window", "read", "limit", "build", "encode", "release", "audit",
     "stream",
 )  # fmt: skip
 
@@ -87,27 +88,21 @@ def one_request(url_engine: Any, limiter: RateLimiter, tokens: VerifiedTokens, a
         return result
 
     user = timed("token", lambda: tokens.verify(token))
-    context = snapshot(url_engine)
+    context = source_connection(url_engine)
     conn = timed("checkout", context.__enter__)
     try:
-
-        def accounts() -> dict[str, Any]:
-            users = read_users(conn, {user, learner})
-            return {"rows": users, "accounts": {i: account(r) for i, r in users.items()}}
-
-        users = timed("accounts", accounts)["rows"]
+        timed("window", lambda: limiter.has_room(user))
+        read = timed("read", lambda: read_request(conn, user, learner, lesson_limit=LESSON_CAP))
         timed("limit", lambda: limiter.admit(user))
-        rows = timed(
-            "rows",
-            lambda: read_learner(conn, learner, lesson_limit=LESSON_CAP, user=users[learner]),
-        )
         when = datetime.now(UTC)
-        built = timed("build", lambda: build_document(rows, export_date=when, exported_by=user))
+        built = timed(
+            "build", lambda: build_document(read.learner, export_date=when, exported_by=user)
+        )
         encoded = timed("encode", lambda: serve.EncodedDocument.of(built))
     except BaseException:
         context.__exit__(*sys.exc_info())
         raise
-    timed("commit", lambda: context.__exit__(None, None, None))
+    timed("release", lambda: context.__exit__(None, None, None))
     record = AuditRecord(at=when, via="bench", user_id=user, learner_id=learner, status=200,
                          sha256=encoded.sha256, size=len(encoded.body))  # fmt: skip
     timed("audit", lambda: append_audit(audit, record))
@@ -127,7 +122,11 @@ async def _drain(body: bytes) -> int:
 
 def phases(url: str, learner: int, requests: int, work: Path) -> dict[str, float]:
     """The median of each phase over `requests` requests (after a warm-up), in ms."""
-    engine = create_source_engine(url, timeouts=SourceTimeouts(pool=5, connect=5, statement=15))
+    engine = create_source_engine(
+        url,
+        timeouts=SourceTimeouts(pool=5, connect=5, statement=15),
+        ping_after_idle=serve.PING_AFTER_IDLE_SECONDS,
+    )
     limiter = RateLimiter(work / "rate.sqlite3", 10**9)
     tokens = VerifiedTokens(SECRET)
     token = issue_token(SECRET, ADMIN, "ADMIN", lifetime=3600)
@@ -218,13 +217,13 @@ def main() -> None:
                 medians = phases(url, learner, args.requests, work)
                 total = sum(medians.values())
                 http = http_p50(url, learner, args.requests, work / "server")
-                rows_ms[label] = medians["rows"]
+                rows_ms[label] = medians["read"]
                 print(f"{label:<24}" + "".join(f"{medians[p]:>9.3f}" for p in PHASES)
                       + f"{total:>8.2f}{http:>10.2f}", flush=True)  # fmt: skip
             for kind in ("sqlite", "postgresql"):
                 if f"{kind}, indexed" in rows_ms:
                     ratio = rows_ms[f"{kind}, no indexes"] / rows_ms[f"{kind}, indexed"]
-                    print(f"{kind}: reading the rows without the indexes / with: {ratio:.2f}")
+                    print(f"{kind}: the read without the indexes / with: {ratio:.2f}")
 
 
 if __name__ == "__main__":

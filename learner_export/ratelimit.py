@@ -82,6 +82,26 @@ class RateLimiter:
                 ) from None
         return retry_after
 
+    def has_room(self, user_id: int) -> bool:
+        """Whether `user_id` had fewer than the limit's requests in the window a moment ago: a
+        read that counts nothing and takes no lock (WAL readers never wait for the writer). A
+        hint for skipping work that an `admit` is bound to refuse, never a decision: another
+        worker may take the last place before this request's `admit`. Raises
+        `RateLimitUnavailable` as `admit` does."""
+        with self._lock:
+            try:
+                now = self._clock()
+                found = self._connection().execute(
+                    "SELECT count(*) FROM admitted WHERE user_id = ? AND at > ? AND at <= ?",
+                    (user_id, now - self.window, now + self.window),
+                )
+                (count,) = found.fetchone()
+            except (sqlite3.Error, OSError) as exc:
+                raise RateLimitUnavailable(
+                    f"the rate limit's store {self.path} cannot be used ({type(exc).__name__})"
+                ) from None
+        return bool(count < self.per_window)
+
     def _decide(self, db: sqlite3.Connection, user_id: int, now: float) -> int | None:
         horizon = now - self.window
         future = now + self.window  # beyond it, only a clock set back far could have written

@@ -105,13 +105,13 @@ def test_a_slow_answer_is_not_cut_by_the_deadline(
     strict: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The request is in: the time the application takes to answer is not the client's."""
-    real_read_learner = serve.read_learner
+    real_read_request = serve.read_request
 
     def slow_read(*args: Any, **kwargs: Any) -> Any:
         time.sleep(REQUEST_TIMEOUT * 2)
-        return real_read_learner(*args, **kwargs)
+        return real_read_request(*args, **kwargs)
 
-    monkeypatch.setattr(serve, "read_learner", slow_read)
+    monkeypatch.setattr(serve, "read_request", slow_read)
     token = make_token(SECRET, userId=str(strict.ids.admin), role="ADMIN")
     with _connect(strict) as connection:
         connection.sendall(

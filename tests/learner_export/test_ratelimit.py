@@ -51,6 +51,22 @@ def test_users_are_counted_apart(tmp_path: Path) -> None:
     assert limiter.admit(1) is not None
 
 
+def test_has_room_agrees_with_admit_and_counts_nothing(tmp_path: Path) -> None:
+    clock = Clock()
+    first, second = _limiter(tmp_path, 2, clock), _limiter(tmp_path, 2, clock)
+    assert first.has_room(7) and second.has_room(7)
+    for _ in range(10):
+        assert first.has_room(7)  # looking takes no place
+    assert first.admit(7) is None
+    assert second.has_room(7)
+    assert second.admit(7) is None
+    assert not first.has_room(7) and not second.has_room(7)  # full, seen from either
+    assert first.has_room(8)  # per user
+    clock.now += 60
+    assert first.has_room(7)
+    assert first.admit(7) is None
+
+
 def test_retry_after_is_at_least_one_second(tmp_path: Path) -> None:
     clock = Clock()
     limiter = _limiter(tmp_path, 1, clock)

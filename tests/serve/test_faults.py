@@ -22,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 import serve
+from extract.request_read import RequestRows
 from learner_export.arguments import UserError
 from learner_export.serving import prepare
 from learner_export.settings import Settings
@@ -127,23 +128,23 @@ def test_a_connection_cut_mid_request_is_503(
     postgres_demo: DemoSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What a database restart does to a request in flight: its session ends under it."""
-    real_read_learner = serve.read_learner
+    real_read_request = serve.read_request
 
     def cut_then_read(conn: sa.Connection, *args: Any, **kwargs: Any) -> Any:
-        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        pid = conn.connection.driver_connection.info.backend_pid  # type: ignore[union-attr]
         owner = sa.create_engine(
             postgres_demo.owner_url.replace("postgresql:", "postgresql+psycopg:", 1)
         )
         with owner.connect() as admin:
             admin.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
         owner.dispose()
-        return real_read_learner(conn, *args, **kwargs)
+        return real_read_request(conn, *args, **kwargs)
 
     with own_server(postgres_demo, tmp_path) as live:
-        monkeypatch.setattr(serve, "read_learner", cut_then_read)
+        monkeypatch.setattr(serve, "read_request", cut_then_read)
         response = live.export(f"learnerId={live.ids.child}", token=live.token(live.ids.admin))
         _assert_unavailable(response)
-        monkeypatch.setattr(serve, "read_learner", real_read_learner)
+        monkeypatch.setattr(serve, "read_request", real_read_request)
         assert (
             live.export(f"learnerId={live.ids.child}", token=live.token(live.ids.admin)).status_code
             == 200
@@ -233,6 +234,25 @@ def test_an_unexpected_error_is_a_json_500_audited_and_logged_without_data(
         )
     assert "ValueError" in caplog.text
     assert "Ada" not in caplog.text and "example.org" not in caplog.text
+
+
+def test_a_database_verdict_unlike_ours_is_a_500_and_never_an_export(
+    sqlite_demo: DemoSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`read_request`'s guard refusing what the server's own checks allow (a fault of ours,
+    the two rules parted): no document, a 500, audited."""
+    real_read_request = serve.read_request
+
+    def refused_in_sql(*args: Any, **kwargs: Any) -> RequestRows:
+        read = real_read_request(*args, **kwargs)
+        return RequestRows(users=read.users, allowed=False, learner=None)
+
+    monkeypatch.setattr(serve, "read_request", refused_in_sql)
+    with own_server(sqlite_demo, tmp_path) as live:
+        response = live.export(f"learnerId={live.ids.child}", token=live.token(live.ids.admin))
+        assert response.status_code == 500
+        assert response.json() == {"error": "Internal server error"}
+        assert _statuses(live) == [500]
 
 
 # --- the audit log -----------------------------------------------------------------------------

@@ -234,6 +234,66 @@ def test_over_the_limit_a_learner_still_hears_403_and_refusals_count(
         live.stop()
 
 
+def _selects(engine: sa.Engine) -> list[str]:
+    """The table of every SELECT `engine` runs from now on (its first FROM), appended as run."""
+    tables: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            tables.append(re.findall(r"\bFROM\s+(\w+)", statement)[0])
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    return tables
+
+
+def test_a_request_over_the_limit_reads_no_row_of_the_learner(
+    sqlite_demo: DemoSource, tmp_path: Path
+) -> None:
+    """With the requester's window full, only the accounts are read before the 429."""
+    settings = Settings(
+        DATABASE_URL=sqlite_demo.url, JWT_SECRET=SECRET, data_dir=tmp_path, exports_per_minute=1
+    )
+    live = start_server(settings, sqlite_demo)
+    try:
+        tables = _selects(live.server.config.app.state.exporter.engine)
+        token = live.token(live.ids.admin)
+        assert live.export(f"learnerId={live.ids.big}", token=token).status_code == 200
+        assert sorted(tables) == ["achievements", "learner_profiles", "lessons", "users"]
+        tables.clear()
+        assert live.export(f"learnerId={live.ids.big}", token=token).status_code == 429
+        assert tables == ["users"]
+    finally:
+        live.stop()
+
+
+def test_a_place_that_opens_after_the_window_was_seen_full_is_served(
+    sqlite_demo: DemoSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window's look (`has_room`) is a hint: admitted after it said full, the request is
+    read in full and served, and counted once."""
+    settings = Settings(
+        DATABASE_URL=sqlite_demo.url, JWT_SECRET=SECRET, data_dir=tmp_path, exports_per_minute=2
+    )
+    live = start_server(settings, sqlite_demo)
+    try:
+        exporter = live.server.config.app.state.exporter
+        monkeypatch.setattr(exporter.limiter, "has_room", lambda _user_id: False)
+        tables = _selects(exporter.engine)
+        token = live.token(live.ids.admin)
+        response = live.export(f"learnerId={live.ids.child}", token=token)
+        assert response.status_code == 200
+        document = orjson.loads(response.content)
+        assert schema_errors(document) == [] and document["learner"]["id"] == live.ids.child
+        assert tables[0] == "users" and sorted(tables[1:]) == [
+            "achievements", "learner_profiles", "lessons", "users",
+        ]  # fmt: skip
+        monkeypatch.undo()
+        assert live.export(f"learnerId={live.ids.child}", token=token).status_code == 200
+        assert live.export(f"learnerId={live.ids.child}", token=token).status_code == 429
+    finally:
+        live.stop()
+
+
 def test_healthz_reports_a_reachable_database(live: LiveServer) -> None:
     response = live.client.get("/healthz")
     assert response.status_code == 200
@@ -315,5 +375,6 @@ def test_an_export_reads_each_table_once(sqlite_demo: DemoSource, tmp_path: Path
         assert response.status_code == 200
     finally:
         live.stop()
-    read = [table for s in statements for table in re.findall(r"\bFROM\s+(\w+)", s)]
+    # The table each statement reads (the first FROM; the others are the guard's `users`).
+    read = [re.findall(r"\bFROM\s+(\w+)", s)[0] for s in statements]
     assert sorted(read) == ["achievements", "learner_profiles", "lessons", "users"]
