@@ -253,18 +253,13 @@ class Exporter:
 
         Blocking (database reads, building, encoding): run it in a worker thread. One snapshot
         covers the account checks and the learner's rows, so what was authorized is what is
-        exported (`_export`). When the requester's window of the rate limit is full, only the
-        accounts are read: a client over its limit costs no read of a learner's rows.
+        exported (`_export`). While this worker's last refusal of the requester by the rate
+        limit lasts, only the accounts are read: a client over its limit costs no read of a
+        learner's rows (after the first refusal by each worker).
         """
         learner_id = param.value
-        if learner_id is not None:
-            try:
-                has_room = self.limiter.has_room(user_id)
-            except RateLimitUnavailable as exc:
-                log.error("rate limit: %s", exc)
-                return _unavailable(user_id, learner_id)
-            if has_room:
-                return self._export(user_id, param, export_date, render, admit=True)
+        if learner_id is not None and self.limiter.has_room(user_id):
+            return self._export(user_id, param, export_date, render, admit=True)
         with snapshot(self.engine) as conn:
             users = read_users(conn, {user_id} if learner_id is None else {user_id, learner_id})
         refusal = self._refusal(_accounts(users), user_id, param)

@@ -12,7 +12,7 @@ functions, and prints each phase's median in ms:
 
   token     the token checked (VerifiedTokens: the client sends the same token every time)
   checkout  a pooled connection (tested first only if it sat idle over a second)
-  window    the rate limit's look at the requester's window (a read of its shared store)
+  window    the rate limit's hint (`has_room`: this worker's last refusal, in memory)
   read      read_request: BEGIN, the accounts, the learner's profile, achievements and lessons,
             COMMIT; on PostgreSQL one round trip, so the reads cannot be timed apart
   limit     the rate limit's admission (its shared SQLite store, one write transaction)

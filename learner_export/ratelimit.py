@@ -25,6 +25,8 @@ WINDOW_SECONDS = 60.0
 BUSY_TIMEOUT_SECONDS = 5.0
 """How long a decision waits for another worker's transaction on the file before it fails."""
 FILE_MODE = 0o600
+MAX_REFUSALS_KEPT = 4096
+"""Refusals a process remembers for `RateLimiter.has_room` before it drops the expired ones."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS admitted (user_id INTEGER NOT NULL, at REAL NOT NULL);
@@ -60,6 +62,8 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._last_sweep = -math.inf
+        self._refused_until: dict[int, float] = {}
+        """This process's last refusal of each user: the clock time its Retry-After ends."""
 
     def admit(self, user_id: int) -> int | None:
         """Count one request of `user_id` and return None if it is within the limit; otherwise
@@ -71,7 +75,8 @@ class RateLimiter:
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     # Read the clock holding the write lock: an entry written before is older.
-                    retry_after = self._decide(db, user_id, self._clock())
+                    now = self._clock()
+                    retry_after = self._decide(db, user_id, now)
                     db.execute("COMMIT")
                 except BaseException:
                     db.execute("ROLLBACK")
@@ -80,27 +85,28 @@ class RateLimiter:
                 raise RateLimitUnavailable(
                     f"the rate limit's store {self.path} cannot be used ({type(exc).__name__})"
                 ) from None
+            self._remember(user_id, now, retry_after)
         return retry_after
 
     def has_room(self, user_id: int) -> bool:
-        """Whether `user_id` had fewer than the limit's requests in the window a moment ago: a
-        read that counts nothing and takes no lock (WAL readers never wait for the writer). A
-        hint for skipping work that an `admit` is bound to refuse, never a decision: another
-        worker may take the last place before this request's `admit`. Raises
-        `RateLimitUnavailable` as `admit` does."""
-        with self._lock:
-            try:
-                now = self._clock()
-                found = self._connection().execute(
-                    "SELECT count(*) FROM admitted WHERE user_id = ? AND at > ? AND at <= ?",
-                    (user_id, now - self.window, now + self.window),
-                )
-                (count,) = found.fetchone()
-            except (sqlite3.Error, OSError) as exc:
-                raise RateLimitUnavailable(
-                    f"the rate limit's store {self.path} cannot be used ({type(exc).__name__})"
-                ) from None
-        return bool(count < self.per_window)
+        """False while a refusal of `user_id` by this process lasts (until its Retry-After is
+        over), True otherwise: what this process knows without reading the store. A hint for
+        skipping work that `admit` is bound to refuse, never a decision: `admit` alone decides,
+        and another worker's refusals are not seen here (the first request after one costs a
+        worker its full work, then the hint holds)."""
+        until = self._refused_until.get(user_id)
+        return until is None or self._clock() >= until
+
+    def _remember(self, user_id: int, now: float, retry_after: int | None) -> None:
+        """Note `admit`'s answer for `has_room` (holding the lock); expired notes are dropped
+        once they pile up, so the map holds at most the users refused in the last window or
+        so, plus MAX_REFUSALS_KEPT."""
+        if retry_after is None:
+            self._refused_until.pop(user_id, None)
+            return
+        self._refused_until[user_id] = now + retry_after
+        if len(self._refused_until) > MAX_REFUSALS_KEPT:
+            self._refused_until = {u: t for u, t in self._refused_until.items() if t > now}
 
     def _decide(self, db: sqlite3.Connection, user_id: int, now: float) -> int | None:
         horizon = now - self.window

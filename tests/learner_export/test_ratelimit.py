@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from learner_export.ratelimit import RateLimiter, RateLimitUnavailable
+from learner_export.ratelimit import MAX_REFUSALS_KEPT, RateLimiter, RateLimitUnavailable
 
 
 class Clock:
@@ -51,20 +51,36 @@ def test_users_are_counted_apart(tmp_path: Path) -> None:
     assert limiter.admit(1) is not None
 
 
-def test_has_room_agrees_with_admit_and_counts_nothing(tmp_path: Path) -> None:
+def test_has_room_is_false_while_this_process_refusal_lasts(tmp_path: Path) -> None:
     clock = Clock()
-    first, second = _limiter(tmp_path, 2, clock), _limiter(tmp_path, 2, clock)
-    assert first.has_room(7) and second.has_room(7)
-    for _ in range(10):
-        assert first.has_room(7)  # looking takes no place
-    assert first.admit(7) is None
-    assert second.has_room(7)
-    assert second.admit(7) is None
-    assert not first.has_room(7) and not second.has_room(7)  # full, seen from either
-    assert first.has_room(8)  # per user
-    clock.now += 60
+    first, second = _limiter(tmp_path, 1, clock), _limiter(tmp_path, 1, clock)
     assert first.has_room(7)
     assert first.admit(7) is None
+    assert first.has_room(7)  # admitted, never refused: nothing known against it
+    assert first.admit(7) == 60
+    assert not first.has_room(7) and first.has_room(8)  # per user
+    assert second.has_room(7)  # a hint: another process's refusal is not seen...
+    assert second.admit(7) == 60  # ...and admit alone decides
+    assert not second.has_room(7)
+    clock.now += 59.5
+    assert not first.has_room(7)
+    clock.now += 0.5
+    assert first.has_room(7)
+    assert first.admit(7) is None
+    assert first.has_room(7)
+
+
+def test_expired_refusals_are_forgotten(tmp_path: Path) -> None:
+    clock = Clock()
+    limiter = _limiter(tmp_path, 1, clock)
+    for user in range(MAX_REFUSALS_KEPT + 1):
+        limiter.admit(user)
+        limiter.admit(user)  # refused until now + 60
+    assert len(limiter._refused_until) == MAX_REFUSALS_KEPT + 1
+    clock.now += 61
+    limiter.admit(-1)
+    limiter.admit(-1)
+    assert list(limiter._refused_until) == [-1]
 
 
 def test_retry_after_is_at_least_one_second(tmp_path: Path) -> None:
