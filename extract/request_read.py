@@ -108,6 +108,9 @@ class _Compiled:
     sql: str
     defaults: Mapping[str, Any]
     """The statement's constant parameters (the roles of `export_allowed`)."""
+    columns: tuple[str, ...]
+    """The names of its result's columns, in order (psycopg would build them, per result,
+    from the result's description)."""
 
 
 _COMPILED: dict[tuple[str, str, str], tuple[_Compiled, ...]] = {}
@@ -121,8 +124,11 @@ def _compiled(dialect: Dialect) -> tuple[_Compiled, ...]:
     store the same text.)"""
     key = (dialect.name, dialect.driver, dialect.paramstyle)
     if key not in _COMPILED:
-        compiled = [statement.compile(dialect=dialect) for statement in _statements(dialect.name)]
-        _COMPILED[key] = tuple(_Compiled(str(c), dict(c.params)) for c in compiled)
+        _COMPILED[key] = tuple(
+            _Compiled(str(c), dict(c.params), tuple(column.name for column in s.selected_columns))
+            for s in _statements(dialect.name)
+            for c in [s.compile(dialect=dialect)]
+        )
     return _COMPILED[key]
 
 
@@ -152,9 +158,9 @@ def _pipelined(conn: Connection, params: Mapping[str, Any]) -> list[list[dict[st
             driver.execute("COMMIT")  # type: ignore[union-attr]
         # Leaving the block synced the pipeline: every answer is in.
         results = []
-        for cursor in cursors:
-            columns = tuple(column.name for column in cursor.description)
-            results.append([dict(zip(columns, row, strict=True)) for row in cursor.fetchall()])
+        for cursor, statement in zip(cursors, statements, strict=True):
+            names = statement.columns
+            results.append([dict(zip(names, row, strict=True)) for row in cursor.fetchall()])
             cursor.close()
     except dbapi.Error as exc:
         conn.invalidate()

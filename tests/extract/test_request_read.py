@@ -20,7 +20,7 @@ from extract import queries
 from extract.engine import create_source_engine, snapshot, source_connection
 from extract.errors import TransientExtractError
 from extract.reader import read_learner
-from extract.request_read import read_request
+from extract.request_read import _compiled, read_request
 from learner_export.demo import BIG_LEARNER_LESSONS
 from tests.conftest import DemoSource
 from transform.document import LESSON_CAP, build_document
@@ -207,5 +207,29 @@ def test_an_idle_connection_is_tested_and_replaced(
         with source_connection(engine) as conn:
             assert read_request(conn, admin, learner, lesson_limit=LESSON_CAP).allowed
         assert _backend_pid(engine) != first
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_the_known_column_names_are_the_results(postgres_demo: DemoSource) -> None:
+    """The rows are keyed by names taken from the statements, not from each result: they must
+    be the names PostgreSQL describes, in its order."""
+    engine = create_source_engine(postgres_demo.url)
+    params = {
+        queries.REQUESTER: _admin(postgres_demo),
+        queries.LEARNER: postgres_demo.rows.learner_ids[0],
+        queries.LEARNER_TEXT: str(postgres_demo.rows.learner_ids[0]),
+        queries.LESSON_LIMIT: LESSON_CAP,
+    }
+    try:
+        with engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            assert isinstance(driver, psycopg.Connection)
+            for statement in _compiled(conn.dialect):
+                with driver.cursor() as cursor:
+                    cursor.execute(statement.sql, {**statement.defaults, **params})
+                    assert cursor.description is not None
+                    assert tuple(c.name for c in cursor.description) == statement.columns
     finally:
         engine.dispose()
