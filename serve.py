@@ -265,7 +265,7 @@ class Exporter:
         refusal = self._refusal(_accounts(users), user_id, param)
         if refusal is not None:
             return refusal
-        # Admitted: a place opened in the window since it was seen full.
+        # Admitted after all: `has_room` is a hint, and the shared window had room.
         return self._export(user_id, param, export_date, render, admit=False)
 
     def _export(
@@ -281,8 +281,9 @@ class Exporter:
         PostgreSQL one round trip), decide, and build: the answer to a request for a valid id.
         `admit`: count it in the rate limit (False when it was counted already).
 
-        The learner's rows are guarded in SQL by the rule `_refusal` applies here; a database
-        verdict that differs from ours is a fault (500), never an export. The document is built
+        The learner's rows are guarded in SQL by the rule `_refusal` applies here, which alone
+        decides: what it refuses is refused whatever the database found, and a database that
+        refuses what it allows is a fault (500), never an export. The document is built
         and encoded before the source connection goes back to the pool, so the pool's size
         (`database_pool_size`, no overflow) bounds how many documents a worker is making at
         once (README, "Memory").
