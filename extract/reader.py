@@ -7,9 +7,10 @@ the cap costs a statement of its own (and splits the plain lessons read in two).
 lessons, nearly all of the bytes, are streamed: `iter_learners` hands over each learner as soon
 as its lessons have arrived, so a chunk's memory is one learner's rows, not all of them.
 
-One learner (`read_learner`: the HTTP export, the one-off export) is held whole anyway, so on
-PostgreSQL its three statements go out together in psycopg's pipeline mode: one round trip to the
-server instead of three.
+One learner (`read_learner`: the one-off export, the readable page, restore's check) is held
+whole anyway, so on PostgreSQL its three statements go out together in psycopg's pipeline mode:
+one round trip to the server instead of three. The HTTP export reads its accounts and rows with
+`extract.request_read` instead.
 """
 
 from __future__ import annotations
@@ -224,8 +225,8 @@ def _pipelined(conn: Connection, *statements: queries.AnySelect) -> list[list[Ro
 
 def read_users(conn: Connection, user_ids: Collection[int]) -> dict[int, Row]:
     """The `users` rows (every column but `password`) with these ids, keyed by id; ids with no
-    user are absent. One statement: the HTTP export authorizes with it (`account`) and hands the
-    learner's row to `read_learner`, so `users` is read once per request."""
+    user are absent. One statement; a caller that also needs a learner's rows can hand that
+    learner's row to `read_learner`, so `users` is read once."""
     wanted = sorted(set(user_ids))
     if not wanted:
         return {}
