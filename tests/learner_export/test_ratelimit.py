@@ -188,3 +188,45 @@ def test_a_store_that_cannot_be_opened_is_unavailable(tmp_path: Path) -> None:
 def test_a_limit_below_one_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         RateLimiter(tmp_path / "rate.sqlite3", 0)
+
+
+def _counts(path: Path) -> tuple[dict[int, int], dict[int, int]]:
+    """The kept count of each user, and the count of their entries."""
+    with sqlite3.connect(path) as db:
+        kept = dict(db.execute("SELECT user_id, n FROM admitted_count").fetchall())
+        entries = db.execute("SELECT user_id, count(*) FROM admitted GROUP BY user_id").fetchall()
+    return kept, dict(entries)
+
+
+def test_the_kept_counts_follow_the_entries(tmp_path: Path) -> None:
+    """Admissions, expiries, the sweep and entries from a clock set back: each user's kept count
+    is always the number of their entries (a decision reads the count, not the entries)."""
+    clock = Clock()
+    limiter = _limiter(tmp_path, 3, clock)
+    answers = []
+    for step in range(1, 241):
+        # Bursts, pauses past the window (the sweep), and now and then a clock set far back.
+        clock.now += -150.0 if step % 80 == 0 else 70.0 if step % 40 == 0 else 2.5
+        answers.append(limiter.admit(step % 3))
+        kept, entries = _counts(limiter.path)
+        assert kept == entries
+    assert None in answers and any(answers)  # admitted and refused alike
+
+
+def test_a_store_without_kept_counts_gets_them(tmp_path: Path) -> None:
+    """A store an older version made holds the entries alone: the first limiter to open it counts
+    them, so the window it holds still decides."""
+    path = tmp_path / "rate.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE admitted (user_id INTEGER NOT NULL, at REAL NOT NULL)")
+        db.execute("CREATE INDEX admitted_by_user ON admitted (user_id, at)")
+        db.executemany("INSERT INTO admitted VALUES (?, ?)", [(7, 990.0), (7, 995.0), (8, 999.0)])
+    db.close()
+    limiter = RateLimiter(path, 3, clock=Clock())
+    assert limiter.admit(7) is None
+    assert limiter.admit(7) == 50  # the entry of 990 leaves the window at 1050
+    assert limiter.admit(8) is None
+    assert _counts(path) == ({7: 3, 8: 2}, {7: 3, 8: 2})
+    second = RateLimiter(path, 3, clock=Clock())  # a second opening adds nothing twice
+    assert second.admit(8) is None
+    assert _counts(path) == ({7: 3, 8: 3}, {7: 3, 8: 3})
