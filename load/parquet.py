@@ -7,9 +7,10 @@ a reader never sees a partial file under a final name: on a local disk with fsyn
 owner-only mode (as `load.files`); elsewhere the temporary object is moved (object stores only
 show an upload once it is complete).
 
-`ParquetPartWriter` streams: each `write` appends one row group (zstd) to the temporary file, and
-the sha256 and size are taken from the bytes as they go out, so memory is bounded by the row
-group being written, never by the part. `write_parquet_part` writes a whole table at once.
+`ParquetPartWriter` streams: each `write` appends one row group (zstd; min/max statistics for the
+columns `statistics_columns` names) to the temporary file, and the sha256 and size are taken from
+the bytes as they go out, so memory is bounded by the row group being written, never by the
+part. `write_parquet_part` writes a whole table at once.
 """
 
 from __future__ import annotations
@@ -39,6 +40,24 @@ PARQUET_DIRECTORY = "parquet"
 """The directory of a run that holds one directory per analyst table."""
 
 COMPRESSION = "zstd"
+
+
+def statistics_columns(schema: pa.Schema) -> list[str]:
+    """The columns whose row groups carry min/max statistics: every column but text and lists.
+
+    Readers (DuckDB, pyarrow.dataset) skip row groups by these statistics, which helps for
+    numbers and times; for text (ids that are keyed hashes or UUIDs, question texts) min and max
+    of a row group prune nothing, and computing them over long texts was a quarter of the
+    writer's time (0.41 s of a 200-learner chunk's parts, 0.31 s without)."""
+    return [
+        field.name
+        for field in schema
+        if not (
+            pa.types.is_string(field.type)
+            or pa.types.is_large_string(field.type)
+            or pa.types.is_list(field.type)
+        )
+    ]
 
 
 def part_name(chunk: int) -> str:
@@ -106,7 +125,10 @@ class ParquetPartWriter:
                 handle = fs.open(self._temporary, "wb")
             self._sink = _HashingSink(handle)
             self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
-                self._sink, schema, compression=COMPRESSION
+                self._sink,
+                schema,
+                compression=COMPRESSION,
+                write_statistics=statistics_columns(schema),
             )
         except OSError as exc:
             self.abort()
@@ -239,7 +261,9 @@ def read_parquet_rows(fs: fsspec.AbstractFileSystem, path: str) -> int:
 
 def _encoded(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression=COMPRESSION)
+    pq.write_table(
+        table, sink, compression=COMPRESSION, write_statistics=statistics_columns(table.schema)
+    )
     encoded: bytes = sink.getvalue().to_pybytes()
     return encoded
 
