@@ -14,6 +14,7 @@ import posixpath
 import sys
 import threading
 from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 
@@ -21,6 +22,8 @@ import orjson
 import pyarrow as pa
 from sqlalchemy.engine import Connection
 
+from extract.arrow_read import ArrowSession
+from extract.queries import POSTGRESQL
 from extract.reader import iter_optional_batches, optional_tables_present
 from extract.records import LearnerRows
 from load.destination import Destination, write_file
@@ -135,15 +138,31 @@ class ChunkTables:
         the source lacks is skipped and listed in `skipped`."""
         present = optional_tables_present(conn)
         ids = list(learner_ids)
-        for name, source in SOURCE_TABLES.items():
-            if not present[source]:
-                self.skipped.append(name)
-                continue
-            rows = self._sources[name]
-            for names, batch in iter_optional_batches(conn, source, ids, size=BATCH_ROWS):
-                rows.add_batch(names, batch)
-                if rows.pending >= ROW_GROUP_ROWS:
-                    self._writer(name).write(rows.take(self.run))
+        with ExitStack() as stack:
+            arrow = None
+            if conn.dialect.name == POSTGRESQL:
+                arrow = stack.enter_context(ArrowSession(conn))
+            for name, source in SOURCE_TABLES.items():
+                if not present[source]:
+                    self.skipped.append(name)
+                    continue
+                rows = self._sources[name]
+                batches = arrow.batches(source, ids) if arrow is not None else None
+                if batches is not None and rows.accepts(batches.schema):
+                    for batch in batches:
+                        rows.add_arrow(batch)
+                        self._write_full(name, rows)
+                    continue
+                if batches is not None:  # columns of other types: psycopg reads them
+                    batches.close()
+                for names, batch in iter_optional_batches(conn, source, ids, size=BATCH_ROWS):
+                    rows.add_batch(names, batch)
+                    self._write_full(name, rows)
+
+    def _write_full(self, name: str, rows: SourceTableRows) -> None:
+        """Write the rows of `name` as a row group once there are enough of them."""
+        if rows.pending >= ROW_GROUP_ROWS:
+            self._writer(name).write(rows.take(self.run))
 
     def close(self) -> list[ParquetPartEntry]:
         """Write what is left and move every part into place; their manifest entries."""

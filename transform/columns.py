@@ -71,6 +71,13 @@ def timestamps(values: Sequence[Any]) -> pa.Array:
     return pc.cast(pc.floor_temporal(array, unit="millisecond"), TIMESTAMP)
 
 
+def arrow_timestamps(values: pa.Array) -> pa.Array:
+    """`timestamps` for a column already in Arrow (`timestamp[us]`, no zone)."""
+    if values.type != pa.timestamp("us"):
+        raise Irregular
+    return pc.cast(pc.floor_temporal(values, unit="millisecond"), TIMESTAMP)
+
+
 def flags(values: Sequence[Any]) -> pa.Array:
     """A boolean column as Python's `bool(value)` reads it (SQLite's 0/1, NULL false)."""
     array = inferred(values)
@@ -95,9 +102,14 @@ def text_lists(values: Sequence[Any]) -> pa.Array:
     return array
 
 
-def pseudonyms(learner_ids: Sequence[Any], pseudonym_of: Callable[[int], str]) -> pa.Array:
-    """The pseudonym of each learner id (int), computed once per distinct id."""
-    ids = int64s(learner_ids)
+def pseudonyms(
+    learner_ids: Sequence[Any] | pa.Array, pseudonym_of: Callable[[int], str]
+) -> pa.Array:
+    """The pseudonym of each learner id (int, or an Arrow integer array without nulls),
+    computed once per distinct id."""
+    ids = learner_ids if isinstance(learner_ids, pa.Array) else int64s(learner_ids)
+    if not pa.types.is_integer(ids.type) or ids.null_count:
+        raise Irregular
     distinct = pc.unique(ids)
     named = pa.array([pseudonym_of(i) for i in distinct.to_pylist()], pa.string())
     return pc.take(named, pc.index_in(ids, distinct))

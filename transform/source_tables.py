@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from transform import columns as col
 from transform.pseudonyms import check_key, pseudonym
@@ -31,6 +32,54 @@ from transform.tables import (
     to_table,
 )
 from transform.values import MALFORMED_JSON, UNREADABLE_TIMESTAMP, Problem, iso_timestamp
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return bool(kind == pa.string())
+
+
+def _is_int32(kind: pa.DataType) -> bool:
+    return bool(kind == pa.int32())
+
+
+def _is_id(kind: pa.DataType) -> bool:
+    return bool(kind in (pa.int32(), pa.int64()))
+
+
+def _is_flag(kind: pa.DataType) -> bool:
+    return bool(kind == pa.bool_())
+
+
+def _is_timestamp(kind: pa.DataType) -> bool:
+    return bool(kind == pa.timestamp("us"))  # PostgreSQL's `timestamp`: no zone
+
+
+def _is_text_list(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_list(kind) and kind.value_type == pa.string())
+
+
+_ARROW_TYPES: dict[str, dict[str, Callable[[pa.DataType], bool]]] = {
+    "quiz_answers": {
+        "id": _is_text, "learner_id": _is_id, "lesson_id": _is_text,
+        "question_index": _is_int32, "question_hash": _is_text, "user_answer": _is_int32,
+        "correct_answer": _is_int32, "is_correct": _is_flag, "concept_tags": _is_text_list,
+        "answered_at": _is_timestamp,
+    },
+    "concept_mastery": {
+        "learner_id": _is_id, "concept_name": _is_text, "subject": _is_text,
+        "correct_count": _is_int32, "total_count": _is_int32, "mastery_level": _is_int32,
+        "last_tested": _is_timestamp, "needs_reinforcement": _is_flag, "created_at": _is_timestamp,
+    },
+}  # fmt: skip
+"""The Arrow types `SourceTableRows.add_arrow` takes for each column: those of the contract's
+SQL types (§1b) as Arrow's PostgreSQL driver reads them (uuid ids are read as text)."""
+
+
+def _required(values: pa.Array) -> pa.Array:
+    """A column whose NULLs the row readers report as problems: as it is, or Irregular."""
+    if values.null_count:
+        raise col.Irregular
+    return values
 
 
 class SourceTableRows:
@@ -87,6 +136,34 @@ class SourceTableRows:
         schema = body_schema(self.name)
         self._done.append(pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema))
 
+    def accepts(self, schema: pa.Schema) -> bool:
+        """Whether record batches of `schema` (the source table read into Arrow,
+        `extract.arrow_read`) can be added with `add_arrow`: every column `add_batch` reads is
+        there, of the type the contract's SQL type reads as."""
+        wanted = _ARROW_TYPES[self.name]
+        return all(
+            schema.get_field_index(name) >= 0 and accepted(schema.field(name).type)
+            for name, accepted in wanted.items()
+        )
+
+    def add_arrow(self, batch: pa.RecordBatch) -> None:
+        """Add the rows of a record batch of a schema `accepts`, converted by Arrow alone. A
+        batch holding a value the column converters leave to the row readers (a NULL where
+        those report a problem) is added as `add_batch` adds the same values in Python, so the
+        rows and problems are those of `add_batch` either way."""
+        self._settle()
+        if not batch.num_rows:
+            return
+        values = {name: batch.column(name) for name in batch.schema.names}
+        try:
+            arrays = self._arrow_columns(values)
+        except col.Irregular:
+            columns = [column.to_pylist() for column in batch.columns]
+            self.add_batch(batch.schema.names, list(zip(*columns, strict=True)))
+            return
+        schema = body_schema(self.name)
+        self._done.append(pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema))
+
     def take(self, run: RunStamp) -> pa.Table:
         """The rows added since the last call, as a table of the declared schema."""
         self._settle()
@@ -132,6 +209,38 @@ class SourceTableRows:
             "last_tested": col.timestamps(values["last_tested"]),
             "needs_reinforcement": col.flags(values["needs_reinforcement"]),
             "created_at": col.timestamps(values["created_at"]),
+        }
+
+    def _arrow_columns(self, values: Mapping[str, pa.Array]) -> dict[str, pa.Array]:
+        """`_answer_columns` or `_mastery_columns` for columns already in Arrow."""
+        pseudonyms = col.pseudonyms(values["learner_id"], self._pseudonym_of)
+        if self.name == "concept_mastery":
+            return {
+                "learner_pseudonym": pseudonyms,
+                "concept_name": values["concept_name"],
+                "subject": values["subject"],
+                **{
+                    name: _required(values[name])
+                    for name in ("correct_count", "total_count", "mastery_level")
+                },
+                "last_tested": col.arrow_timestamps(values["last_tested"]),
+                "needs_reinforcement": pc.fill_null(values["needs_reinforcement"], False),
+                "created_at": col.arrow_timestamps(values["created_at"]),
+            }
+        lesson_id = _required(values["lesson_id"])
+        index = _required(values["question_index"])
+        return {
+            "learner_pseudonym": pseudonyms,
+            "answer_id": _required(values["id"]),
+            "lesson_id": lesson_id,
+            "question_id": col.question_ids(lesson_id, index),
+            "question_index": index,
+            "question_hash": values["question_hash"],
+            "user_answer": _required(values["user_answer"]),
+            "correct_answer": _required(values["correct_answer"]),
+            "is_correct": pc.fill_null(values["is_correct"], False),
+            "concept_tags": pc.cast(values["concept_tags"], pa.list_(pa.string())),
+            "answered_at": col.arrow_timestamps(values["answered_at"]),
         }
 
     def _answer(self, row: Row) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from extract.engine import create_source_engine, snapshot
@@ -135,3 +136,56 @@ def test_a_short_key_or_an_unknown_table_is_refused() -> None:
         SourceTableRows("quiz_answers", b"short")
     with pytest.raises(KeyError):
         SourceTableRows("lessons", KEY)
+
+
+def _answers_batch(**columns: pa.Array) -> pa.RecordBatch:
+    """Two answers as Arrow's PostgreSQL driver reads them (`extract.arrow_read`)."""
+    base = {
+        "id": pa.array(["a-1", "a-2"]),
+        "learner_id": pa.array([3, 4], pa.int32()),
+        "lesson_id": pa.array(["l-1", "l-2"]),
+        "question_index": pa.array([2, 0], pa.int32()),
+        "question_hash": pa.array(["h", None]),
+        "user_answer": pa.array([1, 3], pa.int32()),
+        "correct_answer": pa.array([1, 2], pa.int32()),
+        "is_correct": pa.array([True, None]),
+        "concept_tags": pa.array([["Fractions"], None], pa.list_(pa.string())),
+        "answered_at": pa.array([datetime(2024, 1, 2, 3, 4, 5, 678999), None], pa.timestamp("us")),
+    }
+    return pa.RecordBatch.from_pydict(base | columns)
+
+
+def _as_python_rows(batch: pa.RecordBatch) -> tuple[list[str], list[tuple[Any, ...]]]:
+    columns = [column.to_pylist() for column in batch.columns]
+    return batch.schema.names, list(zip(*columns, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("columns", "problems"),
+    [
+        ({}, 0),
+        ({"user_answer": pa.array([None, 3], pa.int32())}, 1),  # NULL the rows report
+        ({"learner_id": pa.array([3, 4], pa.int64())}, 0),
+    ],
+    ids=["regular", "a NULL the rows report", "bigint ids"],
+)
+def test_arrow_batches_give_the_rows_and_problems_of_python_values(
+    columns: dict[str, pa.Array], problems: int
+) -> None:
+    batch = _answers_batch(**columns)
+    arrow, python = SourceTableRows("quiz_answers", KEY), SourceTableRows("quiz_answers", KEY)
+    assert arrow.accepts(batch.schema)
+    arrow.add_arrow(batch)
+    python.add_batch(*_as_python_rows(batch))
+    assert arrow.take(RUN).equals(python.take(RUN), check_metadata=True)
+    assert arrow.problems == python.problems
+    assert len(arrow.problems) == problems
+
+
+def test_arrow_batches_of_other_types_are_not_accepted() -> None:
+    rows = SourceTableRows("quiz_answers", KEY)
+    assert not rows.accepts(_answers_batch(question_index=pa.array([2, 0], pa.int16())).schema)
+    assert not rows.accepts(_answers_batch(answered_at=pa.array([1, 2], pa.int64())).schema)
+    assert not rows.accepts(_answers_batch().drop_columns(["question_hash"]).schema)
+    mastery = SourceTableRows("concept_mastery", KEY)
+    assert not mastery.accepts(_answers_batch().schema)
