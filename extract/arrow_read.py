@@ -1,24 +1,25 @@
 """The optional source tables (contract §1b) read from PostgreSQL straight into Arrow record
 batches, in the caller's snapshot.
 
-A chunk's `quiz_answers` are ~120,000 rows: through psycopg each row became a tuple of Python
-objects, and each column of a batch a Python list that Arrow then converted again, more than a
-second of a 200-learner chunk. The PostgreSQL driver of Arrow's ADBC project reads the same
-statement (`extract.queries.OPTIONAL_QUERIES`, the same columns and order) with the binary COPY
-protocol into Arrow arrays, in C++, outside Python's GIL.
+A 200-learner chunk of the bench has ~120,000 `quiz_answers` rows: through psycopg each row
+became a tuple of Python objects, and each column of a batch a Python list that Arrow then
+converted again, about a second of the chunk. The PostgreSQL driver of Arrow's ADBC project reads
+the same statement (`extract.queries.OPTIONAL_QUERIES`: the same columns, names and order) with
+the binary COPY protocol into Arrow arrays, in C++.
 
-It does so on a connection of its own, so that connection imports the caller's snapshot
-(`pg_export_snapshot()`, the mechanism of `pg_dump --jobs`): a REPEATABLE READ, READ ONLY
+The driver has a connection of its own, which imports the caller's snapshot
+(`pg_export_snapshot()`, as `pg_dump --jobs` shares one): a REPEATABLE READ, READ ONLY
 transaction that sees exactly what the caller's transaction sees. It is opened like the source
-engine's: the same URL, read-only by default, the same application name and statement timeout.
+engine's connections: the same URL, read-only by default, the same application name and
+statement timeout.
 
 ADBC and psycopg do not convert every stored value alike: a timestamp of `infinity` or outside
 years 1-9999 (psycopg refuses it; ADBC gives a number out of range) and a multi-dimensional
 `text[]` (psycopg nests it; ADBC flattens it). So `ArrowSession.batches` first asks, in the
 caller's snapshot, whether these learners' rows hold any such value, and returns None when they
 do: the caller then reads them through psycopg, whose answer for those values is the one the
-analyst tables define. Errors are `ExtractError`s,
-classified as the engine's are, and never quote the database's message.
+analyst tables define. Errors are `ExtractError`s, classified as the engine's are, and never
+quote the database's message.
 """
 
 from __future__ import annotations
