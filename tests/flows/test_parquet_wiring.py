@@ -108,3 +108,23 @@ def test_a_source_without_the_optional_tables_skips_theirs(
     assert dictionary["skipped_tables"] == ["concept_mastery", "quiz_answers"]
     fs, directory = open_snapshot(str(snapshot))
     assert verify_snapshot(fs, directory, None).problems == []
+
+
+@pytest.mark.postgres
+def test_on_postgresql_the_optional_tables_come_through_arrow(
+    postgres_demo: DemoSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The speed of the analyst side rests on this: with nothing odd in them, the optional
+    tables never go through psycopg's rows on PostgreSQL (extract.arrow_read)."""
+
+    def through_psycopg(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the optional tables were read through psycopg")
+
+    monkeypatch.setattr("flows.analyst.iter_optional_batches", through_psycopg)
+    result = run_archive(
+        postgres_demo, tmp_path, run_id="arrow", chunk_size=5, parquet=True,
+        secrets={"pseudonym_key": KEY},
+    )  # fmt: skip
+    assert result.parquet_rows["quiz_answers"] == len(postgres_demo.rows.quiz_answers) > 0
+    assert result.parquet_rows["concept_mastery"] == len(postgres_demo.rows.concept_mastery) > 0
+    assert result.counts.failed == 0
