@@ -10,11 +10,11 @@ from __future__ import annotations
 import functools
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -25,6 +25,9 @@ from extract.errors import (
     TransientExtractError,
     classify_database_error,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -40,6 +43,11 @@ def normalize_url(url: str | URL) -> URL:
     } | {parsed.get_backend_name()}:
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
+
+
+def is_postgresql(url: str | URL) -> bool:
+    """Whether `url` names a PostgreSQL source (anything else is SQLite or refused)."""
+    return normalize_url(url).get_backend_name() == "postgresql"
 
 
 def sqlite_path(url: URL) -> Path | None:
@@ -138,7 +146,45 @@ def _sqlite_engine(url: URL, **engine_kwargs: Any) -> Engine:
 def _postgres_engine(
     url: URL, timeouts: SourceTimeouts, ping_after_idle: float, **engine_kwargs: Any
 ) -> Engine:
-    connect_args = dict(engine_kwargs.pop("connect_args", {}))
+    connect_args = _postgres_connect_args(timeouts, engine_kwargs.pop("connect_args", {}))
+    engine = sa.create_engine(
+        url, connect_args=connect_args, pool_pre_ping=ping_after_idle <= 0, **engine_kwargs
+    )
+    _postgres_sessions(engine, ping_after_idle)
+    return engine
+
+
+def create_async_source_engine(
+    url: str | URL,
+    *,
+    timeouts: SourceTimeouts | None = None,
+    ping_after_idle: float = 0.0,
+    **engine_kwargs: Any,
+) -> AsyncEngine:
+    """`create_source_engine` for asyncio, PostgreSQL only: the same read-only sessions, timeouts,
+    idle test and stored JSON as bytes, through SQLAlchemy's asyncio extension (psycopg's
+    AsyncConnection). A caller waits for the database on its event loop, without a thread.
+    """
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise TerminalExtractError("an asyncio source engine reads PostgreSQL only")
+    timeouts = timeouts or SourceTimeouts()
+    if timeouts.pool is not None:
+        engine_kwargs.setdefault("pool_timeout", timeouts.pool)
+    connect_args = _postgres_connect_args(timeouts, engine_kwargs.pop("connect_args", {}))
+    engine = create_async_engine(
+        parsed, connect_args=connect_args, pool_pre_ping=ping_after_idle <= 0, **engine_kwargs
+    )
+    _postgres_sessions(engine.sync_engine, ping_after_idle)
+    return engine
+
+
+def _postgres_connect_args(timeouts: SourceTimeouts, given: dict[str, Any]) -> dict[str, Any]:
+    """libpq's settings of every source session: read-only, `timeouts`, our application name,
+    UTF-8 text (`given` first, but never a writable session or another encoding)."""
+    connect_args = dict(given)
     options = connect_args.get("options", "") + " -c default_transaction_read_only=on"
     if timeouts.statement is not None:
         # Server-side: a statement running longer is cancelled (SQLSTATE 57014, transient).
@@ -150,11 +196,13 @@ def _postgres_engine(
     # Text arrives as UTF-8 whatever the database's encoding, so stored JSON can go into the
     # (UTF-8) documents byte for byte.
     connect_args["client_encoding"] = "utf8"
-    always_ping = ping_after_idle <= 0
-    engine = sa.create_engine(
-        url, connect_args=connect_args, pool_pre_ping=always_ping, **engine_kwargs
-    )
-    if not always_ping:
+    return connect_args
+
+
+def _postgres_sessions(engine: Engine, ping_after_idle: float) -> None:
+    """What `engine` does with each PostgreSQL connection it makes and hands out: stored JSON
+    as bytes, and the idle test (`_ping_after_idle`; SQLAlchemy's pre-ping when 0)."""
+    if ping_after_idle > 0:
         _ping_after_idle(engine, ping_after_idle)
 
     @sa.event.listens_for(engine, "connect")
@@ -162,11 +210,11 @@ def _postgres_engine(
         # psycopg would parse every json/jsonb value into Python objects (and a str would cost a
         # decode): the builder passes stored JSON through unparsed, so hand its text over as
         # the bytes that arrived. Text result format only, which is all this package asks for.
+        # (An asyncio engine's connection is SQLAlchemy's adapter around psycopg's.)
+        driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
         loader = _json_text_loader()
         for type_name in ("json", "jsonb"):
-            dbapi_connection.adapters.register_loader(type_name, loader)
-
-    return engine
+            driver.adapters.register_loader(type_name, loader)
 
 
 _IDLE_SINCE = "learner_export_idle_since"
@@ -231,6 +279,27 @@ def source_connection(engine: Engine) -> Iterator[Connection]:
     `extract.request_read`)."""
     with source_errors(engine.dialect.name), engine.connect() as conn:
         yield conn
+
+
+@asynccontextmanager
+async def async_source_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """`source_connection` for an asyncio engine (`create_async_source_engine`)."""
+    with source_errors(engine.dialect.name):
+        async with engine.connect() as conn:
+            yield conn
+
+
+@asynccontextmanager
+async def async_snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """`snapshot` for an asyncio engine: one read-only REPEATABLE READ transaction, its errors
+    translated. Sync readers run in it through `AsyncConnection.run_sync`."""
+    with source_errors(engine.dialect.name):
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(
+                isolation_level="REPEATABLE READ", postgresql_readonly=True
+            )
+            async with conn.begin():
+                yield conn
 
 
 @contextmanager

@@ -16,16 +16,20 @@ learner's rows exactly as `reader.read_learner` gives them, and is None unless `
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 
 from extract import queries
 from extract.records import LearnerRows, Row
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +53,7 @@ def read_request(
     """Read what an export of `learner_id` by `requester_id` needs, in one snapshot: at most
     `lesson_limit` lessons (the most recent), with the learner's full count. `conn` is in no
     transaction (`extract.engine.source_connection`), and in none afterwards."""
-    params = {
-        queries.REQUESTER: requester_id,
-        queries.LEARNER: learner_id,
-        queries.LEARNER_TEXT: str(learner_id),
-        queries.LESSON_LIMIT: lesson_limit,
-    }
+    params = _params(requester_id, learner_id, lesson_limit)
     dialect = conn.dialect.name
     if dialect == queries.POSTGRESQL:
         results = _pipelined(conn, params)
@@ -62,6 +61,47 @@ def read_request(
         with conn.begin():  # the SQLite engine's BEGIN: one snapshot for the four reads
             results = [_as_dicts(conn.execute(s, params)) for s in _statements(dialect)]
     return _request_rows(learner_id, *results, json_checked=dialect == queries.POSTGRESQL)
+
+
+async def read_request_async(
+    conn: AsyncConnection, requester_id: int, learner_id: int, *, lesson_limit: int
+) -> RequestRows:
+    """`read_request` on a PostgreSQL connection of an asyncio engine
+    (`extract.engine.async_source_connection`): the same statements in the same one-round-trip
+    pipeline, the same rows, and the event loop free while the database answers."""
+    params = _params(requester_id, learner_id, lesson_limit)
+    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")  # as `_pipelined` says
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    dbapi = conn.dialect.loaded_dbapi
+    statements = _compiled(conn.dialect)
+    try:
+        async with driver.pipeline():  # type: ignore[union-attr]
+            await driver.execute(_BEGIN)  # type: ignore[union-attr]
+            cursors = [driver.cursor() for _ in statements]  # type: ignore[union-attr]
+            for cursor, statement in zip(cursors, statements, strict=True):
+                await cursor.execute(statement.sql, {**statement.defaults, **params})
+            await driver.execute("COMMIT")  # type: ignore[union-attr]
+        results = []
+        for cursor, statement in zip(cursors, statements, strict=True):
+            results.append(_dicts(statement, await cursor.fetchall()))
+            await cursor.close()
+    except dbapi.Error as exc:
+        await conn.invalidate()
+        raise sa.exc.DBAPIError.instance(statements[0].sql, {}, exc, dbapi.Error) from None
+    except BaseException:  # cancelled mid-pipeline: the session's state is unknown
+        await asyncio.shield(conn.invalidate())
+        raise
+    return _request_rows(learner_id, *results, json_checked=True)
+
+
+def _params(requester_id: int, learner_id: int, lesson_limit: int) -> dict[str, Any]:
+    return {
+        queries.REQUESTER: requester_id,
+        queries.LEARNER: learner_id,
+        queries.LEARNER_TEXT: str(learner_id),
+        queries.LESSON_LIMIT: lesson_limit,
+    }
 
 
 def _request_rows(
@@ -159,13 +199,17 @@ def _pipelined(conn: Connection, params: Mapping[str, Any]) -> list[list[dict[st
         # Leaving the block synced the pipeline: every answer is in.
         results = []
         for cursor, statement in zip(cursors, statements, strict=True):
-            names = statement.columns
-            results.append([dict(zip(names, row, strict=True)) for row in cursor.fetchall()])
+            results.append(_dicts(statement, cursor.fetchall()))
             cursor.close()
     except dbapi.Error as exc:
         conn.invalidate()
         raise sa.exc.DBAPIError.instance(statements[0].sql, {}, exc, dbapi.Error) from None
     return results
+
+
+def _dicts(statement: _Compiled, rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    names = statement.columns
+    return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 def _as_dicts(result: sa.CursorResult[Any]) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ import httpx
 import orjson
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 import serve
 from extract.request_read import RequestRows
@@ -127,24 +128,26 @@ def test_a_database_that_accepts_but_never_answers(sqlite_demo: DemoSource, tmp_
 def test_a_connection_cut_mid_request_is_503(
     postgres_demo: DemoSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What a database restart does to a request in flight: its session ends under it."""
-    real_read_request = serve.read_request
+    """What a database restart does to a request in flight: its session ends under it (on
+    PostgreSQL the endpoint reads through the asyncio engine, `read_request_async`)."""
+    real_read_request = serve.read_request_async
 
-    def cut_then_read(conn: sa.Connection, *args: Any, **kwargs: Any) -> Any:
-        pid = conn.connection.driver_connection.info.backend_pid  # type: ignore[union-attr]
+    async def cut_then_read(conn: AsyncConnection, *args: Any, **kwargs: Any) -> Any:
+        raw = await conn.get_raw_connection()
+        pid = raw.driver_connection.info.backend_pid  # type: ignore[union-attr]
         owner = sa.create_engine(
             postgres_demo.owner_url.replace("postgresql:", "postgresql+psycopg:", 1)
         )
         with owner.connect() as admin:
             admin.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
         owner.dispose()
-        return real_read_request(conn, *args, **kwargs)
+        return await real_read_request(conn, *args, **kwargs)
 
     with own_server(postgres_demo, tmp_path) as live:
-        monkeypatch.setattr(serve, "read_request", cut_then_read)
+        monkeypatch.setattr(serve, "read_request_async", cut_then_read)
         response = live.export(f"learnerId={live.ids.child}", token=live.token(live.ids.admin))
         _assert_unavailable(response)
-        monkeypatch.setattr(serve, "read_request", real_read_request)
+        monkeypatch.setattr(serve, "read_request_async", real_read_request)
         assert (
             live.export(f"learnerId={live.ids.child}", token=live.token(live.ids.admin)).status_code
             == 200

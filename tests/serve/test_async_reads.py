@@ -1,0 +1,90 @@
+"""On PostgreSQL the single-learner routes read on the event loop (`Exporter.decide_async`): a
+typical document is made there without a worker thread, a big one in a worker thread, and the
+rate limit's refusals still read only the accounts. Real uvicorn, real PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+import serve
+from learner_export.settings import Settings
+from tests.conftest import DemoSource
+from tests.serve.conftest import SECRET, start_server
+from transform.schema import schema_errors
+
+pytestmark = pytest.mark.postgres
+
+
+def _lessons_of(source: DemoSource, learner: int) -> int:
+    return sum(1 for lesson in source.rows.lessons if lesson["learner_id"] == learner)
+
+
+def test_a_typical_export_uses_no_thread_and_a_big_one_does(
+    postgres_demo: DemoSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(DATABASE_URL=postgres_demo.url, JWT_SECRET=SECRET, data_dir=tmp_path)
+    live = start_server(settings, postgres_demo)
+    hops: list[str] = []
+    real = serve.run_in_threadpool
+
+    async def counted(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(func, "__name__", repr(func)))
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(serve, "run_in_threadpool", counted)
+    try:
+        assert live.server.config.app.state.exporter.async_engine is not None
+        token = live.token(live.ids.admin)
+        assert _lessons_of(postgres_demo, live.ids.child) <= serve.INLINE_LESSONS
+        small = live.export(f"learnerId={live.ids.child}", token=token)
+        assert hops == []
+        assert _lessons_of(postgres_demo, live.ids.big) > serve.INLINE_LESSONS
+        big = live.export(f"learnerId={live.ids.big}", token=token)
+        assert hops == ["_encoded"]
+    finally:
+        live.stop()
+    for response, learner in ((small, live.ids.child), (big, live.ids.big)):
+        assert response.status_code == 200
+        document = orjson.loads(response.content)
+        assert schema_errors(document) == [] and document["learner"]["id"] == learner
+
+
+def test_a_request_over_the_limit_reads_only_the_accounts(
+    postgres_demo: DemoSource, tmp_path: Path
+) -> None:
+    """PostgreSQL's version of the SQLite test in test_serve.py: after the worker's first
+    refusal, each 429 reads `users` alone (through SQLAlchemy, so its events see it; the
+    pipelined reads of an export go past them)."""
+    settings = Settings(
+        DATABASE_URL=postgres_demo.url,
+        JWT_SECRET=SECRET,
+        data_dir=tmp_path,
+        exports_per_minute=1,
+    )
+    live = start_server(settings, postgres_demo)
+    tables: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            tables.append(re.findall(r"\bFROM\s+(\w+)", statement)[0])
+
+    try:
+        engine = live.server.config.app.state.exporter.async_engine
+        sa.event.listen(engine.sync_engine, "before_cursor_execute", record)
+        token = live.token(live.ids.admin)
+        assert live.export(f"learnerId={live.ids.child}", token=token).status_code == 200
+        assert live.export(f"learnerId={live.ids.child}", token=token).status_code == 429
+        assert tables == []  # both read in one pipeline each
+        for _ in range(3):
+            tables.clear()
+            assert live.export(f"learnerId={live.ids.child}", token=token).status_code == 429
+            assert tables == ["users"]
+    finally:
+        live.stop()
