@@ -14,7 +14,8 @@ functions, and prints each phase's median in ms:
   checkout  a pooled connection (tested first only if it sat idle over a second)
   window    the rate limit's hint (`has_room`: this worker's last refusal, in memory)
   read      read_request: BEGIN, the accounts, the learner's profile, achievements and lessons,
-            COMMIT; on PostgreSQL one round trip, so the reads cannot be timed apart
+            COMMIT; on PostgreSQL one round trip, so the reads cannot be timed apart, and, as the
+            endpoint does there, on an event loop (read_request_async, the asyncio engine)
   limit     the rate limit's admission (its shared SQLite store, one write transaction)
   build     build_document
   encode    the document's bytes and their sha256, once (EncodedDocument)
@@ -23,7 +24,8 @@ functions, and prints each phase's median in ms:
   stream    the body's pieces (no network)
 
 then the same learner over HTTP from `serve.py` (1 worker, 1 client, keep-alive): the p50 minus
-the phases' sum is what uvicorn, FastAPI, the thread hop and loopback cost. It asserts nothing.
+the phases' sum is what uvicorn, FastAPI, the thread hop (SQLite) and loopback cost. It asserts
+nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,9 +52,16 @@ from _server import serve_py  # noqa: E402
 from serve_latency import SECRET, fetch_all  # noqa: E402
 
 import serve  # noqa: E402
-from extract.engine import SourceTimeouts, create_source_engine, source_connection  # noqa: E402
+from extract.engine import (  # noqa: E402
+    SourceTimeouts,
+    async_source_connection,
+    create_async_source_engine,
+    create_source_engine,
+    is_postgresql,
+    source_connection,
+)
 from extract.indexes import NEEDED_INDEXES  # noqa: E402
-from extract.request_read import read_request  # noqa: E402
+from extract.request_read import read_request, read_request_async  # noqa: E402
 from learner_export.demo import build_demo_database, demo_rows  # noqa: E402
 from learner_export.ratelimit import RateLimiter  # noqa: E402
 from learner_export.tokens import VerifiedTokens, issue_token  # noqa: E402
@@ -110,6 +119,58 @@ def one_request(url_engine: Any, limiter: RateLimiter, tokens: VerifiedTokens, a
     return times
 
 
+async def one_request_async(
+    engine: Any, limiter: RateLimiter, tokens: VerifiedTokens, audit: Path, token: str,
+    learner: int,
+) -> dict[str, float]:  # fmt: skip
+    """`one_request` as the endpoint runs it on PostgreSQL: checkout, read and release awaited
+    on the event loop (`Exporter.decide_async`), the rest as there."""
+    times: dict[str, float] = {}
+    clock = time.perf_counter
+
+    def timed(name: str, step: Callable[[], Any]) -> Any:
+        start = clock()
+        result = step()
+        times[name] = clock() - start
+        return result
+
+    async def awaited(name: str, step: Awaitable[Any]) -> Any:
+        start = clock()
+        result = await step
+        times[name] = clock() - start
+        return result
+
+    user = timed("token", lambda: tokens.verify(token))
+    context = async_source_connection(engine)
+    conn = await awaited("checkout", context.__aenter__())
+    try:
+        timed("window", lambda: limiter.has_room(user))
+        read = await awaited(
+            "read", read_request_async(conn, user, learner, lesson_limit=LESSON_CAP)
+        )
+        timed("limit", lambda: limiter.admit(user))
+        when = datetime.now(UTC)
+        built = timed(
+            "build", lambda: build_document(read.learner, export_date=when, exported_by=user)
+        )
+        encoded = timed("encode", lambda: serve.EncodedDocument.of(built))
+    except BaseException:
+        await context.__aexit__(*sys.exc_info())
+        raise
+    await awaited("release", context.__aexit__(None, None, None))
+    record = AuditRecord(at=when, via="bench", user_id=user, learner_id=learner, status=200,
+                         sha256=encoded.sha256, size=len(encoded.body))  # fmt: skip
+    timed("audit", lambda: append_audit(audit, record))
+    times["stream"] = await _timed_drain(encoded.body)
+    return times
+
+
+async def _timed_drain(body: bytes) -> float:
+    start = time.perf_counter()
+    await _drain(body)
+    return time.perf_counter() - start
+
+
 _LOOP = asyncio.new_event_loop()
 """The loop the body's pieces are drawn on (one for the run: a new loop costs more than they do)."""
 
@@ -122,21 +183,40 @@ async def _drain(body: bytes) -> int:
 
 def phases(url: str, learner: int, requests: int, work: Path) -> dict[str, float]:
     """The median of each phase over `requests` requests (after a warm-up), in ms."""
-    engine = create_source_engine(
-        url,
-        timeouts=SourceTimeouts(pool=5, connect=5, statement=15),
-        ping_after_idle=serve.PING_AFTER_IDLE_SECONDS,
-    )
+    timeouts = SourceTimeouts(pool=5, connect=5, statement=15)
     limiter = RateLimiter(work / "rate.sqlite3", 10**9)
     tokens = VerifiedTokens(SECRET)
     token = issue_token(SECRET, ADMIN, "ADMIN", lifetime=3600)
+    audit = work / "audit.jsonl"
+    if is_postgresql(url):  # as the endpoint reads PostgreSQL: on the event loop
+        async_engine = create_async_source_engine(
+            url, timeouts=timeouts, ping_after_idle=serve.PING_AFTER_IDLE_SECONDS
+        )
+
+        async def run_all() -> list[dict[str, float]]:
+            try:
+                for _ in range(20):
+                    await one_request_async(async_engine, limiter, tokens, audit, token, learner)
+                return [
+                    await one_request_async(async_engine, limiter, tokens, audit, token, learner)
+                    for _ in range(requests)
+                ]
+            finally:
+                await async_engine.dispose()
+
+        try:
+            runs = _LOOP.run_until_complete(run_all())
+        finally:
+            limiter.close()
+        return {name: statistics.median(r[name] for r in runs) * 1000 for name in PHASES}
+    engine = create_source_engine(
+        url, timeouts=timeouts, ping_after_idle=serve.PING_AFTER_IDLE_SECONDS
+    )
     try:
         for _ in range(20):
-            one_request(engine, limiter, tokens, work / "audit.jsonl", token, learner)
-        runs = [
-            one_request(engine, limiter, tokens, work / "audit.jsonl", token, learner)
-            for _ in range(requests)
-        ]
+            one_request(engine, limiter, tokens, audit, token, learner)
+        runs = [one_request(engine, limiter, tokens, audit, token, learner)
+                for _ in range(requests)]  # fmt: skip
     finally:
         engine.dispose()
         limiter.close()

@@ -7,7 +7,9 @@ a refused request reads no row of the learner. On PostgreSQL they go out in psyc
 mode with the transaction's BEGIN and COMMIT: one round trip to the server per request, where
 reading the accounts, then the rows, then committing took four. The statements are compiled once
 per process, and their text never changes (the ids are parameters), so psycopg prepares them on
-the server after a few uses and the server stops planning them.
+the server after a few uses and the server stops planning them. `read_request_async` sends the
+same pipeline on an asyncio connection (the endpoint's, on PostgreSQL), so that a server waits for
+the database on its event loop rather than in a thread.
 
 Invariants: every read sees one snapshot (REPEATABLE READ, read-only); `RequestRows.allowed` is
 the database's verdict on the same rows the caller decides from; `RequestRows.learner` holds the

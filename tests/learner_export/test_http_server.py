@@ -147,3 +147,19 @@ def test_the_server_settings_reach_uvicorn() -> None:
     config.load()
     assert config.http_protocol_class is RequestDeadlineProtocol
     assert config.request_timeout == 2.5
+
+
+def test_the_server_runs_on_uvloop() -> None:
+    """uvicorn picks uvloop when it is installed (a dependency: the README says the endpoint
+    waits for PostgreSQL on it); a lock or install that lost it fails here."""
+    import uvloop
+
+    from learner_export.http_server import ServerConfig
+
+    factory = ServerConfig(lambda: None).get_loop_factory()
+    assert factory is not None
+    loop = factory()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
