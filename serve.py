@@ -110,8 +110,9 @@ GZIP_LEVEL = 1
 """Level 1 compresses the documents' text about 4:1 at a fraction of level 6's cost."""
 UNAVAILABLE_RETRY_SECONDS = 5
 INLINE_LESSONS = 64
-"""On PostgreSQL, a document of up to this many lessons is built on the event loop (a typical
-one, ~28 lessons, in about 0.3 ms); a bigger one in a worker thread (`Exporter.decide_async`)."""
+"""On PostgreSQL, documents are built and encoded on the event loop (`Exporter.decide_async`): the
+JSON of a typical learner in about 0.3 ms, of the 1,000-lesson one in about 10 ms. A readable page
+of more than this many lessons is rendered in a worker thread instead (1,000 lessons: ~160 ms)."""
 PING_AFTER_IDLE_SECONDS = 1.0
 """A pooled source connection idle for longer is tested before an export uses it, so a restarted
 database costs no request; one used within the last second is not, which saves a round trip
@@ -305,9 +306,10 @@ class Exporter:
         """`decide` on PostgreSQL, on the event loop: the same reads, checks and answers.
 
         The database is waited for without a thread; the thread hop and the wake-ups it costs
-        were a third of a typical export's time. A document of up to INLINE_LESSONS lessons is
-        built and encoded on the loop too (well under a millisecond); a bigger one in a worker
-        thread, so that the loop keeps serving other connections meanwhile.
+        were a third of a typical export's time. The document is built and encoded on the loop
+        too (handing the 1,000-lesson learner's to a thread, where it held the GIL anyway, cost
+        more than it spared); only a readable page of more than INLINE_LESSONS lessons is
+        rendered in a worker thread, so that the loop is never held for long.
         """
         assert self.async_engine is not None
         learner_id = param.value
@@ -367,7 +369,7 @@ class Exporter:
             if refusal is not None:
                 return refusal
             learner = _allowed(read)
-            if len(learner.lessons) <= INLINE_LESSONS:
+            if render is encode_document or len(learner.lessons) <= INLINE_LESSONS:
                 encoded = _encoded(learner, user_id, export_date, render)
             else:
                 encoded = await run_in_threadpool(_encoded, learner, user_id, export_date, render)

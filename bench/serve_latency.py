@@ -15,7 +15,9 @@ latency and requests per second; it asserts nothing.
 
 With `--baseline REV`, the server of that commit (`git archive`, run with this environment) is
 measured first, in the same run, on the same databases, and each line of ours is followed by the
-ratio of our p50 to the baseline's and of our requests/s to its.
+ratio of our p50 to the baseline's and of our requests/s to its. With `--paired` too, both servers
+run at once and are measured side by side (1 client: in turns of 40 requests; 8 clients: in
+alternating rounds), so that both see the same machine.
 
 The bar (issue 14): the platform's own Node server, measured by the issue beside ours on the same
 PostgreSQL data (it is not available here), at 1 client: a ~28-lesson learner (150 KB) 7-8 ms
@@ -94,31 +96,46 @@ def typical_learner() -> int:
     return min(counts, key=lambda i: (abs(counts[i] - TYPICAL_LESSONS), i))
 
 
+class Client:
+    """One keep-alive connection to a server, sending GETs with the token."""
+
+    def __init__(self, url: str, token: str, gzip: bool) -> None:
+        parts = urlsplit(url)
+        conn_class = (
+            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        )
+        self.conn = conn_class(parts.hostname or "127.0.0.1", parts.port, timeout=120)
+        self.headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept-Encoding": "gzip" if gzip else "identity",
+        }
+
+    def get(self, path: str) -> tuple[float, int]:
+        """One GET of `path`: its latency (s) and body size; exits unless it answered 200."""
+        start = time.perf_counter()
+        self.conn.request("GET", path, headers=self.headers)
+        response = self.conn.getresponse()
+        body = response.read()
+        latency = time.perf_counter() - start
+        if response.status != 200:
+            raise SystemExit(f"GET {path} answered {response.status}: {body[:200]!r}")
+        return latency, len(body)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def fetch_all(url: str, path: str, token: str, count: int, gzip: bool) -> tuple[list[float], int]:
     """`count` sequential GETs on one keep-alive connection; latencies and the last body size."""
-    parts = urlsplit(url)
-    conn_class = (
-        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    )
-    conn = conn_class(parts.hostname or "127.0.0.1", parts.port, timeout=120)
-    headers = {
-        "Authorization": f"Bearer {token}",
-        "Accept-Encoding": "gzip" if gzip else "identity",
-    }
+    client = Client(url, token, gzip)
     latencies: list[float] = []
     size = 0
     try:
         for _ in range(count):
-            start = time.perf_counter()
-            conn.request("GET", path, headers=headers)
-            response = conn.getresponse()
-            body = response.read()
-            latencies.append(time.perf_counter() - start)
-            if response.status != 200:
-                raise SystemExit(f"GET {path} answered {response.status}: {body[:200]!r}")
-            size = len(body)
+            latency, size = client.get(path)
+            latencies.append(latency)
     finally:
-        conn.close()
+        client.close()
     return latencies, size
 
 
@@ -217,6 +234,75 @@ def run_suite(
     return results
 
 
+PAIRED_ROUNDS = 4
+"""--paired, 8 clients: each server gets this many turns of a quarter of the requests."""
+PAIRED_BLOCK = 40
+"""--paired, 1 client: requests in a row to one server before the turn passes. Not one each:
+a server that sat idle while the other answered has cold caches, and alternating request by
+request measured that (both p50s ~30 % higher than run alone, and their ratio gone), not the
+one client's steady keep-alive use the targets are about."""
+
+
+def run_paired(
+    urls: tuple[str, str],
+    tags: tuple[str, str],
+    token: str,
+    big: int,
+    typical: int,
+    args: argparse.Namespace,
+) -> None:
+    """Both servers (baseline, this tree) measured side by side: at 1 client, in turns of
+    PAIRED_BLOCK requests (ABBA), each over its own keep-alive connection; at 8 clients, in
+    alternating rounds. Whatever the machine does meanwhile, both see it, so their ratio holds where the
+    absolute figures drift (on this machine the p50 of one client moves by half between runs
+    minutes apart). Prints the same lines as `run_suite`, then each ratio."""
+    for learner, name, requests in (
+        (big, "1,000 lessons", args.big_requests),
+        (typical, "typical", args.typical_requests),
+    ):
+        path = f"/api/export?learnerId={learner}"
+        for url in urls:
+            fetch_all(url, path, token, 3, args.gzip)  # warm up, as `measure` does
+        clients = [Client(url, token, args.gzip) for url in urls]
+        latencies: tuple[list[float], list[float]] = ([], [])
+        sizes = [0, 0]
+        elapsed = [0.0, 0.0]
+        try:
+            for turn in range(2 * requests):
+                block = turn // PAIRED_BLOCK
+                which = block % 2 if (block // 2) % 2 == 0 else 1 - block % 2  # ABBA by block
+                latency, sizes[which] = clients[which].get(path)
+                latencies[which].append(latency)
+                elapsed[which] += latency
+        finally:
+            for client in clients:
+                client.close()
+        one = [Result(f"{tags[i]} {name} (id {learner})", 1, latencies[i], elapsed[i], sizes[i])
+               for i in (0, 1)]  # fmt: skip
+        eight_latencies: tuple[list[float], list[float]] = ([], [])
+        eight_elapsed = [0.0, 0.0]
+        for _ in range(PAIRED_ROUNDS):
+            for i, url in enumerate(urls):
+                part = measure(url, learner, token, clients=8, gzip=args.gzip, label="",
+                               requests=max(8, requests // PAIRED_ROUNDS))  # fmt: skip
+                eight_latencies[i].extend(part.latencies)
+                eight_elapsed[i] += part.elapsed
+        eight = [Result(one[i].label, 8, eight_latencies[i], eight_elapsed[i], sizes[i])
+                 for i in (0, 1)]  # fmt: skip
+        for results in (one, eight):
+            before, after = results
+            print(before.line(), flush=True)
+            print(after.line(), flush=True)
+            print(f"{'':<40} {'':>10}  p50 {after.p50_ms / before.p50_ms:.2f} x baseline, "
+                  f"req/s {after.per_second / before.per_second:.2f} x baseline", flush=True)  # fmt: skip
+            if results is one:
+                target = TARGET_P50_MS[name]
+                for tag, result in zip(tags, results, strict=True):
+                    verdict = "met" if result.p50_ms <= target else "NOT met"
+                    print(f"{'':<40} {'':>10}  {tag.split(maxsplit=2)[2]}: target p50 <= "
+                          f"{target:g} ms: {verdict}", flush=True)  # fmt: skip
+
+
 def checkout(revision: str, into: Path) -> Path:
     """The tree of `revision` (this repository's), unpacked into `into`: the baseline server."""
     archive = subprocess.run(
@@ -239,7 +325,14 @@ def main() -> None:
     parser.add_argument("--typical-requests", type=int, default=800)
     parser.add_argument("--gzip", action="store_true", help="ask for gzip (default: identity)")
     parser.add_argument("--baseline", metavar="REV", help="measure this commit's server first")
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="with --baseline: run both servers at once and alternate between them",
+    )
     args = parser.parse_args()
+    if args.paired and not args.baseline:
+        raise SystemExit("--paired needs --baseline")
     typical = args.typical or typical_learner()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load}; "
@@ -257,6 +350,22 @@ def main() -> None:
         old = None if args.baseline is None else checkout(args.baseline, Path(tmp) / "baseline")
         for kind, database_url in found:
             for workers in (int(w) for w in args.workers.split(",")):
+                if args.paired:
+                    assert old is not None
+                    with (
+                        serve_py(
+                            database_url, workers=workers, secret=SECRET, root=old,
+                            data_dir=Path(tmp) / f"old-{kind}-{workers}",
+                        ) as up_old,
+                        serve_py(
+                            database_url, workers=workers, secret=SECRET,
+                            data_dir=Path(tmp) / f"data-{kind}-{workers}",
+                        ) as up_new,
+                    ):  # fmt: skip
+                        tags = (f"{kind:<10} w={workers} {args.baseline[:7]}",
+                                f"{kind:<10} w={workers} this tree")  # fmt: skip
+                        run_paired((up_old.url, up_new.url), tags, token, args.big, typical, args)
+                    continue
                 before = None
                 if old is not None:
                     with serve_py(

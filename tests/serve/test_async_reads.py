@@ -1,6 +1,6 @@
-"""On PostgreSQL the single-learner routes read on the event loop (`Exporter.decide_async`): a
-typical document is made there without a worker thread, a big one in a worker thread, and the
-rate limit's refusals still read only the accounts. Real uvicorn, real PostgreSQL."""
+"""On PostgreSQL the single-learner routes read on the event loop (`Exporter.decide_async`): the
+JSON documents are made there without a worker thread, a big readable page in one, and the rate
+limit's refusals still read only the accounts. Real uvicorn, real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -26,9 +26,11 @@ def _lessons_of(source: DemoSource, learner: int) -> int:
     return sum(1 for lesson in source.rows.lessons if lesson["learner_id"] == learner)
 
 
-def test_a_typical_export_uses_no_thread_and_a_big_one_does(
+def test_documents_are_made_on_the_loop_and_only_a_big_page_in_a_thread(
     postgres_demo: DemoSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """JSON, typical or 1,000 lessons, takes no worker thread; a readable page of more than
+    INLINE_LESSONS lessons is rendered in one (it would hold the loop for ~160 ms)."""
     settings = Settings(DATABASE_URL=postgres_demo.url, JWT_SECRET=SECRET, data_dir=tmp_path)
     live = start_server(settings, postgres_demo)
     hops: list[str] = []
@@ -39,21 +41,32 @@ def test_a_typical_export_uses_no_thread_and_a_big_one_does(
         return await real(func, *args, **kwargs)
 
     monkeypatch.setattr(serve, "run_in_threadpool", counted)
+    token = live.token(live.ids.admin)
     try:
         assert live.server.config.app.state.exporter.async_engine is not None
-        token = live.token(live.ids.admin)
         assert _lessons_of(postgres_demo, live.ids.child) <= serve.INLINE_LESSONS
-        small = live.export(f"learnerId={live.ids.child}", token=token)
-        assert hops == []
         assert _lessons_of(postgres_demo, live.ids.big) > serve.INLINE_LESSONS
-        big = live.export(f"learnerId={live.ids.big}", token=token)
+        answers = [live.export(f"learnerId={learner}", token=token)
+                   for learner in (live.ids.child, live.ids.big)]  # fmt: skip
+        assert hops == []
+        small_page = live.client.get(
+            f"{serve.VIEW_PATH}?learnerId={live.ids.child}",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert hops == []
+        big_page = live.client.get(
+            f"{serve.VIEW_PATH}?learnerId={live.ids.big}",
+            headers={"Authorization": f"Bearer {token}"},
+        )
         assert hops == ["_encoded"]
     finally:
         live.stop()
-    for response, learner in ((small, live.ids.child), (big, live.ids.big)):
+    for response, learner in zip(answers, (live.ids.child, live.ids.big), strict=True):
         assert response.status_code == 200
         document = orjson.loads(response.content)
         assert schema_errors(document) == [] and document["learner"]["id"] == learner
+    for page in (small_page, big_page):
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
 
 
 def test_a_request_over_the_limit_reads_only_the_accounts(
