@@ -75,7 +75,7 @@ from learner_export.health import HealthCheck
 from learner_export.http_server import ServerConfig
 from learner_export.malloc_arenas import limit_malloc_arenas
 from learner_export.notice_config import operator_notice
-from learner_export.ratelimit import RateLimiter, RateLimitUnavailable
+from learner_export.ratelimit import RateLimitBusy, RateLimiter, RateLimitUnavailable
 from learner_export.serving import DESCRIPTION, add_arguments, prepare
 from learner_export.settings import Settings, get_settings
 from learner_export.tokens import MAX_USER_ID, InvalidToken, VerifiedTokens
@@ -317,7 +317,7 @@ class Exporter:
             return await self._export_async(user_id, param, export_date, render, admit=True)
         async with async_snapshot(self.async_engine) as conn:
             users = await conn.run_sync(read_users, _asked(user_id, param))
-        refusal = self._refusal(_accounts(users), user_id, param)
+        refusal = await self._refusal_async(_accounts(users), user_id, param)
         if refusal is not None:
             return refusal
         return await self._export_async(user_id, param, export_date, render, admit=False)
@@ -365,7 +365,7 @@ class Exporter:
         assert param.value is not None and self.async_engine is not None
         async with async_source_connection(self.async_engine) as conn:
             read = await read_request_async(conn, user_id, param.value, lesson_limit=LESSON_CAP)
-            refusal = self._refusal(_accounts(read.users), user_id, param, admit=admit)
+            refusal = await self._refusal_async(_accounts(read.users), user_id, param, admit=admit)
             if refusal is not None:
                 return refusal
             learner = _allowed(read)
@@ -376,10 +376,17 @@ class Exporter:
         return Outcome(200, user_id, param.value, encoded=encoded)
 
     def _refusal(
-        self, accounts: dict[int, Account], user_id: int, param: LearnerParam, *, admit: bool = True
+        self,
+        accounts: dict[int, Account],
+        user_id: int,
+        param: LearnerParam,
+        *,
+        admit: bool = True,
+        wait: bool = True,
     ) -> Outcome | None:
         """The answer to a request this server does not serve, or None to serve it. `admit`:
-        count the request in the rate limit (after the role, before the rest)."""
+        count the request in the rate limit (after the role, before the rest). `wait` False:
+        raise `RateLimitBusy` rather than wait for the rate limit's store (`_refusal_async`)."""
         requester = accounts.get(user_id)
         if requester is None:  # a valid token for a user who no longer exists
             return Outcome(401, None, param.value, UNAUTHORIZED)
@@ -389,7 +396,7 @@ class Exporter:
         # or ADMIN counts, so probing ids costs as much as exporting.
         if admit:
             try:
-                retry_after = self.limiter.admit(user_id)
+                retry_after = self.limiter.admit(user_id, wait=wait)
             except RateLimitUnavailable as exc:
                 log.error("rate limit: %s", exc)
                 return _unavailable(user_id, param.value)
@@ -406,6 +413,17 @@ class Exporter:
         if learner is None:
             return Outcome(404, user_id, param.value, LEARNER_NOT_FOUND)
         return None
+
+    async def _refusal_async(
+        self, accounts: dict[int, Account], user_id: int, param: LearnerParam, *, admit: bool = True
+    ) -> Outcome | None:
+        """`_refusal` on the event loop. The rate limit's decision waits for its store while
+        another worker writes it (SQLite sleeps meanwhile): then the decision is made again in a
+        worker thread, so that the loop never sleeps there."""
+        try:
+            return self._refusal(accounts, user_id, param, admit=admit, wait=False)
+        except RateLimitBusy:
+            return await run_in_threadpool(self._refusal, accounts, user_id, param, admit=admit)
 
     def audit(self, record: AuditRecord) -> bool:
         """Append `record` to the audit log; False when it could not be written (logged)."""

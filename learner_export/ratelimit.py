@@ -56,6 +56,11 @@ class RateLimitUnavailable(Exception):
     """The shared window could not be read or written (locked too long, disk trouble)."""
 
 
+class RateLimitBusy(Exception):
+    """`admit(wait=False)` found the store being written (by another worker, or by a thread of
+    this one): it counted nothing, and a caller that may wait can ask again."""
+
+
 class RateLimiter:
     """Sliding-window counter keyed by user id, stored at `path`. Thread-safe, process-safe.
 
@@ -83,14 +88,20 @@ class RateLimiter:
         self._refused_until: dict[int, float] = {}
         """This process's last refusal of each user: the clock time its Retry-After ends."""
 
-    def admit(self, user_id: int) -> int | None:
+    def admit(self, user_id: int, *, wait: bool = True) -> int | None:
         """Count one request of `user_id` and return None if it is within the limit; otherwise
         count nothing and return the whole seconds (>= 1) after which a retry will be admitted.
-        Raises `RateLimitUnavailable` when the shared store cannot be used."""
-        with self._lock:
+        Raises `RateLimitUnavailable` when the shared store cannot be used.
+
+        `wait=False`: raise `RateLimitBusy` at once, having counted nothing, where the decision
+        would wait for the store's write lock (up to BUSY_TIMEOUT_SECONDS, sleeping): an event
+        loop must not sleep, so it asks again from a worker thread."""
+        if not self._lock.acquire(blocking=wait):
+            raise RateLimitBusy("a thread of this process is deciding")
+        try:
             try:
                 db = self._connection()
-                db.execute("BEGIN IMMEDIATE")
+                self._begin(db, wait)
                 try:
                     # Read the clock holding the write lock: an entry written before is older.
                     now = self._clock()
@@ -104,7 +115,26 @@ class RateLimiter:
                     f"the rate limit's store {self.path} cannot be used ({type(exc).__name__})"
                 ) from None
             self._remember(user_id, now, retry_after)
+        finally:
+            self._lock.release()
         return retry_after
+
+    @staticmethod
+    def _begin(db: sqlite3.Connection, wait: bool) -> None:
+        """Take the store's write lock: waiting for it up to BUSY_TIMEOUT_SECONDS, or (`wait`
+        False) not at all, raising `RateLimitBusy` if another connection holds it."""
+        if wait:
+            db.execute("BEGIN IMMEDIATE")
+            return
+        db.execute("PRAGMA busy_timeout = 0")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                raise RateLimitBusy("another connection is writing the store") from None
+            raise
+        finally:
+            db.execute(f"PRAGMA busy_timeout = {round(BUSY_TIMEOUT_SECONDS * 1000)}")
 
     def has_room(self, user_id: int) -> bool:
         """False while a refusal of `user_id` by this process lasts (until its Retry-After is

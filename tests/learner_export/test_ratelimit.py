@@ -5,11 +5,17 @@ from __future__ import annotations
 import sqlite3
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from learner_export.ratelimit import MAX_REFUSALS_KEPT, RateLimiter, RateLimitUnavailable
+from learner_export.ratelimit import (
+    MAX_REFUSALS_KEPT,
+    RateLimitBusy,
+    RateLimiter,
+    RateLimitUnavailable,
+)
 
 
 class Clock:
@@ -230,3 +236,39 @@ def test_a_store_without_kept_counts_gets_them(tmp_path: Path) -> None:
     second = RateLimiter(path, 3, clock=Clock())  # a second opening adds nothing twice
     assert second.admit(8) is None
     assert _counts(path) == ({7: 3, 8: 3}, {7: 3, 8: 3})
+
+
+def test_a_decision_that_may_not_wait_says_busy_and_counts_nothing(tmp_path: Path) -> None:
+    """`admit(wait=False)` (the event loop's): another connection writing the store, or another
+    thread of this process deciding, makes it raise RateLimitBusy at once; nothing is counted,
+    and once the store is free the same request is admitted (and counted once)."""
+    clock = Clock()
+    limiter = _limiter(tmp_path, 1, clock)
+    assert limiter.admit(1) is None  # the store exists
+    other = sqlite3.connect(tmp_path / "rate.sqlite3", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(RateLimitBusy):
+            limiter.admit(2, wait=False)
+        assert time.monotonic() - started < 1  # not BUSY_TIMEOUT_SECONDS
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert limiter.admit(2, wait=False) is None
+    assert limiter.admit(2) == 60  # counted once: the limit is 1
+    with limiter._lock, pytest.raises(RateLimitBusy):  # a thread of this process deciding
+        limiter.admit(3, wait=False)
+    assert limiter.admit(3, wait=False) is None
+    # The connection waits again afterwards: a waiting decision outlasts a short lock.
+    other = sqlite3.connect(
+        tmp_path / "rate.sqlite3", isolation_level=None, check_same_thread=False
+    )
+    other.execute("BEGIN IMMEDIATE")
+    timer = threading.Timer(0.3, lambda: other.execute("ROLLBACK"))
+    timer.start()
+    try:
+        assert limiter.admit(4) is None
+    finally:
+        timer.join()
+        other.close()

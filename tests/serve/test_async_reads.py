@@ -5,7 +5,11 @@ limit's refusals still read only the accounts. Real uvicorn, real PostgreSQL."""
 from __future__ import annotations
 
 import re
+import sqlite3
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,7 @@ import sqlalchemy as sa
 
 import serve
 from learner_export.settings import Settings
+from load.audit import read_audit
 from tests.conftest import DemoSource
 from tests.serve.conftest import SECRET, start_server
 from transform.schema import schema_errors
@@ -101,3 +106,39 @@ def test_a_request_over_the_limit_reads_only_the_accounts(
             assert tables == ["users"]
     finally:
         live.stop()
+
+
+def test_a_busy_rate_limit_store_never_holds_the_loop(
+    postgres_demo: DemoSource, tmp_path: Path
+) -> None:
+    """Another process holding the rate limit's store (here for 1.5 s): the export's decision
+    waits in a worker thread, not on the event loop, so the server answers `/healthz` meanwhile;
+    then the export is served, counted and audited once."""
+    settings = Settings(DATABASE_URL=postgres_demo.url, JWT_SECRET=SECRET, data_dir=tmp_path)
+    live = start_server(settings, postgres_demo)
+    token = live.token(live.ids.admin)
+    try:
+        assert live.export(f"learnerId={live.ids.child}", token=token).status_code == 200
+        store = sqlite3.connect(settings.rate_limit_path, isolation_level=None,
+                                check_same_thread=False)  # fmt: skip
+        store.execute("BEGIN IMMEDIATE")
+        release = threading.Timer(1.5, lambda: store.execute("ROLLBACK"))
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            started = time.monotonic()
+            release.start()
+            pending = pool.submit(live.export, f"learnerId={live.ids.child}", token=token)
+            time.sleep(0.3)  # the export is waiting for the store by now
+            health = live.client.get("/healthz", timeout=5)
+            health_took = time.monotonic() - started
+            answer = pending.result(timeout=30)
+        release.join()
+        store.close()
+    finally:
+        live.stop()
+    assert health.status_code == 200 and health_took < 1.2  # the lock lasts 1.5 s
+    assert answer.status_code == 200
+    assert orjson.loads(answer.content)["learner"]["id"] == live.ids.child
+    records = read_audit(settings.audit_log_path)
+    assert [r["status"] for r in records] == [200, 200]
+    admitted = sqlite3.connect(settings.rate_limit_path).execute("SELECT count(*) FROM admitted")
+    assert admitted.fetchone()[0] == 2
