@@ -204,6 +204,33 @@ def test_a_connection_that_died_in_use_is_transient_and_not_reused(
     assert allowed and then != first
 
 
+@pytest.mark.parametrize("ping_after_idle", [0.0, 0.2])
+def test_an_idle_connection_is_tested_and_replaced(
+    postgres_demo: DemoSource, ping_after_idle: float
+) -> None:
+    """The threaded engine's idle test, on the asyncio engine: idle longer than
+    `ping_after_idle` (0: always), a dead pooled connection is replaced at checkout and the
+    read never sees it."""
+    admin, learner = _admin(postgres_demo), postgres_demo.rows.learner_ids[0]
+
+    async def scenario(engine: AsyncEngine) -> tuple[int, int, bool]:
+        first = await _backend_pid(engine)
+        with _owner(postgres_demo) as owner:
+            owner.execute("SELECT pg_terminate_backend(%s)", (first,))
+        await asyncio.sleep(ping_after_idle + 0.1)
+        read = await _read(engine, admin, learner)
+        return first, await _backend_pid(engine), read.allowed
+
+    first, then, allowed = _run(
+        scenario,
+        postgres_demo.url,
+        ping_after_idle=ping_after_idle,
+        pool_size=1,
+        max_overflow=0,
+    )
+    assert allowed and then != first
+
+
 def _blocked_on(owner: psycopg.Connection[Any], pid: int) -> None:
     """Wait (up to 10 s) until backend `pid` waits for a lock."""
     for _ in range(1000):
