@@ -7,6 +7,7 @@ are started once per source and settings, then reused; `live` hands a test the s
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+import sqlalchemy as sa
 import uvicorn
 
 from learner_export.settings import Settings
@@ -177,3 +179,16 @@ def server_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPool
 def live(server_pool: ServerPool, demo_source: DemoSource) -> LiveServer:
     """The server reading `demo_source` (SQLite, then PostgreSQL), with no practical rate limit."""
     return server_pool.get(demo_source)
+
+
+def selected_tables(engine: sa.Engine) -> list[str]:
+    """The table of every SELECT `engine` runs from now on through SQLAlchemy (its first
+    FROM), appended as run; for an asyncio engine, pass its `sync_engine`."""
+    tables: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            tables.append(re.findall(r"\bFROM\s+(\w+)", statement)[0])
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    return tables

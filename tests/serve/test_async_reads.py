@@ -4,7 +4,6 @@ limit's refusals still read only the accounts. Real uvicorn, real PostgreSQL."""
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import threading
 import time
@@ -15,13 +14,12 @@ from typing import Any
 
 import orjson
 import pytest
-import sqlalchemy as sa
 
 import serve
 from learner_export.settings import Settings
 from load.audit import read_audit
 from tests.conftest import DemoSource
-from tests.serve.conftest import SECRET, start_server
+from tests.serve.conftest import SECRET, selected_tables, start_server
 from transform.schema import schema_errors
 
 pytestmark = pytest.mark.postgres
@@ -87,15 +85,9 @@ def test_a_request_over_the_limit_reads_only_the_accounts(
         exports_per_minute=1,
     )
     live = start_server(settings, postgres_demo)
-    tables: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            tables.append(re.findall(r"\bFROM\s+(\w+)", statement)[0])
-
     try:
         engine = live.server.config.app.state.exporter.async_engine
-        sa.event.listen(engine.sync_engine, "before_cursor_execute", record)
+        tables = selected_tables(engine.sync_engine)
         token = live.token(live.ids.admin)
         assert live.export(f"learnerId={live.ids.child}", token=token).status_code == 200
         assert live.export(f"learnerId={live.ids.child}", token=token).status_code == 429

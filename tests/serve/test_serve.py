@@ -20,7 +20,7 @@ from learner_export.processes import free_port
 from learner_export.settings import Settings
 from load.audit import read_audit
 from tests.conftest import DemoSource
-from tests.serve.conftest import SECRET, LiveServer, ServerPool, start_server
+from tests.serve.conftest import SECRET, LiveServer, ServerPool, selected_tables, start_server
 from transform.schema import schema_errors
 
 _TAIL = re.compile(rb',"exportDate":"[^"]*","exportedBy":(?:null|[0-9]+)\}\Z')
@@ -234,18 +234,6 @@ def test_over_the_limit_a_learner_still_hears_403_and_refusals_count(
         live.stop()
 
 
-def _selects(engine: sa.Engine) -> list[str]:
-    """The table of every SELECT `engine` runs from now on (its first FROM), appended as run."""
-    tables: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            tables.append(re.findall(r"\bFROM\s+(\w+)", statement)[0])
-
-    sa.event.listen(engine, "before_cursor_execute", record)
-    return tables
-
-
 def test_a_request_over_the_limit_reads_no_row_of_the_learner(
     sqlite_demo: DemoSource, tmp_path: Path
 ) -> None:
@@ -256,7 +244,7 @@ def test_a_request_over_the_limit_reads_no_row_of_the_learner(
     )
     live = start_server(settings, sqlite_demo)
     try:
-        tables = _selects(live.server.config.app.state.exporter.engine)
+        tables = selected_tables(live.server.config.app.state.exporter.engine)
         token = live.token(live.ids.admin)
         assert live.export(f"learnerId={live.ids.big}", token=token).status_code == 200
         assert sorted(tables) == ["achievements", "learner_profiles", "lessons", "users"]
@@ -283,7 +271,7 @@ def test_a_place_that_opens_after_the_window_was_seen_full_is_served(
     try:
         exporter = live.server.config.app.state.exporter
         monkeypatch.setattr(exporter.limiter, "has_room", lambda _user_id: False)
-        tables = _selects(exporter.engine)
+        tables = selected_tables(exporter.engine)
         token = live.token(live.ids.admin)
         response = live.export(f"learnerId={live.ids.child}", token=token)
         assert response.status_code == 200
