@@ -164,6 +164,13 @@ def create_async_source_engine(
     """`create_source_engine` for asyncio, PostgreSQL only: the same read-only sessions, timeouts,
     idle test and stored JSON as bytes, through SQLAlchemy's asyncio extension (psycopg's
     AsyncConnection). A caller waits for the database on its event loop, without a thread.
+
+    Its connections are in autocommit mode unless a caller says otherwise: its readers bring
+    their own transaction (`extract.request_read.read_request_async` queues BEGIN and COMMIT in
+    its pipeline; `async_snapshot` asks for REPEATABLE READ, and the pool puts autocommit back
+    when the connection returns). Switching a connection to autocommit and back around every
+    request cost ~0.2 ms of CPU per export (measured ad hoc: 1.40 against 1.18 ms for checkout,
+    read and release), through SQLAlchemy's greenlet bridge each way.
     """
     from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -174,6 +181,7 @@ def create_async_source_engine(
     if timeouts.pool is not None:
         engine_kwargs.setdefault("pool_timeout", timeouts.pool)
     connect_args = _postgres_connect_args(timeouts, engine_kwargs.pop("connect_args", {}))
+    engine_kwargs.setdefault("isolation_level", "AUTOCOMMIT")
     engine = create_async_engine(
         parsed, connect_args=connect_args, pool_pre_ping=ping_after_idle <= 0, **engine_kwargs
     )

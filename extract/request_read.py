@@ -72,9 +72,12 @@ async def read_request_async(
     (`extract.engine.async_source_connection`): the same statements in the same one-round-trip
     pipeline, the same rows, and the event loop free while the database answers."""
     params = _params(requester_id, learner_id, lesson_limit)
-    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")  # as `_pipelined` says
     raw = await conn.get_raw_connection()
     driver = raw.driver_connection
+    if not driver.autocommit:  # type: ignore[union-attr]
+        # As `_pipelined` says. The source engine's connections are in autocommit already
+        # (`create_async_source_engine`), which spares this switch and the pool's switch back.
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
     dbapi = conn.dialect.loaded_dbapi
     statements = _compiled(conn.dialect)
     try:

@@ -97,11 +97,18 @@ def test_every_request_reads_as_the_threaded_read_gives_it(postgres_demo: DemoSo
     assert sum(read.allowed for read in got) > len(postgres_demo.rows.learner_ids)
 
 
+@pytest.mark.parametrize(
+    "engine_kwargs",
+    [{}, {"isolation_level": "READ COMMITTED"}],
+    ids=["the source engine (autocommit)", "an engine not in autocommit"],
+)
 def test_one_round_trip_in_one_read_only_snapshot(
-    postgres_demo: DemoSource, tmp_path: Path
+    postgres_demo: DemoSource, tmp_path: Path, engine_kwargs: dict[str, Any]
 ) -> None:
     """libpq's trace of one asyncio read: BEGIN REPEATABLE READ READ ONLY, the four statements,
-    COMMIT and one Sync, as the threaded read sends them; the connection ends idle."""
+    COMMIT and one Sync, as the threaded read sends them; the connection ends idle. On an engine
+    whose connections are not in autocommit, the read switches its own (psycopg would otherwise
+    open a transaction of its own first)."""
     trace = tmp_path / "libpq.trace"
     admin, learner = _admin(postgres_demo), postgres_demo.rows.learner_ids[0]
 
@@ -119,7 +126,7 @@ def test_one_round_trip_in_one_read_only_snapshot(
             idle = driver.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
             return read, idle
 
-    read, idle = _run(traced, postgres_demo.url)
+    read, idle = _run(traced, postgres_demo.url, **engine_kwargs)
     assert read.allowed and idle
     text = trace.read_text()
     kinds = re.findall(r"^F\t\d+\t(\w+)", text, flags=re.MULTILINE)
@@ -150,6 +157,30 @@ def test_sessions_are_read_only_and_bounded(postgres_demo: DemoSource) -> None:
 
     shown = _run(settings, postgres_demo.url, timeouts=SourceTimeouts(statement=1.5))
     assert shown == ["on", "on", "repeatable read", "1500ms", "learner-export"]
+
+
+def test_connections_are_in_autocommit_at_every_checkout(postgres_demo: DemoSource) -> None:
+    """The engine's one connection is in autocommit when checked out: at first, after a read,
+    and after a REPEATABLE READ snapshot (the pool puts autocommit back), so a read never
+    switches it (each switch, and the pool's switch back, cost CPU on every request)."""
+    admin, learner = _admin(postgres_demo), postgres_demo.rows.learner_ids[0]
+
+    async def modes(engine: AsyncEngine) -> list[bool]:
+        seen = []
+        for use in ("read", "snapshot", "read", None):
+            async with async_source_connection(engine) as conn:
+                raw = await conn.get_raw_connection()
+                driver = raw.driver_connection
+                assert isinstance(driver, psycopg.AsyncConnection)
+                seen.append(driver.autocommit)
+                if use == "read":
+                    await read_request_async(conn, admin, learner, lesson_limit=LESSON_CAP)
+            if use == "snapshot":
+                async with async_snapshot(engine) as conn:
+                    await conn.run_sync(read_users, {admin})
+        return seen
+
+    assert _run(modes, postgres_demo.url, pool_size=1, max_overflow=0) == [True] * 4
 
 
 def test_a_sqlite_source_has_no_asyncio_engine(sqlite_demo: DemoSource) -> None:
