@@ -788,6 +788,12 @@ def create_app(settings: Settings, *, secret: str | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # FastAPI's own OpenTelemetry, which starts once any provider is configured in the
+        # process (or FASTAPI_OTEL_AUTO_CONFIGURE=true): its spans carry request URLs (learner
+        # ids) and its logs unhandled exceptions' messages and stack traces, which may quote a
+        # child's data. Off, as the access log is; the audit log is the record of exports.
+        # (Checking whether it is on also cost every request ~40 us.)
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     # No redirect from /api/export/ to /api/export: Starlette's would echo the Host header into
     # Location. Any other path is a JSON 404.
