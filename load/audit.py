@@ -225,11 +225,16 @@ def _open_log(path: Path) -> int:
     """A descriptor appending to the regular file at `path` (created 0600), whose mode is 0600.
 
     `O_NOFOLLOW` makes a symbolic link fail with ELOOP; `O_NONBLOCK` keeps a FIFO from blocking
-    the open, and the check below refuses it.
+    the open, and the check below refuses it. The directory is made only when the open finds it
+    missing: a server appends a line per request, and `mkdir(exist_ok=True)` cost each a failed
+    system call, an exception and a stat.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    descriptor = os.open(path, flags, FILE_MODE)
+    try:
+        descriptor = os.open(path, flags, FILE_MODE)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, flags, FILE_MODE)
     try:
         status = os.fstat(descriptor)
         if not stat.S_ISREG(status.st_mode):
