@@ -247,6 +247,20 @@ def _received_until_closed(connection: socket.socket) -> bytes:
     return bytes(received)
 
 
+def test_an_upgrade_request_is_answered_as_a_plain_one(strict: LiveServer) -> None:
+    """No WebSocket here: the request is answered as a plain one; the parser reads nothing
+    more on that connection, and the request deadline closes it (as uvicorn's own would)."""
+    with _connect(strict) as connection:
+        connection.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\n\r\n"
+        )
+        answer = http.client.HTTPResponse(connection)
+        answer.begin()
+        assert (answer.status, answer.read()) == (200, b'{"status":"ok","database":true}')
+        assert _closed_by_server(connection)
+
+
 def test_pipelined_requests_are_answered_in_order(strict: LiveServer) -> None:
     token = make_token(SECRET, userId=str(strict.ids.admin), role="ADMIN")
     export = (
