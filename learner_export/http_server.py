@@ -23,7 +23,8 @@ So the server keeps uvicorn (maintained, the only HTTP/1.1 stack used here) and 
   answers it, and the connection closed: no more of it is kept than that, and one read;
 * what the parser refuses (a malformed request line or header, a NUL in a header) is answered
   `400` with the application's error shape (`{"error": ...}`, no-store) instead of uvicorn's
-  text/plain.
+  text/plain, and so is a request past the connection cap (`limit_concurrency`): `503` with
+  `Retry-After`.
 
 The protocol relies on uvicorn's `HttpToolsProtocol` (`connection_made`, `data_received`, which
 it replaces, the parser callbacks, `on_response_complete`, the `pipeline` and `cycle` it keeps);
@@ -41,6 +42,7 @@ from typing import Any
 import httptools
 import orjson
 import uvicorn
+from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 PROTOCOL = "learner_export.http_server:GuardedProtocol"
@@ -51,6 +53,9 @@ HEAD_LIMIT_BYTES = 16 * 1024
 
 INVALID_REQUEST = "Invalid HTTP request"
 HEAD_TOO_LARGE = "Request header fields too large"
+OVER_CAPACITY = "Service unavailable"
+OVER_CAPACITY_RETRY_SECONDS = 1
+"""Past the connection cap: other connections end within seconds (the keep-alive timeout)."""
 
 log = logging.getLogger("learner_export.serve")
 
@@ -151,6 +156,10 @@ class GuardedProtocol(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        # uvicorn hands a request past the connection cap to its own text/plain 503 app.
+        super()._start_asgi_task(cycle, _over_capacity if app is service_unavailable else app)
+
     def _count_head(self, size: int) -> None:
         self._head_size += size
         if self._head_size > HEAD_LIMIT_BYTES:
@@ -192,3 +201,18 @@ class GuardedProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             log.info("closed a connection whose request did not arrive in time")
             self.transport.close()
+
+
+async def _over_capacity(scope: Any, receive: Any, send: Any) -> None:
+    """uvicorn's answer past the connection cap (`service_unavailable`) in the application's
+    error shape: 503, `{"error": ...}`, no-store, a Retry-After, and the connection closed."""
+    body = orjson.dumps({"error": OVER_CAPACITY})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"cache-control", b"no-store"),
+        (b"retry-after", b"%d" % OVER_CAPACITY_RETRY_SECONDS),
+        (b"content-length", b"%d" % len(body)),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
