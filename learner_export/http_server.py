@@ -27,10 +27,9 @@ So the server keeps uvicorn (maintained, the only HTTP/1.1 stack used here) and 
   `Retry-After`.
 
 The protocol relies on uvicorn's `HttpToolsProtocol` (`connection_made`, `data_received`, which
-it replaces, the parser callbacks, `on_response_complete`, the `pipeline` and `cycle` it keeps);
-the tests of
-`tests/learner_export/test_http_server.py` run it on a real socket, so an upgrade of uvicorn that
-moved them fails there.
+it replaces, the parser callbacks, `on_response_complete`, `_start_asgi_task`, the `pipeline`
+and `cycle` it keeps); the tests of `tests/learner_export/test_http_server.py` run it on a real
+socket, so an upgrade of uvicorn that moved them fails there.
 """
 
 from __future__ import annotations
