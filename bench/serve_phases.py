@@ -84,39 +84,64 @@ def typical_learner(learners: int) -> int:
     return min(counts, key=lambda i: (abs(counts[i] - TYPICAL_LESSONS), i))
 
 
+class _Phases:
+    """The timed phases of one request (seconds, by name), and the steps both ways of reading
+    share: after the read, the endpoint's steps are the same whether the read was awaited."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    def timed(self, name: str, step: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        result = step()
+        self.times[name] = time.perf_counter() - start
+        return result
+
+    async def awaited(self, name: str, step: Awaitable[Any]) -> Any:
+        start = time.perf_counter()
+        result = await step
+        self.times[name] = time.perf_counter() - start
+        return result
+
+    def admit_and_make(
+        self, limiter: RateLimiter, user: int, read: Any
+    ) -> tuple[datetime, serve.EncodedDocument]:
+        """limit, build and encode, as the endpoint runs them once the rows are read."""
+        self.timed("limit", lambda: limiter.admit(user))
+        when = datetime.now(UTC)
+        built = self.timed(
+            "build", lambda: build_document(read.learner, export_date=when, exported_by=user)
+        )
+        return when, self.timed("encode", lambda: serve.EncodedDocument.of(built))
+
+    def audit(
+        self, audit: Path, when: datetime, user: int, learner: int, encoded: serve.EncodedDocument
+    ) -> None:
+        record = AuditRecord(at=when, via="bench", user_id=user, learner_id=learner, status=200,
+                             sha256=encoded.sha256, size=len(encoded.body))  # fmt: skip
+        self.timed("audit", lambda: append_audit(audit, record))
+
+
 def one_request(url_engine: Any, limiter: RateLimiter, tokens: VerifiedTokens, audit: Path,
                 token: str, learner: int) -> dict[str, float]:  # fmt: skip
     """The endpoint's steps for one request, each timed (seconds)."""
-    times: dict[str, float] = {}
-    clock = time.perf_counter
-
-    def timed(name: str, step: Callable[[], Any]) -> Any:
-        start = clock()
-        result = step()
-        times[name] = clock() - start
-        return result
-
-    user = timed("token", lambda: tokens.verify(token))
+    phases = _Phases()
+    user = phases.timed("token", lambda: tokens.verify(token))
     context = source_connection(url_engine)
-    conn = timed("checkout", context.__enter__)
+    conn = phases.timed("checkout", context.__enter__)
     try:
-        timed("window", lambda: limiter.has_room(user))
-        read = timed("read", lambda: read_request(conn, user, learner, lesson_limit=LESSON_CAP))
-        timed("limit", lambda: limiter.admit(user))
-        when = datetime.now(UTC)
-        built = timed(
-            "build", lambda: build_document(read.learner, export_date=when, exported_by=user)
+        phases.timed("window", lambda: limiter.has_room(user))
+        read = phases.timed(
+            "read", lambda: read_request(conn, user, learner, lesson_limit=LESSON_CAP)
         )
-        encoded = timed("encode", lambda: serve.EncodedDocument.of(built))
+        when, encoded = phases.admit_and_make(limiter, user, read)
     except BaseException:
         context.__exit__(*sys.exc_info())
         raise
-    timed("release", lambda: context.__exit__(None, None, None))
-    record = AuditRecord(at=when, via="bench", user_id=user, learner_id=learner, status=200,
-                         sha256=encoded.sha256, size=len(encoded.body))  # fmt: skip
-    timed("audit", lambda: append_audit(audit, record))
-    timed("stream", lambda: _LOOP.run_until_complete(_drain(encoded.body)))
-    return times
+    phases.timed("release", lambda: context.__exit__(None, None, None))
+    phases.audit(audit, when, user, learner, encoded)
+    phases.timed("stream", lambda: _LOOP.run_until_complete(_drain(encoded.body)))
+    return phases.times
 
 
 async def one_request_async(
@@ -125,50 +150,23 @@ async def one_request_async(
 ) -> dict[str, float]:  # fmt: skip
     """`one_request` as the endpoint runs it on PostgreSQL: checkout, read and release awaited
     on the event loop (`Exporter.decide_async`), the rest as there."""
-    times: dict[str, float] = {}
-    clock = time.perf_counter
-
-    def timed(name: str, step: Callable[[], Any]) -> Any:
-        start = clock()
-        result = step()
-        times[name] = clock() - start
-        return result
-
-    async def awaited(name: str, step: Awaitable[Any]) -> Any:
-        start = clock()
-        result = await step
-        times[name] = clock() - start
-        return result
-
-    user = timed("token", lambda: tokens.verify(token))
+    phases = _Phases()
+    user = phases.timed("token", lambda: tokens.verify(token))
     context = async_source_connection(engine)
-    conn = await awaited("checkout", context.__aenter__())
+    conn = await phases.awaited("checkout", context.__aenter__())
     try:
-        timed("window", lambda: limiter.has_room(user))
-        read = await awaited(
+        phases.timed("window", lambda: limiter.has_room(user))
+        read = await phases.awaited(
             "read", read_request_async(conn, user, learner, lesson_limit=LESSON_CAP)
         )
-        timed("limit", lambda: limiter.admit(user))
-        when = datetime.now(UTC)
-        built = timed(
-            "build", lambda: build_document(read.learner, export_date=when, exported_by=user)
-        )
-        encoded = timed("encode", lambda: serve.EncodedDocument.of(built))
+        when, encoded = phases.admit_and_make(limiter, user, read)
     except BaseException:
         await context.__aexit__(*sys.exc_info())
         raise
-    await awaited("release", context.__aexit__(None, None, None))
-    record = AuditRecord(at=when, via="bench", user_id=user, learner_id=learner, status=200,
-                         sha256=encoded.sha256, size=len(encoded.body))  # fmt: skip
-    timed("audit", lambda: append_audit(audit, record))
-    times["stream"] = await _timed_drain(encoded.body)
-    return times
-
-
-async def _timed_drain(body: bytes) -> float:
-    start = time.perf_counter()
-    await _drain(body)
-    return time.perf_counter() - start
+    await phases.awaited("release", context.__aexit__(None, None, None))
+    phases.audit(audit, when, user, learner, encoded)
+    await phases.awaited("stream", _drain(encoded.body))
+    return phases.times
 
 
 _LOOP = asyncio.new_event_loop()
